@@ -1,0 +1,93 @@
+package api
+
+// RunSpec is the body of POST /v1/runs (create and start a run). Zero values
+// mean "the preset's or the daemon's default".
+type RunSpec struct {
+	Name            string  `json:"name,omitempty"`
+	Preset          string  `json:"preset,omitempty"`
+	Dataset         string  `json:"dataset,omitempty"`   // fashion-mnist | regression-sin | regression-x2 | regression-abs | quadratic
+	DataPath        string  `json:"data_path,omitempty"` // directory of the IDX files
+	Model           string  `json:"model,omitempty"`     // mlp:500x5 | linear | scalar
+	Init            string  `json:"init,omitempty"`      // he | lecun | glorot | torch
+	Loss            string  `json:"loss,omitempty"`      // cross-entropy | mse | quadratic
+	LR              float64 `json:"lr,omitempty"`
+	Batch           int     `json:"batch,omitempty"`
+	Steps           int     `json:"steps,omitempty"`
+	Seed            *uint64 `json:"seed,omitempty"`
+	Window          int     `json:"window,omitempty"`
+	Strategy        string  `json:"strategy,omitempty"` // window | sliding | full | memo
+	ResetAt         []int   `json:"reset_at,omitempty"`
+	ResetFrom       string  `json:"reset_from,omitempty"`   // backward | forward
+	ResetPolicy     string  `json:"reset_policy,omitempty"` // fixed | improve
+	ResetHorizon    int     `json:"reset_horizon,omitempty"`
+	BackwardFrom    int     `json:"backward_from,omitempty"`
+	EvalEvery       int     `json:"eval_every,omitempty"`
+	EvalSize        int     `json:"eval_size,omitempty"`
+	CheckpointEvery int     `json:"checkpoint_every,omitempty"`
+}
+
+// AnchorInfo is a backward anchor: the step r and whether x_r is the forward
+// or the backward iterate at r.
+type AnchorInfo struct {
+	Segment int    `json:"segment"`
+	Step    int    `json:"step"`
+	From    string `json:"from"` // forward | backward | init
+}
+
+// RunStatus is one run in GET /v1/runs and GET /v1/runs/{name}.
+type RunStatus struct {
+	Name         string     `json:"name"`
+	State        string     `json:"state"` // running | paused | done | failed
+	Reason       string     `json:"reason,omitempty"`
+	Spec         RunSpec    `json:"spec"` // fully resolved
+	Steps        int        `json:"steps"`
+	ForwardStep  int        `json:"forward_step"`
+	BackwardStep int        `json:"backward_step"` // backward frontier: every n ≤ it is done
+	Anchor       AnchorInfo `json:"anchor"`
+	Window       int        `json:"window"`
+	Strategy     string     `json:"strategy"`
+	OpsPerSec    float64    `json:"ops_per_sec"`
+	ETASeconds   float64    `json:"eta_seconds"`
+	ForwardLoss  *float64   `json:"forward_loss,omitempty"`
+	BackwardLoss *float64   `json:"backward_loss,omitempty"`
+	PendingReset []int      `json:"pending_resets,omitempty"`
+}
+
+// RunList is the body of GET /v1/runs.
+type RunList struct {
+	Runs []RunStatus `json:"runs"`
+}
+
+// ResetRequest is the body of POST /v1/runs/{name}/reset.
+type ResetRequest struct {
+	At   int    `json:"at"`
+	From string `json:"from,omitempty"` // backward (default) | forward
+}
+
+// Point is one row of a trajectory (GET /v1/runs/{name}/trajectory?kind=&from=&to=&every=),
+// streamed as JSON lines (one Point per line).
+type Point struct {
+	Kind      string  `json:"kind"` // forward | backward
+	Step      int     `json:"step"`
+	Loss      float64 `json:"loss"`
+	TestLoss  float64 `json:"test_loss"`
+	TestAcc   float64 `json:"test_acc"`
+	ParamNorm float64 `json:"param_norm"`
+	StepDist  float64 `json:"step_dist"`
+	Anchor    int     `json:"anchor"`  // anchor step r of the backward iterate; 0 for forward
+	Segment   int     `json:"segment"` // anchor segment; 0 for forward
+}
+
+// VerifyReport is the body of POST /v1/runs/{name}/verify.
+type VerifyReport struct {
+	Run         string   `json:"run"`
+	Checkpoints int      `json:"checkpoints"`
+	Steps       int      `json:"steps"`
+	OK          bool     `json:"ok"`
+	Problems    []string `json:"problems,omitempty"`
+}
+
+// Error is the body of every 4xx/5xx answer: one line.
+type Error struct {
+	Error string `json:"error"`
+}

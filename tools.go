@@ -1,0 +1,17 @@
+//go:build tools
+
+// Package tools pins the modules the project depends on before every
+// package imports them, so that concurrent work does not race on go.mod.
+package tools
+
+import (
+	_ "github.com/dgraph-io/badger/v4"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/spf13/pflag"
+	_ "github.com/vmihailenco/msgpack/v5"
+	_ "golang.org/x/sync/errgroup"
+	_ "golang.org/x/term"
+	_ "gonum.org/v1/gonum/blas/blas32"
+	_ "gonum.org/v1/gonum/diff/fd"
+	_ "gonum.org/v1/plot"
+)
