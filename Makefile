@@ -1,0 +1,55 @@
+# One job per target. `make run` and `make test` are the two commands the
+# README starts with; both install what is missing first (setup).
+SHELL := /bin/bash
+GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config
+BIN := bin
+
+.PHONY: setup build test test-short bench lint fmt vet run reproduce clean
+
+## setup: install the Debian packages and Go modules the build and tests need.
+setup:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+## build: the two binaries into bin/, and a pure-Go build to keep it compiling.
+build:
+	$(GO) build -o $(BIN)/ ./cmd/replayd ./cmd/replayctl
+	CGO_ENABLED=0 $(GO) build ./...
+
+## test: everything CI runs: formatting, vet, the pure-Go build, the whole suite.
+test: setup lint
+	CGO_ENABLED=0 $(GO) build ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+## bench: the figures in the README's performance section.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./nn/ ./replay/ ./ckpt/
+	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/
+
+lint: fmt vet
+
+fmt:
+	@out=$$(gofmt -s -l .); if [ -n "$$out" ]; then echo "gofmt -s needed in:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## run: the main job: replayd --window 256 with the paper's Fashion-MNIST run.
+run: setup build
+	./scripts/main.sh
+
+## reproduce: the paper's runs, figures and results/REPORT.md.
+reproduce: setup build
+	./scripts/reproduce.sh
+
+clean:
+	rm -rf $(BIN)
