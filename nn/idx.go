@@ -1,0 +1,138 @@
+package nn
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// IDX magic numbers: unsigned bytes, 3 dimensions (images) or 1 (labels).
+const (
+	idxImages = 0x00000803
+	idxLabels = 0x00000801
+)
+
+// fashionClasses is the number of Fashion-MNIST classes.
+const fashionClasses = 10
+
+func loadFashionMNIST(dir string) (train, test *Dataset, err error) {
+	if train, err = loadIDXPair(dir, "train", "fashion-mnist"); err != nil {
+		return nil, nil, err
+	}
+	if test, err = loadIDXPair(dir, "t10k", "fashion-mnist"); err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
+}
+
+// loadIDXPair reads <prefix>-images-idx3-ubyte.gz and
+// <prefix>-labels-idx1-ubyte.gz (or the same names without .gz) from dir.
+func loadIDXPair(dir, prefix, name string) (*Dataset, error) {
+	imgs, err := openIDX(dir, prefix+"-images-idx3-ubyte")
+	if err != nil {
+		return nil, err
+	}
+	defer imgs.Close()
+	labs, err := openIDX(dir, prefix+"-labels-idx1-ubyte")
+	if err != nil {
+		return nil, err
+	}
+	defer labs.Close()
+	d, err := ReadIDX(imgs, labs, fashionClasses)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s in %s: %w", name, prefix, dir, err)
+	}
+	d.Name = name
+	return d, nil
+}
+
+type idxFile struct {
+	io.Reader
+	f  *os.File
+	gz *gzip.Reader
+}
+
+func (f *idxFile) Close() error {
+	if f.gz != nil {
+		f.gz.Close()
+	}
+	return f.f.Close()
+}
+
+func openIDX(dir, base string) (*idxFile, error) {
+	path := filepath.Join(dir, base+".gz")
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if f, err = os.Open(filepath.Join(dir, base)); err == nil {
+			return &idxFile{Reader: bufio.NewReaderSize(f, 1<<16), f: f}, nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s missing in %s (install the Debian package dataset-fashion-mnist, or give the directory holding the IDX files): %w",
+				ErrNoData, base+".gz", dir, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	gz, err := gzip.NewReader(bufio.NewReaderSize(f, 1<<16))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: %w", path, ErrFormat, err)
+	}
+	return &idxFile{Reader: bufio.NewReaderSize(gz, 1<<16), f: f, gz: gz}, nil
+}
+
+// ReadIDX reads a data set from uncompressed IDX streams: images (magic
+// 0x803, N×rows×cols unsigned bytes) and labels (magic 0x801, N bytes, each
+// < classes). Samples keep file order; pixels are scaled by 1/255; Y is
+// one-hot. The images are converted row by row, never held as bytes.
+func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
+	var ih [4]uint32
+	if err := binary.Read(images, binary.BigEndian, ih[:]); err != nil {
+		return nil, fmt.Errorf("images header: %w: %w", ErrFormat, err)
+	}
+	var lh [2]uint32
+	if err := binary.Read(labels, binary.BigEndian, lh[:]); err != nil {
+		return nil, fmt.Errorf("labels header: %w: %w", ErrFormat, err)
+	}
+	if ih[0] != idxImages || lh[0] != idxLabels {
+		return nil, fmt.Errorf("magic numbers %#x, %#x (want %#x, %#x): %w", ih[0], lh[0], idxImages, idxLabels, ErrFormat)
+	}
+	n, in := int(ih[1]), int(ih[2])*int(ih[3])
+	if int(lh[1]) != n {
+		return nil, fmt.Errorf("%d images but %d labels: %w", n, lh[1], ErrFormat)
+	}
+	if n > 1<<24 || in > 1<<20 {
+		return nil, fmt.Errorf("implausible sizes %d×%d: %w", n, in, ErrFormat)
+	}
+	d := &Dataset{N: n, In: in, Out: classes,
+		X: make([]float32, n*in), Y: make([]float32, n*classes), Labels: make([]int32, n)}
+	row := make([]byte, in)
+	for i := range n {
+		if _, err := io.ReadFull(images, row); err != nil {
+			return nil, fmt.Errorf("image %d: %w: %w", i, ErrFormat, err)
+		}
+		x := d.X[i*in : (i+1)*in]
+		for j, v := range row {
+			x[j] = float32(v) / 255
+		}
+	}
+	lab := make([]byte, n)
+	if _, err := io.ReadFull(labels, lab); err != nil {
+		return nil, fmt.Errorf("labels: %w: %w", ErrFormat, err)
+	}
+	for i, c := range lab {
+		if int(c) >= classes {
+			return nil, fmt.Errorf("label %d of sample %d ≥ %d classes: %w", c, i, classes, ErrFormat)
+		}
+		d.Labels[i] = int32(c)
+		d.Y[i*classes+int(c)] = 1
+	}
+	return d, nil
+}
