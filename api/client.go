@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -349,7 +350,8 @@ func (q TrajectoryQuery) values() url.Values {
 // /v1/runs/{name}/trajectory), calling fn for each as it arrives; memory does
 // not grow with the number of points. An error from fn stops the stream and
 // is returned. A stream cut short by the daemon is an error, never a silently
-// shorter trajectory.
+// shorter trajectory. Values the daemon sent as null (JSON has no NaN: a
+// regression's accuracy, a diverged loss) arrive as NaN.
 func (c *Client) Trajectory(ctx context.Context, name string, q TrajectoryQuery, fn func(Point) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -365,17 +367,14 @@ func (c *Client) Trajectory(ctx context.Context, name string, q TrajectoryQuery,
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var p struct {
-			Point
-			Error string `json:"error"` // an in-band failure after the stream started
-		}
-		if err := json.Unmarshal(line, &p); err != nil {
+		var w wirePoint
+		if err := json.Unmarshal(line, &w); err != nil {
 			return fmt.Errorf("api: trajectory of %s: bad line %q: %w", name, line, err)
 		}
-		if p.Error != "" {
-			return &StatusError{Code: http.StatusInternalServerError, Message: p.Error}
+		if w.Error != "" {
+			return &StatusError{Code: http.StatusInternalServerError, Message: w.Error}
 		}
-		if err := fn(p.Point); err != nil {
+		if err := fn(w.point()); err != nil {
 			return err
 		}
 	}
@@ -405,4 +404,32 @@ func (c *Client) Batches(ctx context.Context, name string) (io.ReadCloser, error
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// wirePoint is a Point as it travels: JSON has no NaN or ±Inf, so the daemon
+// writes non-finite values as null. Decoding null into a float64 would give
+// a silent 0 (an accuracy of 0 for a regression run); wirePoint keeps the
+// difference and point() turns null back into NaN.
+type wirePoint struct {
+	Kind      string   `json:"kind"`
+	Step      int      `json:"step"`
+	Loss      *float64 `json:"loss"`
+	TestLoss  *float64 `json:"test_loss"`
+	TestAcc   *float64 `json:"test_acc"`
+	ParamNorm *float64 `json:"param_norm"`
+	StepDist  *float64 `json:"step_dist"`
+	Anchor    int      `json:"anchor"`
+	Segment   int      `json:"segment"`
+	Error     string   `json:"error"` // an in-band failure after the stream started
+}
+
+func (w *wirePoint) point() Point {
+	f := func(p *float64) float64 {
+		if p == nil {
+			return math.NaN()
+		}
+		return *p
+	}
+	return Point{Kind: w.Kind, Step: w.Step, Loss: f(w.Loss), TestLoss: f(w.TestLoss), TestAcc: f(w.TestAcc),
+		ParamNorm: f(w.ParamNorm), StepDist: f(w.StepDist), Anchor: w.Anchor, Segment: w.Segment}
 }

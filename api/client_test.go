@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -75,6 +76,9 @@ func fakeDaemon(t *testing.T, rec *recorded) http.Handler {
 			enc.Encode(Point{Kind: "forward", Step: 1})
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler) // as the real server does on a mid-stream failure
+		case "nulls":
+			io.WriteString(w, `{"kind":"backward","step":3,"loss":0.5,"test_loss":null,"test_acc":null,"param_norm":2,"step_dist":null,"anchor":1,"segment":1}`+"\n")
+			return
 		case "inband":
 			enc.Encode(Point{Kind: "forward", Step: 1})
 			io.WriteString(w, `{"error":"store failed at step 2"}`+"\n")
@@ -259,6 +263,14 @@ func TestClientTrajectory(t *testing.T) {
 	err = c.Trajectory(ctx, "cut", TrajectoryQuery{}, func(Point) error { n++; return nil })
 	if err == nil || n != 1 {
 		t.Errorf("cut stream: n=%d err=%v", n, err)
+	}
+	var got []Point
+	if err := c.Trajectory(ctx, "nulls", TrajectoryQuery{}, func(p Point) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Loss != 0.5 || !math.IsNaN(got[0].TestAcc) || !math.IsNaN(got[0].TestLoss) ||
+		!math.IsNaN(got[0].StepDist) || got[0].ParamNorm != 2 || got[0].Anchor != 1 || got[0].Segment != 1 || got[0].Kind != "backward" {
+		t.Errorf("null values: %+v", got)
 	}
 	err = c.Trajectory(ctx, "inband", TrajectoryQuery{}, func(Point) error { return nil })
 	var se *StatusError
