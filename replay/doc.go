@@ -1,0 +1,52 @@
+// Package replay is the mathematics of backward SGD: it composes training
+// operators into forward and backward iterates, with several strategies that
+// bound the cost. It is pure and deterministic: no I/O, no global state, no
+// goroutines. Operators, forward iterates (ForwardSource) and parameters
+// come in; parameters come out.
+//
+// # Composition order
+//
+// T_k is the training step made with the k-th batch (Operators.Apply(k, θ)).
+// The forward iterate is θ_n = T_n∘…∘T_1(θ_0); the backward iterate is
+//
+//	θ̃_n = T_1∘T_2∘…∘T_n(θ_0),
+//
+// so T_n is applied FIRST and T_1 LAST: the newest batch acts on θ_0 and the
+// oldest batch has the final word. θ̃_0 = θ_0 and θ̃_1 = θ_1. Under an anchor
+// (r, x_r) a backward iterate is θ̃_n = T_{r+1}∘…∘T_n(x_r) for n > r: copy
+// x_r, apply T_n, T_{n−1}, …, T_{r+1}.
+//
+// # Evaluators and strategies
+//
+// An Evaluator computes one anchor segment exactly: Direct (n−r
+// applications), AffinePrefix (memoized composition of affine maps, to
+// rounding) and Coalescing (memoized chain that stops when it meets the
+// previous one bitwise; bitwise exact). A Strategy chooses anchors and uses
+// an evaluator: Full (anchor 0 only), Windowed (periodic resets every W
+// steps and manual resets; start points from the backward or the forward
+// iterate), Sliding (θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W})) and Memo (the anchors
+// of Full or Windowed with AffinePrefix or Coalescing). WindowResetDue is
+// the anchor rule the scheduler shares with Windowed.
+//
+// # What is mutated, what may alias
+//
+//   - dst arguments are only written; they must not alias an Anchor's Start,
+//     θ_0, or each other. Nothing retains dst after the call returns.
+//   - Anchor.Start, θ_0 and every input slice are never modified. Strategies
+//     and memoizing evaluators keep copies, so callers may reuse their
+//     slices after a call.
+//   - Operators are mutated only through their own scratch space; an
+//     Operators value (and every evaluator or strategy built on it) belongs
+//     to one goroutine at a time.
+//
+// # Determinism
+//
+// Operators.Apply must be a deterministic function of (k, θ): the same bits
+// in give the same bits out. Given that, Direct, Coalescing, Full, Windowed,
+// Sliding and Memo-with-Coalescing return bitwise identical results for the
+// same mathematical iterate whatever the order of calls, and AffinePrefix is
+// deterministic too (the same compositions in the same order).
+//
+// Length mismatches are caller bugs and panic; steps out of range return
+// errors wrapping ErrStep.
+package replay
