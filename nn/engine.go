@@ -97,7 +97,7 @@ func (e *engine) outputGrad(logits []float32, batch []int32) float64 {
 		sum += e.loss.sampleLoss(logits[i*out:(i+1)*out], e.data.Y[int(s)*out:(int(s)+1)*out],
 			g[i*out:(i+1)*out], scale)
 	}
-	return sum * scale
+	return sum / float64(len(batch))
 }
 
 // backward back-propagates deltas[last] (set by outputGrad) through the

@@ -171,7 +171,9 @@ func (m *Model) Init(theta []float32, scheme string, seed uint64) error {
 	}
 	r := newRNG(seed, streamInit, 0)
 	for _, l := range m.layers {
-		fanIn, fanOut := float64(l.in), float64(l.out)
+		// A layer without inputs (linear on the quadratic data) counts as
+		// fan_in 1 so that every scheme stays finite.
+		fanIn, fanOut := float64(max(l.in, 1)), float64(l.out)
 		w, b := theta[l.w:l.w+l.in*l.out], theta[l.b:l.b+l.out]
 		if m.kind == kindScalar {
 			fanIn, fanOut = 1, 1
