@@ -1,0 +1,64 @@
+package nn
+
+import (
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+)
+
+// The paper's operator: mlp:500x5 on Fashion-MNIST, batch 8, float32, one
+// core. Run with the default backend (OpenBLAS under cgo):
+//
+//	go test -run '^$' -bench 'SGDStep|RawGEMM' -benchtime 2000x ./nn/
+//
+// and the pure-Go figure with CGO_ENABLED=0 (or -tags noopenblas).
+
+func benchSGD(b *testing.B) (*SGD, []float32, BatchLog) {
+	train, _ := fashionMNIST(b)
+	m := mustModel(b, "mlp:500x5", 784, 10)
+	theta := initTheta(b, m, "", 1)
+	log := randomLog(train.N, 8, 1000, 1)
+	sgd, err := NewSGD(m, CrossEntropy, train, 0.001, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sgd, theta, log
+}
+
+// BenchmarkSGDStep is one in-place SGD step T_k(θ) (Apply).
+func BenchmarkSGDStep(b *testing.B) {
+	sgd, theta, log := benchSGD(b)
+	b.Logf("BLAS %s", BLASBackend())
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		sgd.Apply(i%len(log)+1, theta)
+	}
+}
+
+// BenchmarkRawGEMM makes only the GEMM calls one step needs (forward,
+// deltas, rank-8 weight updates), on the same buffers: the floor the step's
+// time is compared with.
+func BenchmarkRawGEMM(b *testing.B) {
+	sgd, theta, log := benchSGD(b)
+	sgd.Step(theta, log[0]) // size the scratch space
+	e := sgd.eng
+	const nb = 8
+	b.ResetTimer()
+	for b.Loop() {
+		for l, ly := range e.m.layers {
+			e.impl.Sgemm(blas.NoTrans, blas.Trans, nb, ly.out, ly.in,
+				1, e.acts[l], ly.in, theta[ly.w:ly.b], ly.in, 1, e.acts[l+1], ly.out)
+		}
+		for l := len(e.m.layers) - 1; l >= 0; l-- {
+			ly := e.m.layers[l]
+			if l > 0 {
+				e.impl.Sgemm(blas.NoTrans, blas.NoTrans, nb, ly.in, ly.out,
+					1, e.deltas[l], ly.out, theta[ly.w:ly.b], ly.in, 0, e.deltas[l-1], ly.in)
+			}
+			// alpha 0 would let BLAS skip the work: use a tiny one.
+			e.impl.Sgemm(blas.Trans, blas.NoTrans, ly.out, ly.in, nb,
+				-1e-30, e.deltas[l], ly.out, e.acts[l], ly.in, 1, theta[ly.w:ly.b], ly.in)
+		}
+	}
+}
