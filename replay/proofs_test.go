@@ -1,9 +1,7 @@
 package replay_test
 
 import (
-	"math"
 	"math/rand/v2"
-	"slices"
 	"testing"
 
 	"github.com/replay-sgd/replay/replay"
@@ -365,5 +363,3 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-var _ = slices.Clone[[]int]
-var _ = math.Abs
