@@ -1,0 +1,295 @@
+package ckpt
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Store is a Badger database of runs. It is safe for concurrent use; writes
+// to one run are serialised by a per-run mutex, writes to different runs
+// proceed in parallel.
+type Store struct {
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+	lock *os.File
+
+	// gate is held shared by every write and exclusively by DropPrefix,
+	// during which Badger refuses writes (ErrBlockedWrites).
+	gate sync.RWMutex
+
+	mu struct {
+		sync.Mutex
+		runs   map[string]*sync.Mutex
+		closed bool
+	}
+
+	gcKick    chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func lockedError(dir string) error {
+	return fmt.Errorf("ckpt: store %s is in use by another process%w", dir, silent{ErrLocked})
+}
+
+// silent wraps an error for errors.Is without adding text, so that the
+// message stays the one line the user needs.
+type silent struct{ err error }
+
+func (s silent) Error() string { return "" }
+func (s silent) Unwrap() error { return s.err }
+
+// Open opens (creating if needed) the store in opts.Dir. It fails with
+// ErrLocked when another process has it open and with ErrFormat when it was
+// written by a newer format.
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("ckpt: create store %s: %w", opts.Dir, err)
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(opts.badger())
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, lockedError(opts.Dir)
+		}
+		return nil, fmt.Errorf("ckpt: open store %s: %w", opts.Dir, err)
+	}
+	s := &Store{db: db, opts: opts, lock: lock, gcKick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.log = opts.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.mu.runs = make(map[string]*sync.Mutex)
+	if err := s.checkFormat(); err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	if err := s.finishDeletes(); err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	if opts.GCInterval > 0 {
+		s.wg.Add(1)
+		go s.gcLoop()
+	}
+	return s, nil
+}
+
+func (s *Store) checkFormat() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(formatKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			it := txn.NewIterator(badger.IteratorOptions{})
+			it.Rewind()
+			empty := !it.Valid()
+			it.Close()
+			if !empty {
+				return fmt.Errorf("%w: %s holds a database without a ckpt format key", ErrFormat, s.opts.Dir)
+			}
+			v, _ := msgpack.Marshal(formatVersion)
+			return txn.Set(formatKey, v)
+		}
+		if err != nil {
+			return fmt.Errorf("ckpt: read format of %s: %w", s.opts.Dir, err)
+		}
+		var ver int
+		if err := item.Value(func(v []byte) error { return msgpack.Unmarshal(v, &ver) }); err != nil {
+			return fmt.Errorf("%w: %s: unreadable format key: %w", ErrFormat, s.opts.Dir, err)
+		}
+		if ver > formatVersion {
+			return fmt.Errorf("%w: %s was written in format %d, this build reads up to %d: upgrade replay",
+				ErrFormat, s.opts.Dir, ver, formatVersion)
+		}
+		return nil
+	})
+}
+
+// finishDeletes completes deletions interrupted by a crash (see DeleteRun).
+func (s *Store) finishDeletes() error {
+	var names []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: deletingPrefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			names = append(names, string(it.Item().Key()[len(deletingPrefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ckpt: list interrupted deletions: %w", err)
+	}
+	for _, n := range names {
+		s.log.Warn("ckpt: finishing interrupted deletion", "run", n)
+		if err := s.dropRun(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops GC and closes the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.mu.closed = true
+		s.mu.Unlock()
+		close(s.stop)
+		s.wg.Wait()
+		s.closeErr = s.closeDB()
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeDB() error {
+	err := s.db.Close()
+	if s.lock != nil {
+		s.lock.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("ckpt: close store %s: %w", s.opts.Dir, err)
+	}
+	return nil
+}
+
+func (s *Store) gcLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.gcKick:
+		}
+		if err := s.GC(); err != nil {
+			s.log.Warn("ckpt: value-log GC failed", "dir", s.opts.Dir, "err", err)
+		}
+	}
+}
+
+// GC runs value-log garbage collection until Badger finds no file worth
+// rewriting (more than half of it garbage).
+func (s *Store) GC() error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	for {
+		select {
+		case <-s.stop:
+			return nil
+		default:
+		}
+		err := s.db.RunValueLogGC(0.5)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			return nil
+		default:
+			return fmt.Errorf("ckpt: value-log GC: %w", err)
+		}
+	}
+}
+
+func (s *Store) kickGC() {
+	select {
+	case s.gcKick <- struct{}{}:
+	default:
+	}
+}
+
+// Size returns the disk space of the LSM tree (tables and memtable logs) and
+// of the value log, in bytes.
+func (s *Store) Size() (lsm, vlog int64) {
+	_ = filepath.WalkDir(s.opts.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".sst", ".mem":
+			lsm += diskUsage(fi)
+		case ".vlog":
+			vlog += diskUsage(fi)
+		}
+		return nil
+	})
+	return lsm, vlog
+}
+
+// runMu returns the mutex serialising writes to run name.
+func (s *Store) runMu(name string) (*sync.Mutex, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
+	m := s.mu.runs[name]
+	if m == nil {
+		m = new(sync.Mutex)
+		s.mu.runs[name] = m
+	}
+	return m, nil
+}
+
+// lockRun validates name and locks it; call the returned function to unlock.
+func (s *Store) lockRun(name string) (func(), error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	m, err := s.runMu(name)
+	if err != nil {
+		return nil, err
+	}
+	m.Lock()
+	return m.Unlock, nil
+}
+
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.db.Update(fn)
+}
+
+func (s *Store) view(fn func(txn *badger.Txn) error) error {
+	s.mu.Lock()
+	closed := s.mu.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// sync makes every write so far durable.
+func (s *Store) sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
+	}
+	return nil
+}
