@@ -2,10 +2,8 @@
 
 package nn
 
-import "gonum.org/v1/gonum/blas/gonum"
-
 // defaultBLAS is gonum's pure-Go BLAS: cgo is disabled or the build has the
 // noopenblas tag.
-var defaultBLAS = gonum.Implementation{}
+var defaultBLAS = pureGo{}
 
 const backendName = "gonum"

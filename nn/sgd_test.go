@@ -3,8 +3,6 @@ package nn
 import (
 	"math"
 	"testing"
-
-	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // TestSGDNoAllocation checks that a step allocates nothing once warm, both
@@ -68,7 +66,7 @@ func TestBackendsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pure, err := newSGD(m, CrossEntropy, train, 0.01, log, gonum.Implementation{})
+	pure, err := newSGD(m, CrossEntropy, train, 0.01, log, pureGo{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +239,7 @@ func TestDeterminismPaperModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pure, err := newSGD(m, CrossEntropy, train, 0.01, log, gonum.Implementation{})
+	pure, err := newSGD(m, CrossEntropy, train, 0.01, log, pureGo{})
 	if err != nil {
 		t.Fatal(err)
 	}
