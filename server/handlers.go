@@ -1,0 +1,411 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/export"
+	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/scheduler"
+)
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+func (s *server) listRuns(w http.ResponseWriter, _ *http.Request) {
+	// finiteStatuses also turns nil into [] ("runs": [] rather than null).
+	runs := finiteStatuses(s.b.List())
+	writeJSON(w, http.StatusOK, api.RunList{Runs: runs})
+}
+
+func (s *server) createRun(w http.ResponseWriter, r *http.Request) {
+	var spec api.RunSpec
+	if err := s.decode(w, r, &spec); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.b.Create(spec)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/runs/"+st.Name)
+	writeJSON(w, http.StatusCreated, finiteStatus(st))
+}
+
+func (s *server) getRun(w http.ResponseWriter, r *http.Request) {
+	s.status(w, r, s.b.Status)
+}
+
+func (s *server) pauseRun(w http.ResponseWriter, r *http.Request) {
+	s.status(w, r, s.b.Pause)
+}
+
+func (s *server) resumeRun(w http.ResponseWriter, r *http.Request) {
+	s.status(w, r, s.b.Resume)
+}
+
+// status answers with the api.RunStatus that op returns for the run named
+// in the path.
+func (s *server) status(w http.ResponseWriter, r *http.Request, op func(string) (api.RunStatus, error)) {
+	st, err := op(r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, finiteStatus(st))
+}
+
+func (s *server) deleteRun(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.Delete(r.PathValue("name")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) resetRun(w http.ResponseWriter, r *http.Request) {
+	var req api.ResetRequest
+	if err := s.decode(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.At < 0 {
+		s.fail(w, r, fmt.Errorf("%w: reset step %d is negative", errBadRequest, req.At))
+		return
+	}
+	st, err := s.b.Reset(r.PathValue("name"), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, finiteStatus(st))
+}
+
+func (s *server) verify(w http.ResponseWriter, r *http.Request) {
+	rep, err := s.b.Verify(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// flushEvery bounds how long points wait in the buffer of a trajectory
+// stream: a slow producer (a run still training) still reaches the client.
+const flushEvery = 200 * time.Millisecond
+
+func (s *server) trajectory(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	kind, err := enumParam(q.Get("kind"), "both", "forward", "backward", "both")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	from, err1 := intParam(q.Get("from"), "from", 0, 0)
+	to, err2 := intParam(q.Get("to"), "to", 0, 0)
+	every, err3 := intParam(q.Get("every"), "every", 1, 1)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if q.Get("to") != "" && to < from {
+		s.fail(w, r, fmt.Errorf("%w: to=%d is before from=%d", errBadRequest, to, from))
+		return
+	}
+
+	// The header goes out with the first point, so that an error before it
+	// (unknown run, bad range) still gets a proper status and JSON body.
+	rc := http.NewResponseController(w)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	var line []byte
+	started := false
+	lastFlush := time.Now()
+	err = s.b.Trajectory(r.Context(), r.PathValue("name"), kind, from, to, every, func(p api.Point) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		line = appendPoint(line[:0], p)
+		if _, err := bw.Write(line); err != nil {
+			return err
+		}
+		if time.Since(lastFlush) >= flushEvery {
+			lastFlush = time.Now()
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+		}
+		return r.Context().Err()
+	})
+	if err != nil {
+		if !started {
+			s.fail(w, r, err)
+			return
+		}
+		if isClientGone(r, err) {
+			panic(http.ErrAbortHandler)
+		}
+		s.log.Error("server: trajectory stream failed", "path", r.URL.Path, "err", err)
+		// A last line says why (api.Client reports it), then the connection
+		// is cut: a cleanly terminated stream would look complete.
+		b, _ := json.Marshal(api.Error{Error: oneLine(err.Error())})
+		bw.Write(append(b, '\n'))
+		if bw.Flush() == nil {
+			rc.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if !started {
+		// An empty range is a valid, empty stream.
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if err := bw.Flush(); err != nil && !isClientGone(r, err) {
+		s.log.Debug("server: trajectory flush failed", "err", err)
+	}
+}
+
+func (s *server) params(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	kind, err := enumParam(q.Get("kind"), "", "forward", "backward")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if q.Get("step") == "" {
+		s.fail(w, r, fmt.Errorf("%w: query parameter step is required", errBadRequest))
+		return
+	}
+	step, err := intParam(q.Get("step"), "step", 0, 0)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	model, theta, err := s.b.Params(r.Context(), r.PathValue("name"), kind, step)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	tensors, err := modelTensors(model, theta)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// Encoded in memory first (a few MB at most) so that an encoding error
+	// is still a 500 and the client gets a Content-Length.
+	var buf bytes.Buffer
+	if err := export.WriteSafetensors(&buf, tensors); err != nil {
+		s.fail(w, r, fmt.Errorf("encode safetensors: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Disposition",
+		fmt.Sprintf(`attachment; filename="%s-%s-%d.safetensors"`, sanitize(r.PathValue("name")), kind, step))
+	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r, err) {
+		s.log.Debug("server: params write failed", "err", err)
+	}
+}
+
+// modelTensors cuts theta into the model's named tensors (views, no copy).
+func modelTensors(m *nn.Model, theta []float32) ([]export.Tensor, error) {
+	if m == nil {
+		return nil, errors.New("server: backend returned no model")
+	}
+	if len(theta) != m.Dim() {
+		return nil, fmt.Errorf("server: backend returned %d parameters for a model of dimension %d", len(theta), m.Dim())
+	}
+	var out []export.Tensor
+	for _, t := range m.Tensors() {
+		n := t.Size()
+		if t.Offset < 0 || t.Offset+n > len(theta) {
+			return nil, fmt.Errorf("server: tensor %s [%d:%d] outside the %d parameters", t.Name, t.Offset, t.Offset+n, len(theta))
+		}
+		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[t.Offset : t.Offset+n]})
+	}
+	return out, nil
+}
+
+func (s *server) batches(w http.ResponseWriter, r *http.Request) {
+	rows, cols, idx, err := s.b.Batches(r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if rows < 0 || cols < 0 || len(idx) != rows*cols {
+		s.fail(w, r, fmt.Errorf("server: backend returned %d indices for a %d×%d batch log", len(idx), rows, cols))
+		return
+	}
+	var buf bytes.Buffer
+	if err := export.WriteNpyInt64(&buf, rows, cols, idx); err != nil {
+		s.fail(w, r, fmt.Errorf("encode npy: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Disposition",
+		fmt.Sprintf(`attachment; filename="%s-batches.npy"`, sanitize(r.PathValue("name"))))
+	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r, err) {
+		s.log.Debug("server: batches write failed", "err", err)
+	}
+}
+
+// decode reads one JSON value of the request body into v, strictly: unknown
+// fields, trailing data, an empty body and a body over the limit are errors.
+func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return fmt.Errorf("%w: Content-Type %q, want application/json", errBadRequest, ct)
+	}
+	body := http.MaxBytesReader(w, r.Body, s.maxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Exactly one value: anything after it but white space is an error.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+			if terr != nil && !isSyntax(terr) {
+				err = terr
+			}
+		}
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: over %d bytes", errTooLarge, mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: empty body, want a JSON object", errBadRequest)
+	default:
+		return fmt.Errorf("%w: invalid JSON body: %s", errBadRequest, oneLine(err.Error()))
+	}
+}
+
+func isSyntax(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se)
+}
+
+// enumParam checks a query value against the allowed ones; empty means def
+// (an empty def makes the parameter required).
+func enumParam(v, def string, allowed ...string) (string, error) {
+	if v == "" {
+		v = def
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v, nil
+		}
+	}
+	if v == "" {
+		return "", fmt.Errorf("%w: query parameter kind is required (%s)", errBadRequest, strings.Join(allowed, "|"))
+	}
+	return "", fmt.Errorf("%w: kind=%q, want %s", errBadRequest, v, strings.Join(allowed, "|"))
+}
+
+// intParam parses a non-negative decimal query value ≥ min; empty means def.
+func intParam(v, name string, def, min int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not an integer", errBadRequest, name, v)
+	}
+	if n < min {
+		return 0, fmt.Errorf("%w: %s=%d, want ≥ %d", errBadRequest, name, n, min)
+	}
+	return n, nil
+}
+
+// fail answers err as a one-line api.Error with the status errorStatus
+// gives; 5xx answers are logged with the error.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := errorStatus(err)
+	if code == 499 {
+		// The client is gone: nobody reads the answer, nothing to log.
+		return
+	}
+	msg := oneLine(err.Error())
+	if code >= 500 {
+		s.log.Error("server: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		s.log.Debug("server: request rejected", "method", r.Method, "path", r.URL.Path, "status", code, "err", msg)
+	}
+	writeError(w, code, msg)
+}
+
+// errorStatus maps an error to its HTTP status (499: the client went away).
+func errorStatus(err error) int {
+	switch {
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBadRequest), errors.Is(err, scheduler.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, scheduler.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, scheduler.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, context.Canceled):
+		return 499
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func isClientGone(r *http.Request, err error) bool {
+	return r.Context().Err() != nil || errors.Is(err, context.Canceled)
+}
+
+// writeError writes the one-line JSON error body.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: oneLine(msg)})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only a bug can get here (the api types always marshal, NaN aside).
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(api.Error{Error: oneLine("encode answer: " + err.Error())})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+// oneLine folds a message to a single line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// sanitize keeps a run name safe inside a quoted header value.
+func sanitize(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == '"' || r == '\\' || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, name)
+}
