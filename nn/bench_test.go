@@ -62,3 +62,28 @@ func BenchmarkRawGEMM(b *testing.B) {
 		}
 	}
 }
+
+// noGEMM is a BLAS whose Sgemm does nothing: with it a step costs only the
+// work around the GEMMs (gather, bias, ReLU, mask, column sums, loss).
+type noGEMM struct{ pureGo }
+
+func (noGEMM) Sgemm(blas.Transpose, blas.Transpose, int, int, int, float32, []float32, int, []float32, int, float32, []float32, int) {
+}
+
+// BenchmarkSGDStepNoGEMM measures a step's overhead beyond its GEMMs, a
+// figure far less sensitive to a busy machine than the difference of the
+// two benchmarks above.
+func BenchmarkSGDStepNoGEMM(b *testing.B) {
+	train, _ := fashionMNIST(b)
+	m := mustModel(b, "mlp:500x5", 784, 10)
+	theta := initTheta(b, m, "", 1)
+	log := randomLog(train.N, 8, 1000, 1)
+	sgd, err := newSGD(m, CrossEntropy, train, 0.001, log, noGEMM{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		sgd.Apply(i%len(log)+1, theta)
+	}
+}

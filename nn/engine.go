@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"math"
 
 	"gonum.org/v1/gonum/blas"
 )
@@ -78,9 +79,7 @@ func (e *engine) forward(theta []float32, batch []int32) []float32 {
 				1, a, ly.in, theta[ly.w:ly.w+ly.out*ly.in], ly.in, 1, z, ly.out)
 		}
 		if l < last {
-			for i, v := range z {
-				z[i] = max(v, 0)
-			}
+			relu(z)
 		}
 	}
 	return e.acts[last+1][:b*e.m.out]
@@ -121,11 +120,7 @@ func (e *engine) backward(theta, dst []float32, batch []int32, alpha, beta float
 			d := e.deltas[l-1][:b*ly.in]
 			e.impl.Sgemm(blas.NoTrans, blas.NoTrans, b, ly.in, ly.out,
 				1, g, ly.out, theta[ly.w:ly.w+ly.out*ly.in], ly.in, 0, d, ly.in)
-			for i, v := range a {
-				if v <= 0 {
-					d[i] = 0
-				}
-			}
+			reluMask(d, a)
 		}
 		if ly.in > 0 {
 			// W ← alpha·δᵀ a + beta·W: one rank-b GEMM into the weight.
@@ -156,5 +151,27 @@ func (e *engine) backward(theta, dst []float32, batch []int32, alpha, beta float
 func checkTheta(who string, theta []float32, m *Model) {
 	if len(theta) != m.dim {
 		panic(fmt.Sprintf("nn: %s: len(theta) = %d, model %s has dim %d", who, len(theta), m.spec, m.dim))
+	}
+}
+
+// relu sets z = max(z, 0) without branches: about half of the signs are
+// random, which would make a branch mispredict on every other element. The
+// sign bit, spread over the word, clears negative values (and −0, −NaN).
+func relu(z []float32) {
+	for i, v := range z {
+		u := math.Float32bits(v)
+		z[i] = math.Float32frombits(u &^ uint32(int32(u)>>31))
+	}
+}
+
+// reluMask zeroes d where a (a ReLU output, so ≥ +0) is zero, without
+// branches: for a ≥ 0 the word u is non-zero exactly when a > 0, and then
+// u | −u has its top bit set.
+func reluMask(d, a []float32) {
+	d = d[:len(a)]
+	for i, v := range a {
+		u := math.Float32bits(v)
+		m := uint32(int32(u|-u) >> 31)
+		d[i] = math.Float32frombits(math.Float32bits(d[i]) & m)
 	}
 }

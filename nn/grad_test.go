@@ -162,3 +162,28 @@ func TestStepIsGradientStep(t *testing.T) {
 		})
 	}
 }
+
+
+func TestReLUBits(t *testing.T) {
+	negZero := float32(math.Copysign(0, -1))
+	in := []float32{-2, negZero, 0, 1e-45, 3, float32(math.Inf(-1)), float32(math.Inf(1))}
+	z := append([]float32(nil), in...)
+	relu(z)
+	want := []float32{0, 0, 0, 1e-45, 3, 0, float32(math.Inf(1))}
+	for i := range z {
+		if math.Float32bits(z[i]) != math.Float32bits(want[i]) {
+			t.Errorf("relu(%g) = %g, want %g", in[i], z[i], want[i])
+		}
+	}
+	d := []float32{5, 5, 5, 5, 5, 5, 5}
+	reluMask(d, z)
+	for i, v := range d {
+		w := float32(5)
+		if z[i] == 0 {
+			w = 0
+		}
+		if v != w {
+			t.Errorf("mask at relu %g: %g, want %g", z[i], v, w)
+		}
+	}
+}
