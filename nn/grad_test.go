@@ -163,7 +163,6 @@ func TestStepIsGradientStep(t *testing.T) {
 	}
 }
 
-
 func TestReLUBits(t *testing.T) {
 	negZero := float32(math.Copysign(0, -1))
 	in := []float32{-2, negZero, 0, 1e-45, 3, float32(math.Inf(-1)), float32(math.Inf(1))}
