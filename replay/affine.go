@@ -5,27 +5,41 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
 )
 
 // AffinePrefix evaluates backward iterates of affine operators by composing
-// the maps instead of re-applying them. Under an anchor (r, x_r) it keeps
+// the maps instead of re-applying them. Under an anchor (r, x_r) the prefix
 //
 //	P_n = T_{r+1}∘…∘T_n,  P_n(Θ) = Θ A_n + B_n,  A_r = I, B_r = 0,
 //
-// in float64 and extends it with P_n = P_{n−1}∘T_n: since
-// T_n(Θ) = Θ S_n + C_n with S_n = I − c Uᵀ U,
+// grows by P_n = P_{n−1}∘T_n. Since T_n(Θ) = Θ S_n + C_n with
+// S_n = I − c Uᵀ U,
 //
-//	A_n = S_n A_{n−1} = A_{n−1} − c Uᵀ (U A_{n−1})   (a rank-b update)
+//	A_n = S_n A_{n−1} = A_{n−1} − c Uᵀ W_n,   W_n = U A_{n−1}   (rank b)
 //	B_n = C_n A_{n−1} + B_{n−1}
 //
-// and θ̃_n = Unpack(x_r A_n + B_n). Extending the prefix by one step costs
-// O((b+Rows)·Cols²) flops whatever n is, so a whole trajectory is linear in
-// n. The result equals the direct evaluation up to rounding (float64
-// composition against float32 application), not bitwise.
+// and θ̃_n = Unpack(x_r A_n + B_n). Only v_n = x_r A_n + B_n is needed, and
+// it follows from W_n alone:
 //
-// The memo is kept for one anchor: a call with another anchor (step or
-// start bits) or with n below the memoized step starts again from A = I,
-// B = 0. Memory: Cols² + 3·Rows·Cols float64 plus the operators' scratch.
+//	v_n = v_{n−1} − c (x_r Uᵀ) W_n + C_n A_{n−1},   v_r = x_r.
+//
+// When C_n lies in the row space of U (C_n = Gᵀ U, as for least squares,
+// C = c Yᵀ U, and the scalar quadratic), C_n A_{n−1} = Gᵀ W_n, so a step
+// costs two rank-b products with the Cols×Cols matrix A (4·b·Cols² flops)
+// and nothing of size Rows·Cols². G is found by solving (U Uᵀ) G = U Cᵀ
+// (Cholesky of a b×b matrix) and accepted only if ‖C − Gᵀ U‖ ≤ 1e-10 ‖C‖;
+// otherwise (rank-deficient batch, C outside the row space) the step uses
+// the dense product C_n A_{n−1}. Either way the cost does not depend on n,
+// so a whole trajectory is linear in n.
+//
+// Arithmetic is float64 (gonum blas64/lapack64, whatever implementation is
+// registered there); the result equals the direct float32 evaluation up to
+// rounding, not bitwise.
+//
+// The memo holds one anchor: a call with another anchor (step or start bits)
+// or with n below the memoized step starts again from A = I, v = x_r.
+// Memory: Cols² + 2·Rows·Cols float64 plus O(b·(Rows+Cols)) scratch.
 type AffinePrefix struct {
 	ops        AffineOperators
 	rows, cols int
@@ -36,9 +50,14 @@ type AffinePrefix struct {
 	n     int       // the memo holds P_n
 	x     []float64 // Pack(x_r), Rows×Cols
 	a     []float64 // A_n, Cols×Cols
-	b     []float64 // B_n, Rows×Cols
-	w     []float64 // scratch for U A, b×Cols
-	out   []float64 // scratch for x_r A_n + B_n
+	v     []float64 // v_n = x_r A_n + B_n, Rows×Cols
+
+	// Scratch, grown to the batch size.
+	w   []float64 // W = U A, b×Cols
+	h   []float64 // Gᵀ − c x Uᵀ, Rows×b
+	g   []float64 // G, b×Rows
+	m   []float64 // U Uᵀ, b×b
+	res []float64 // C − Gᵀ U, Rows×Cols
 }
 
 var _ Evaluator = (*AffinePrefix)(nil)
@@ -55,8 +74,8 @@ func NewAffinePrefix(ops AffineOperators) *AffinePrefix {
 		start: make([]float32, ops.Dim()),
 		x:     make([]float64, rows*cols),
 		a:     make([]float64, cols*cols),
-		b:     make([]float64, rows*cols),
-		out:   make([]float64, rows*cols),
+		v:     make([]float64, rows*cols),
+		res:   make([]float64, rows*cols),
 	}
 }
 
@@ -77,9 +96,7 @@ func (p *AffinePrefix) Eval(dst []float32, an Anchor, n int) (int, error) {
 		applied++
 	}
 	p.n = n
-	copy(p.out, p.b)
-	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, p.general(p.x, p.rows), p.general(p.a, p.cols), 1, p.general(p.out, p.rows))
-	p.ops.Unpack(dst, p.out)
+	p.ops.Unpack(dst, p.v)
 	return applied, nil
 }
 
@@ -93,7 +110,7 @@ func (p *AffinePrefix) restart(an Anchor) {
 	for i := 0; i < p.cols; i++ {
 		p.a[i*p.cols+i] = 1
 	}
-	clear(p.b)
+	copy(p.v, p.x)
 }
 
 // compose replaces P_{n−1} by P_{n−1}∘T_k (k = n).
@@ -102,24 +119,79 @@ func (p *AffinePrefix) compose(k int) {
 	if len(u) != bsz*p.cols || len(off) != p.rows*p.cols {
 		panic("replay: AffineStep returned matrices of the wrong shape")
 	}
-	a := p.general(p.a, p.cols)
-	// B += C_k A_{n−1} first: it needs the old A.
-	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, p.general(off, p.rows), a, 1, p.general(p.b, p.rows))
-	if bsz == 0 || c == 0 {
+	a := general(p.a, p.cols, p.cols)
+	v := general(p.v, p.rows, p.cols)
+	if bsz == 0 {
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, general(off, p.rows, p.cols), a, 1, v)
 		return
 	}
-	if cap(p.w) < bsz*p.cols {
-		p.w = make([]float64, bsz*p.cols)
+	p.grow(bsz)
+	um := general(u, bsz, p.cols)
+	w := general(p.w, bsz, p.cols)
+	h := general(p.h, p.rows, bsz)
+	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, um, a, 0, w) // W = U A_{n−1}
+	if p.factor(um, bsz, off) {
+		// H = Gᵀ, then v += (Gᵀ − c x Uᵀ) W below.
+		for i := 0; i < bsz; i++ {
+			for j := 0; j < p.rows; j++ {
+				p.h[j*bsz+i] = p.g[i*p.rows+j]
+			}
+		}
+	} else {
+		// Dense offset: v += C A_{n−1} (needs the old A), H = 0.
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, general(off, p.rows, p.cols), a, 1, v)
+		clear(p.h)
 	}
-	w := p.general(p.w[:bsz*p.cols], bsz)
-	um := p.general(u, bsz)
-	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, um, a, 0, w) // W = U A
-	blas64.Gemm(blas.Trans, blas.NoTrans, -c, um, w, 1, a)  // A −= c Uᵀ W
+	blas64.Gemm(blas.NoTrans, blas.Trans, -c, general(p.x, p.rows, p.cols), um, 1, h) // H −= c x Uᵀ
+	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, h, w, 1, v)                            // v += H W
+	blas64.Gemm(blas.Trans, blas.NoTrans, -c, um, w, 1, a)                            // A −= c Uᵀ W
 }
 
-// general views data as a row-major r×Cols matrix.
-func (p *AffinePrefix) general(data []float64, r int) blas64.General {
-	return blas64.General{Rows: r, Cols: p.cols, Stride: p.cols, Data: data}
+// factor tries to write G (b×Rows) with C = Gᵀ U into p.g, solving
+// (U Uᵀ) G = U Cᵀ, and reports whether the residual is negligible.
+func (p *AffinePrefix) factor(um blas64.General, bsz int, off []float64) bool {
+	var cnorm float64
+	for _, x := range off {
+		cnorm += x * x
+	}
+	if cnorm == 0 {
+		clear(p.g)
+		return true
+	}
+	mm := general(p.m, bsz, bsz)
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, um, um, 0, mm) // U Uᵀ
+	g := general(p.g, bsz, p.rows)
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, um, general(off, p.rows, p.cols), 0, g) // U Cᵀ
+	t, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Upper, N: bsz, Stride: bsz, Data: p.m})
+	if !ok {
+		return false
+	}
+	lapack64.Potrs(t, g)
+	copy(p.res, off)
+	blas64.Gemm(blas.Trans, blas.NoTrans, -1, g, um, 1, general(p.res, p.rows, p.cols)) // C − Gᵀ U
+	var rnorm float64
+	for _, x := range p.res {
+		rnorm += x * x
+	}
+	return !math.IsNaN(rnorm) && rnorm <= 1e-20*cnorm
+}
+
+func (p *AffinePrefix) grow(bsz int) {
+	if cap(p.w) < bsz*p.cols {
+		p.w = make([]float64, bsz*p.cols)
+		p.h = make([]float64, p.rows*bsz)
+		p.g = make([]float64, bsz*p.rows)
+		p.m = make([]float64, bsz*bsz)
+	}
+	p.w = p.w[:bsz*p.cols]
+	p.h = p.h[:p.rows*bsz]
+	p.g = p.g[:bsz*p.rows]
+	p.m = p.m[:bsz*bsz]
+}
+
+// general views data as a row-major r×c matrix.
+func general(data []float64, r, c int) blas64.General {
+	return blas64.General{Rows: r, Cols: c, Stride: c, Data: data}
 }
 
 // sameBits reports whether a and b hold bitwise identical values (so +0 and

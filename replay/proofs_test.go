@@ -125,17 +125,18 @@ func TestWideWindowEqualsFull(t *testing.T) {
 }
 
 // TestAffinePrefixMatchesFull: the memoized prefix equals full within 1e-4
-// relative over 2000 steps. The prefix is exact in float64; the reference
-// is float32 application, whose rounding (unit roundoff 6e-8 per
-// operation) is damped by the contraction of the steps, so the observed
-// error is orders below 1e-4 — a wrong composition order or a wrong update
-// is off by O(1).
+// relative (replaytest.RelErr: relative to max(‖θ̃‖, 1)) over 2000 steps.
+// The prefix is exact in float64; the reference is float32 application,
+// whose rounding (unit roundoff 6e-8 per operation) is damped by the
+// contraction of the steps, so the observed error is orders below 1e-4 — a
+// wrong composition order or a wrong update is off by O(1).
 func TestAffinePrefixMatchesFull(t *testing.T) {
 	rng := newRand(t)
 	const steps = 2000
 	for _, f := range []replaytest.Family{
 		replaytest.NewLeastSquaresFamily(rng, 8, 3, 300, 8, 0.05, steps),
 		replaytest.NewQuadraticFamily(rng, 1000, 1, 0.1, steps),
+		replaytest.NewAffineFamily(rng, 3, 10, 4, steps),
 	} {
 		t.Run(f.Name, func(t *testing.T) {
 			m := mustMemo(t, f, replay.MemoConfig{})
@@ -362,4 +363,3 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("step before anchor: %v", err)
 	}
 }
-

@@ -8,6 +8,7 @@
 //   - LeastSquares: a linear model with MSE loss; AffineOperators.
 //   - TanhNet: a one-hidden-layer tanh regression network (nonlinear).
 //   - Constant: T_k(θ) = c_{b_k}, the paper's Example 2.4.
+//   - Affine: generic low-rank affine maps, dense or row-space offsets.
 //
 // Every Apply is a deterministic float32 computation of (k, θ) that
 // allocates nothing, as replay.Operators requires. Forward is an in-memory

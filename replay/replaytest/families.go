@@ -305,3 +305,119 @@ func (f *Forward) Forward(dst []float32, k int) error {
 	copy(dst, f.traj[k])
 	return nil
 }
+
+// Affine is a generic affine family T_k(Θ) = Θ (I − c Uᵀ U) + C_k with
+// random U_k (b×Cols, unit rows) and offsets C_k of three kinds, cycling
+// with k: a dense random C (outside the row space of U), C = Gᵀ U (in the
+// row space, as in least squares), and C = Gᵀ U with two equal rows of U
+// (a rank-deficient batch). It exercises every path of replay.AffinePrefix.
+// Apply computes in float32: Θ − c (Θ Uᵀ) U + C.
+type Affine struct {
+	Rows, Cols, B int
+	C             float64
+	U, Off        [][]float64 // per step k−1: b×Cols and Rows×Cols, row-major
+
+	t []float32
+}
+
+var _ replay.AffineOperators = (*Affine)(nil)
+
+// NewAffineFamily returns an Affine with the given shape, batch size b < cols
+// and steps, and θ_0 ~ N(0, 1).
+func NewAffineFamily(rng *rand.Rand, rows, cols, b, steps int) Family {
+	f := &Affine{Rows: rows, Cols: cols, B: b, C: 0.5 / float64(b)}
+	for k := 0; k < steps; k++ {
+		u := make([]float64, b*cols)
+		for s := 0; s < b; s++ {
+			var n float64
+			for j := 0; j < cols; j++ {
+				u[s*cols+j] = rng.NormFloat64()
+				n += u[s*cols+j] * u[s*cols+j]
+			}
+			for j := 0; j < cols; j++ {
+				u[s*cols+j] /= math.Sqrt(n)
+			}
+		}
+		off := make([]float64, rows*cols)
+		switch k % 3 {
+		case 0:
+			for i := range off {
+				off[i] = 0.1 * rng.NormFloat64()
+			}
+		case 2:
+			if b > 1 {
+				copy(u[cols:2*cols], u[:cols])
+			}
+			fallthrough
+		case 1:
+			for s := 0; s < b; s++ {
+				for i := 0; i < rows; i++ {
+					g := 0.1 * rng.NormFloat64()
+					for j := 0; j < cols; j++ {
+						off[i*cols+j] += g * u[s*cols+j]
+					}
+				}
+			}
+		}
+		// Round to float32 so that Apply and AffineStep see the same numbers.
+		for i := range u {
+			u[i] = float64(float32(u[i]))
+		}
+		for i := range off {
+			off[i] = float64(float32(off[i]))
+		}
+		f.U, f.Off = append(f.U, u), append(f.Off, off)
+	}
+	return Family{Name: "affine", Ops: f, Theta0: normal(rng, rows*cols, 1), Steps: steps}
+}
+
+// Dim implements replay.Operators.
+func (f *Affine) Dim() int { return f.Rows * f.Cols }
+
+// Apply implements replay.Operators.
+func (f *Affine) Apply(k int, theta []float32) {
+	u, off := f.U[k-1], f.Off[k-1]
+	if f.t == nil {
+		f.t = make([]float32, f.Rows*f.B)
+	}
+	c := float32(f.C)
+	for i := 0; i < f.Rows; i++ {
+		row := theta[i*f.Cols : (i+1)*f.Cols]
+		for s := 0; s < f.B; s++ {
+			var acc float32
+			for j, x := range row {
+				acc += x * float32(u[s*f.Cols+j])
+			}
+			f.t[i*f.B+s] = c * acc
+		}
+		for j := range row {
+			var acc float32
+			for s := 0; s < f.B; s++ {
+				acc += f.t[i*f.B+s] * float32(u[s*f.Cols+j])
+			}
+			row[j] = row[j] - acc + float32(off[i*f.Cols+j])
+		}
+	}
+}
+
+// AffineShape implements replay.AffineOperators.
+func (f *Affine) AffineShape() (rows, cols int) { return f.Rows, f.Cols }
+
+// Pack implements replay.AffineOperators.
+func (f *Affine) Pack(dst []float64, theta []float32) {
+	for i, v := range theta {
+		dst[i] = float64(v)
+	}
+}
+
+// Unpack implements replay.AffineOperators.
+func (f *Affine) Unpack(dst []float32, m []float64) {
+	for i, v := range m {
+		dst[i] = float32(v)
+	}
+}
+
+// AffineStep implements replay.AffineOperators.
+func (f *Affine) AffineStep(k int) ([]float64, int, float64, []float64) {
+	return f.U[k-1], f.B, float64(float32(f.C)), f.Off[k-1]
+}
