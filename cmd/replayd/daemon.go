@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/scheduler"
+	"github.com/replay-sgd/replay/server"
+)
+
+// storeDirName is the store's directory inside the data directory (the
+// socket sits beside it).
+const storeDirName = "store"
+
+// run is the whole daemon; main only prints its error. It returns nil after
+// a clean shutdown (SIGTERM, SIGINT) and for --help.
+func run(args []string, stdout, stderr io.Writer) (err error) {
+	cfg, err := parseFlags(args, stdout)
+	if errors.Is(err, pflag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	ep, err := parseListen(cfg.listen, cfg.dataDir, cfg.token != "")
+	if err != nil {
+		return err
+	}
+	if ep.network == "unix" {
+		// Before the store: a live daemon gets the clearer message.
+		if err := clearStaleSocket(ep.addr, log); err != nil {
+			return err
+		}
+	}
+
+	store, err := ckpt.Open(ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().
+		WithWindow(cfg.window).
+		WithWorkers(cfg.workers).
+		WithMaxLag(cfg.maxLag).
+		WithDataDir(cfg.datasetDir).
+		WithLogger(log))
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := sched.Register(reg); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if cfg.runPreset != "" && len(sched.List()) == 0 {
+		st, err := sched.Create(api.RunSpec{Preset: cfg.runPreset})
+		if err != nil {
+			return fmt.Errorf("--run-preset %s: %w", cfg.runPreset, err)
+		}
+		log.Info("created run from preset", "run", st.Name, "preset", cfg.runPreset, "steps", st.Steps)
+	}
+
+	ln, err := listen(ep)
+	if err != nil {
+		return err
+	}
+	handler := server.New(sched, server.Options{Token: cfg.token, Logger: log, Registry: reg})
+	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
+
+	log.Info("replayd started", "listen", ep.String(), "data_dir", cfg.dataDir,
+		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
+	err = runGroup(context.Background(),
+		component{"signals", signalHandler(log)},
+		component{"scheduler", sched.Run},
+		component{"http", httpd.run},
+	)
+	if err != nil {
+		log.Error("replayd stopped on an error", "err", err)
+		return err
+	}
+	log.Info("replayd stopped")
+	return nil
+}
+
+// signalHandler returns a component that ends at SIGINT or SIGTERM (and so
+// ends the group).
+func signalHandler(log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(ch)
+		select {
+		case sig := <-ch:
+			log.Info("shutting down", "signal", sig.String())
+		case <-ctx.Done():
+		}
+		return nil
+	}
+}
+
+// httpComponent serves the API on a listener and, at shutdown, stops
+// accepting, lets open requests finish for up to grace, then closes the
+// rest and waits for their handlers: no handler touches the store after the
+// component returned.
+type httpComponent struct {
+	srv      *http.Server
+	ln       net.Listener
+	log      *slog.Logger
+	grace    time.Duration
+	inflight tracker
+}
+
+func newHTTPComponent(ln net.Listener, h http.Handler, log *slog.Logger, grace time.Duration) *httpComponent {
+	c := &httpComponent{ln: ln, log: log, grace: grace}
+	c.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !c.inflight.enter() {
+				w.Header().Set("Connection", "close")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, `{"error":"replayd is shutting down"}`+"\n")
+				return
+			}
+			defer c.inflight.leave()
+			h.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // bodies are small (server.DefaultMaxBodyBytes)
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return c
+}
+
+func (c *httpComponent) run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- c.srv.Serve(c.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.grace)
+	defer cancel()
+	if err := c.srv.Shutdown(sctx); err != nil {
+		c.log.Warn("open requests cut at shutdown", "err", err)
+		c.srv.Close()
+	}
+	<-errc // Serve returned http.ErrServerClosed
+	// Shutdown and Close do not wait for handlers whose connection was cut;
+	// their request contexts are cancelled, so they end promptly.
+	if !c.inflight.closeAndWait(c.grace) {
+		return errors.New("request handlers still running after shutdown")
+	}
+	return nil
+}
+
+// tracker counts running handlers; once closed it admits no new one.
+type tracker struct {
+	mu struct {
+		sync.Mutex
+		n      int
+		closed bool
+		zero   chan struct{} // closed when n drops to 0 after closing
+	}
+}
+
+func (t *tracker) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.closed {
+		return false
+	}
+	t.mu.n++
+	return true
+}
+
+func (t *tracker) leave() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.mu.n--
+	if t.mu.n == 0 && t.mu.zero != nil {
+		close(t.mu.zero)
+		t.mu.zero = nil
+	}
+}
+
+// closeAndWait stops admitting handlers and waits up to d for the running
+// ones; it reports whether they all finished.
+func (t *tracker) closeAndWait(d time.Duration) bool {
+	t.mu.Lock()
+	t.mu.closed = true
+	if t.mu.n == 0 {
+		t.mu.Unlock()
+		return true
+	}
+	zero := make(chan struct{})
+	t.mu.zero = zero
+	t.mu.Unlock()
+	select {
+	case <-zero:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -1,0 +1,422 @@
+package main
+
+// End-to-end tests: the real replayd binary, built once in TestMain, on temp
+// data directories, driven over its unix socket with api.Client.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+)
+
+var killSeed = flag.Uint64("killseed", 0, "seed of the kill points of TestKillRestart (0: from the clock)")
+
+// replaydBin is the binary under test.
+var replaydBin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "replayd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	replaydBin = filepath.Join(dir, "replayd")
+	build := exec.Command("go", "build", "-o", replaydBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build replayd:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one replayd process.
+type daemon struct {
+	t      *testing.T
+	dir    string
+	sock   string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer // stdout+stderr (exec copies into it)
+	exited chan struct{}
+	err    error // Wait's result, valid after exited is closed
+	c      *api.Client
+}
+
+// startDaemon starts replayd on dir and waits until it answers /healthz.
+func startDaemon(t *testing.T, dir string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, api.SocketName), log: &bytes.Buffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(replaydBin, append([]string{"--data-dir", dir, "--log-level", "debug"}, args...)...)
+	d.cmd.Env = append(os.Environ(), "REPLAYD_TOKEN=")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("replayd log (%s):\n%s", dir, tail(d.log.String(), 60))
+		}
+	})
+	d.c = api.NewClient("unix:"+d.sock, "")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := d.c.Health(ctx)
+		cancel()
+		if err == nil {
+			return d
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("replayd exited at start (%v):\n%s", d.err, d.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replayd not healthy after 20 s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends sig and waits for the exit; it returns the time it took.
+func (d *daemon) stop(sig syscall.Signal) time.Duration {
+	d.t.Helper()
+	start := time.Now()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		d.t.Fatalf("replayd did not exit 20 s after %v", sig)
+	}
+	return time.Since(start)
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(s, "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// waitDone polls the run until it is done; failure is fatal.
+func (d *daemon) waitDone(name string) api.RunStatus {
+	d.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := d.c.Status(ctx(d.t), name)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		switch st.State {
+		case "done":
+			return st
+		case "failed":
+			d.t.Fatalf("run %s failed: %s", name, st.Reason)
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("run %s not done after 90 s: %+v", name, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) trajectory(name, kind string) []api.Point {
+	d.t.Helper()
+	var pts []api.Point
+	err := d.c.Trajectory(ctx(d.t), name, api.TrajectoryQuery{Kind: kind}, func(p api.Point) error {
+		pts = append(pts, p)
+		return nil
+	})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return pts
+}
+
+func (d *daemon) params(name, kind string, step int) []byte {
+	d.t.Helper()
+	rc, err := d.c.Params(ctx(d.t), name, kind, step)
+	if err != nil {
+		d.t.Fatalf("params %s %d: %v", kind, step, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return b
+}
+
+// samePoints reports the first difference between two trajectories, bit for
+// bit (NaN equals NaN: null on the wire carries no payload).
+func samePoints(a, b []api.Point) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d points, want %d", len(a), len(b))
+	}
+	eq := func(x, y float64) bool {
+		return math.Float64bits(x) == math.Float64bits(y) || (math.IsNaN(x) && math.IsNaN(y))
+	}
+	for i := range a {
+		p, q := a[i], b[i]
+		if p.Kind != q.Kind || p.Step != q.Step || p.Anchor != q.Anchor || p.Segment != q.Segment ||
+			!eq(p.Loss, q.Loss) || !eq(p.TestLoss, q.TestLoss) || !eq(p.TestAcc, q.TestAcc) ||
+			!eq(p.ParamNorm, q.ParamNorm) || !eq(p.StepDist, q.StepDist) {
+			return fmt.Errorf("point %d: %+v, want %+v", i, p, q)
+		}
+	}
+	return nil
+}
+
+func seed(n uint64) *uint64 { return &n }
+
+func TestLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--window", "32", "--workers", "2")
+	const steps = 300
+	st, err := d.c.CreateRun(ctx(t), api.RunSpec{Name: "q", Preset: "quadratic", Steps: steps, Seed: seed(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Name != "q" || st.Steps != steps || st.Window != 32 {
+		t.Fatalf("created %+v", st)
+	}
+	if _, err := d.c.CreateRun(ctx(t), api.RunSpec{Name: "q", Preset: "quadratic"}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("second run named q: %v, want a conflict", err)
+	}
+	st = d.waitDone("q")
+	if st.ForwardStep != steps || st.BackwardStep != steps {
+		t.Fatalf("done run: forward %d, backward frontier %d, want %d", st.ForwardStep, st.BackwardStep, steps)
+	}
+	bw := d.trajectory("q", "backward")
+	if len(bw) == 0 || bw[len(bw)-1].Step != steps {
+		t.Fatalf("backward trajectory: %d points, last %+v", len(bw), bw[len(bw)-1:])
+	}
+	for _, p := range bw {
+		if p.Step > 0 && (p.Step-p.Anchor > 32 || p.Anchor > p.Step) {
+			t.Fatalf("window 32 broken: %+v", p)
+		}
+	}
+	segBefore := bw[len(bw)-1].Segment
+
+	// A reset on the finished run reopens its backward computation.
+	if _, err := d.c.Reset(ctx(t), "q", api.ResetRequest{At: steps + 1}); !errors.Is(err, api.ErrInvalid) {
+		t.Fatalf("reset beyond the end: %v, want invalid", err)
+	}
+	const at = 150
+	if _, err := d.c.Reset(ctx(t), "q", api.ResetRequest{At: at}); err != nil {
+		t.Fatal(err)
+	}
+	st = d.waitDone("q")
+	if st.BackwardStep != steps {
+		t.Fatalf("after reset: backward frontier %d", st.BackwardStep)
+	}
+	bw = d.trajectory("q", "backward")
+	byStep := map[int]api.Point{}
+	for _, p := range bw {
+		byStep[p.Step] = p
+	}
+	for n := at + 1; n <= at+32; n++ {
+		p, ok := byStep[n]
+		if !ok || p.Anchor != at || p.Segment <= segBefore {
+			t.Fatalf("step %d after reset at %d: %+v (segment before the reset %d)", n, at, p, segBefore)
+		}
+	}
+	fw := d.trajectory("q", "forward")
+	final := d.params("q", "backward", steps)
+
+	// A second daemon on the same data directory: one clear line, exit 1.
+	out, err := exec.Command(replaydBin, "--data-dir", dir).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 ||
+		strings.TrimSpace(string(out)) != "replayd: replayd already running on unix:"+d.sock {
+		t.Fatalf("second daemon: %v, output %q", err, out)
+	}
+
+	if took := d.stop(syscall.SIGTERM); took > 2*time.Second || d.err != nil {
+		t.Fatalf("SIGTERM: exit %v after %v", d.err, took)
+	}
+	if _, err := os.Stat(d.sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind after a clean exit: %v", err)
+	}
+
+	// Restart: the same state, bit for bit.
+	d2 := startDaemon(t, dir)
+	st2, err := d2.c.Status(ctx(t), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.State != "done" || st2.ForwardStep != steps || st2.BackwardStep != steps || st2.Anchor != st.Anchor {
+		t.Fatalf("after restart: %+v, before %+v", st2, st)
+	}
+	if err := samePoints(d2.trajectory("q", "backward"), bw); err != nil {
+		t.Fatalf("backward trajectory after restart: %v", err)
+	}
+	if err := samePoints(d2.trajectory("q", "forward"), fw); err != nil {
+		t.Fatalf("forward trajectory after restart: %v", err)
+	}
+	if !bytes.Equal(d2.params("q", "backward", steps), final) {
+		t.Fatal("final backward parameters differ after restart")
+	}
+	if took := d2.stop(syscall.SIGINT); took > 2*time.Second || d2.err != nil {
+		t.Fatalf("SIGINT: exit %v after %v", d2.err, took)
+	}
+}
+
+// killSpec is a small Fashion-MNIST run with windowed and manual resets.
+func killSpec() api.RunSpec {
+	return api.RunSpec{
+		Name: "k", Dataset: "fashion-mnist", Model: "mlp:32", LR: 0.01, Batch: 8, Steps: 400, Seed: seed(3),
+		Window: 16, ResetAt: []int{200}, EvalEvery: 10, EvalSize: 200, CheckpointEvery: 50,
+	}
+}
+
+// TestKillRestart SIGKILLs the daemon at random points of a run, restarts it
+// each time, and compares everything the run produced with an uninterrupted
+// run: bitwise equal.
+func TestKillRestart(t *testing.T) {
+	s := *killSeed
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("kill seed %d (rerun with -killseed %d)", s, s)
+	rng := rand.New(rand.NewPCG(s, 0x6b696c6c))
+	spec := killSpec()
+	args := []string{"--workers", "2"}
+
+	// The reference.
+	ref := startDaemon(t, t.TempDir(), args...)
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	refSt := ref.waitDone(spec.Name)
+	want := collect(ref, spec)
+	ref.stop(syscall.SIGTERM)
+
+	// The same run, killed and restarted.
+	dir := t.TempDir()
+	d := startDaemon(t, dir, args...)
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	const kills = 4
+	for i := range kills {
+		// Kill i aims at a random point in the i-th part of the run: the
+		// first ones by forward step, the last by backward frontier (the
+		// tail of the backward work after training is done).
+		lo := spec.Steps * i / kills
+		target := lo + 1 + rng.IntN(spec.Steps/kills)
+		byBackward := i == kills-1
+		jitter := time.Duration(rng.IntN(5000)) * time.Microsecond
+		at := d.killAt(spec.Name, target, byBackward, jitter)
+		t.Logf("kill %d: target %s step %d, killed at %s", i+1, map[bool]string{false: "forward", true: "backward"}[byBackward], target, at)
+		if _, err := os.Lstat(d.sock); err != nil {
+			t.Fatalf("SIGKILL should leave the socket file behind: %v", err)
+		}
+		d = startDaemon(t, dir, args...) // removes the stale socket
+	}
+	st := d.waitDone(spec.Name)
+	if st.ForwardStep != refSt.ForwardStep || st.BackwardStep != refSt.BackwardStep || st.Anchor != refSt.Anchor {
+		t.Fatalf("status %+v, uninterrupted %+v", st, refSt)
+	}
+	got := collect(d, spec)
+	for _, k := range []string{"forward", "backward"} {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory after kills: %v", k, err)
+		}
+	}
+	for key, b := range want.params {
+		if !bytes.Equal(got.params[key], b) {
+			t.Errorf("parameters %s differ after kills", key)
+		}
+	}
+	rep, err := d.c.Verify(ctx(t), spec.Name)
+	if err != nil || !rep.OK {
+		t.Errorf("verify after kills: %+v %v", rep, err)
+	}
+	if took := d.stop(syscall.SIGTERM); took > 2*time.Second || d.err != nil {
+		t.Fatalf("SIGTERM: exit %v after %v", d.err, took)
+	}
+}
+
+// killAt polls the run and SIGKILLs the daemon once its forward step (or
+// backward frontier) reaches target, after jitter. It returns the status
+// last seen.
+func (d *daemon) killAt(name string, target int, byBackward bool, jitter time.Duration) string {
+	d.t.Helper()
+	var st api.RunStatus
+	for {
+		var err error
+		st, err = d.c.Status(ctx(d.t), name)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		step := st.ForwardStep
+		if byBackward {
+			step = st.BackwardStep
+		}
+		if step >= target || st.State != "running" {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(jitter)
+	d.stop(syscall.SIGKILL)
+	return fmt.Sprintf("forward %d, backward %d (%s)", st.ForwardStep, st.BackwardStep, st.State)
+}
+
+// results is what the kill test compares.
+type results struct {
+	traj   map[string][]api.Point
+	params map[string][]byte
+}
+
+func collect(d *daemon, spec api.RunSpec) results {
+	r := results{traj: map[string][]api.Point{}, params: map[string][]byte{}}
+	for _, k := range []string{"forward", "backward"} {
+		r.traj[k] = d.trajectory(spec.Name, k)
+		// Guard against comparing two empty answers.
+		if pts := r.traj[k]; len(pts) < spec.Steps/spec.EvalEvery || pts[len(pts)-1].Step != spec.Steps {
+			d.t.Fatalf("%s trajectory has %d points (last %+v), want ≥ %d up to step %d",
+				k, len(pts), pts[max(0, len(pts)-1):], spec.Steps/spec.EvalEvery, spec.Steps)
+		}
+		// The final parameters, and steps between checkpoints (recomputed).
+		for _, step := range []int{spec.Steps, 137, 263} {
+			r.params[fmt.Sprintf("%s@%d", k, step)] = d.params(spec.Name, k, step)
+		}
+	}
+	return r
+}

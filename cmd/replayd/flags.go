@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/scheduler"
+)
+
+// config is the daemon's configuration after flags and environment.
+type config struct {
+	dataDir     string
+	listen      string // as given ("" = the default socket)
+	token       string
+	window      int
+	workers     int
+	maxLag      int
+	datasetDir  string
+	logLevel    slog.Level
+	logFormat   string
+	runPreset   string
+	shutdownMax time.Duration
+}
+
+const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
+iterates at bounded cost, and serves the HTTP/JSON API (see the README).
+
+Usage: replayd [flags]
+
+Examples:
+  replayd --window 256 --run-preset fmnist-mlp
+  replayd --listen 127.0.0.1:7070
+  REPLAYD_TOKEN=$(cat token) replayd --listen 0.0.0.0:7070
+
+Flags:
+`
+
+// parseFlags maps args and the environment into a config. It returns
+// pflag.ErrHelp after printing the usage to stdout for --help.
+func parseFlags(args []string, stdout io.Writer) (config, error) {
+	var c config
+	fs := pflag.NewFlagSet("replayd", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned as one line, usage only on --help
+	fs.SortFlags = false
+	fs.StringVar(&c.dataDir, "data-dir", "", "directory of the store and the default socket (default $REPLAYD_DATA_DIR, else $XDG_STATE_HOME/replayd, else ~/.local/state/replayd)")
+	fs.StringVar(&c.listen, "listen", "", "unix:/path, /path.sock, or a TCP host:port (loopback unless a token is set) (default unix:<data-dir>/"+api.SocketName+")")
+	fs.StringVar(&c.token, "auth-token", "", "require \"Authorization: Bearer TOKEN\" on every request (default $REPLAYD_TOKEN)")
+	fs.IntVar(&c.window, "window", scheduler.DefaultWindow, "default backward window W of new runs")
+	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "backward worker pool size")
+	fs.IntVar(&c.maxLag, "max-lag", scheduler.DefaultMaxLag, "how many steps a run's forward trainer may lead its backward frontier")
+	fs.StringVar(&c.datasetDir, "dataset-dir", "", "default Fashion-MNIST directory for runs that name none (default /usr/share/datasets/fashion-mnist)")
+	level := fs.String("log-level", "info", "debug | info | warn | error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
+	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 2*time.Second, "how long open API requests may take to finish at shutdown")
+	help := fs.BoolP("help", "h", false, "show this help")
+
+	if err := fs.Parse(args); err != nil {
+		return c, fmt.Errorf("%w (see replayd --help)", err)
+	}
+	if *help {
+		fmt.Fprint(stdout, usageHead)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return c, pflag.ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (replayd takes flags only; see replayd --help)", fs.Arg(0))
+	}
+
+	var errs []error
+	if c.dataDir == "" {
+		d, err := api.DefaultDataDir()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.dataDir = d
+	}
+	if c.dataDir != "" {
+		abs, err := filepath.Abs(c.dataDir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--data-dir %q: %w", c.dataDir, err))
+		}
+		c.dataDir = abs
+	}
+	if c.token == "" {
+		c.token = os.Getenv("REPLAYD_TOKEN")
+	}
+	if strings.ContainsAny(c.token, " \t\r\n") {
+		errs = append(errs, errors.New("auth token: must not contain white space"))
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level))
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.logFormat))
+	}
+	if c.window < 1 {
+		errs = append(errs, fmt.Errorf("--window %d: must be ≥ 1", c.window))
+	}
+	if c.workers < 1 || c.workers > 1024 {
+		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024]", c.workers))
+	}
+	if c.maxLag < 1 {
+		errs = append(errs, fmt.Errorf("--max-lag %d: must be ≥ 1", c.maxLag))
+	}
+	if c.shutdownMax <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %v: must be > 0", c.shutdownMax))
+	}
+	if len(errs) > 0 {
+		// One line: the problems joined with "; ".
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return c, errors.New(strings.Join(msgs, "; "))
+	}
+	return c, nil
+}
+
+// newLogger returns the daemon's slog logger on w.
+func newLogger(c config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
