@@ -113,6 +113,10 @@ func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 	}
 	d := &Dataset{N: n, In: in, Out: classes,
 		X: make([]float32, n*in), Y: make([]float32, n*classes), Labels: make([]int32, n)}
+	var scale [256]float32 // byte → byte/255, rounded once as float32(v)/255
+	for v := range scale {
+		scale[v] = float32(v) / 255
+	}
 	row := make([]byte, in)
 	for i := range n {
 		if _, err := io.ReadFull(images, row); err != nil {
@@ -120,7 +124,7 @@ func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 		}
 		x := d.X[i*in : (i+1)*in]
 		for j, v := range row {
-			x[j] = float32(v) / 255
+			x[j] = scale[v]
 		}
 	}
 	lab := make([]byte, n)

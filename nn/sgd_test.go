@@ -2,6 +2,8 @@ package nn
 
 import (
 	"math"
+	"slices"
+	"sync"
 	"testing"
 )
 
@@ -249,6 +251,40 @@ func TestDeterminismPaperModel(t *testing.T) {
 			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
 				t.Fatalf("runs differ at θ[%d]: %g vs %g", i, a[i], b[i])
 			}
+		}
+	}
+}
+
+// TestClonesConcurrent runs clones of one SGD in parallel goroutines (as the
+// daemon's workers do, sharing model, data and batches) and requires each to
+// match a sequential run bitwise.
+func TestClonesConcurrent(t *testing.T) {
+	const seed, steps, workers = 29, 20, 4
+	train, _ := fashionMNIST(t)
+	m := mustModel(t, "mlp:128x2", 784, 10)
+	theta0 := initTheta(t, m, "", seed)
+	log := randomLog(train.N, 8, steps, seed)
+	sgd, err := NewSGD(m, CrossEntropy, train, 0.01, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := run(t, sgd, theta0, steps)
+	got := make([][]float32, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			s := sgd.Clone()
+			theta := append([]float32(nil), theta0...)
+			for k := 1; k <= steps; k++ {
+				s.Apply(k, theta)
+			}
+			got[w] = theta
+		})
+	}
+	wg.Wait()
+	for w := range workers {
+		if !slices.Equal(got[w], want) {
+			t.Errorf("worker %d differs from the sequential run", w)
 		}
 	}
 }
