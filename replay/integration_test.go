@@ -195,3 +195,37 @@ func BenchmarkNNLinearFashionMNIST(b *testing.B) {
 		})
 	}
 }
+
+// TestNNMLPCoalescing: over nn's MLP operators (not affine, although nn.SGD
+// has the AffineOperators methods) Memo falls back to the coalescence memo,
+// and its results equal full bitwise — with nn's real BLAS kernels.
+func TestNNMLPCoalescing(t *testing.T) {
+	const steps = 120
+	seed := replaytest.Seed(t)
+	run := newNNRun(t, "regression-sin", "mlp:32", "mse", 0.01, 10, steps, seed)
+	memo, err := replay.NewMemo(run.sgd, run.theta0, replay.MemoConfig{BudgetBytes: replay.DefaultBudgetBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := memo.Evaluator().(*replay.Coalescing); !ok {
+		t.Fatalf("memo over nn mlp uses %T", memo.Evaluator())
+	}
+	full := replay.NewFull(run.sgd.Clone(), run.theta0)
+	dim := len(run.theta0)
+	got, want := make([]float32, dim), make([]float32, dim)
+	applied := 0
+	for n := 1; n <= steps; n++ {
+		res, err := memo.Backward(got, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		applied += res.Applied
+		if _, err := full.Backward(want, n); err != nil {
+			t.Fatal(err)
+		}
+		if !replaytest.Bitwise(got, want) {
+			t.Fatalf("step %d: coalescing memo differs from full (relative %.3g)", n, replaytest.RelErr(got, want))
+		}
+	}
+	t.Logf("%d applications (full %d)", applied, steps*(steps+1)/2)
+}
