@@ -21,9 +21,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Badger's buffer.
 
 func encodeBlob(n uint64, payloadLen int, fill func([]byte)) []byte {
-	// 1 (array) + 9 (uint64) + 5 (uint32) + 5 (bin32) header bytes at most.
-	out := make([]byte, 0, 20+payloadLen)
-	payload := make([]byte, payloadLen)
+	// The payload is filled in place after a fixed-size header: array (1),
+	// uint64 (9), uint32 (5), bin length (2, 3 or 5 bytes).
+	hl := 1 + 9 + 5 + 5
+	switch {
+	case payloadLen <= math.MaxUint8:
+		hl -= 3
+	case payloadLen <= math.MaxUint16:
+		hl -= 2
+	}
+	out := make([]byte, hl+payloadLen)
+	payload := out[hl:]
 	fill(payload)
 	var buf bytes.Buffer
 	enc := msgpack.GetEncoder()
@@ -34,8 +42,11 @@ func encodeBlob(n uint64, payloadLen int, fill func([]byte)) []byte {
 	_ = enc.EncodeUint64(n)
 	_ = enc.EncodeUint32(crc32.Checksum(payload, castagnoli))
 	_ = enc.EncodeBytesLen(payloadLen)
-	out = append(out, buf.Bytes()...)
-	return append(out, payload...)
+	if buf.Len() != hl {
+		panic(fmt.Sprintf("ckpt: blob header of %d bytes, want %d", buf.Len(), hl))
+	}
+	copy(out, buf.Bytes())
+	return out
 }
 
 var (

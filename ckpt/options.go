@@ -13,7 +13,7 @@ import (
 )
 
 // DefaultCheckpointEvery is the forward checkpoint interval used when a run
-// does not choose one. The paper's run (mlp:500x5, 1,406,510 parameters =
+// does not choose one. The paper's run (mlp:500x5, 1,399,510 parameters =
 // 5.6 MB per checkpoint, 2000 steps) then keeps 41 checkpoints (θ0 and every
 // 50th step), about 230 MB, well under 1 GiB; replaying to any step costs at
 // most 49 operator applications.

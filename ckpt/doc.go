@@ -1,0 +1,98 @@
+// Package ckpt is replay's store: for every run, its configuration and
+// state, the batch log, forward checkpoints, backward anchors and iterates,
+// and the metrics of both trajectories, in a Badger database. It is the only
+// package that imports Badger; it knows nothing of gradients (Verify takes
+// the operator as a Replayer callback).
+//
+// # What is stored
+//
+// The batch log (the indices of every step's batch) is the source of truth:
+// any forward iterate θ_k is the nearest checkpoint ≤ k replayed forward
+// through the log, bitwise equal to the original run's θ_k. Checkpoints are
+// θ0 (step 0, written by CreateRun) and whatever the scheduler stores,
+// normally every RunConfig.CheckpointEvery steps (DefaultCheckpointEvery).
+// Backward results are kept per anchor segment, so a reset (a new segment)
+// never destroys what earlier segments computed; BackwardMetrics shows, per
+// step, the result of the highest segment.
+//
+// # Key layout
+//
+// Every key of run R starts with "r" R 0x00 (run names are UTF-8 without
+// NUL, so no run's prefix is a prefix of another's), followed by a kind byte
+// and numbers as fixed-width 8-byte big-endian integers, so that a prefix
+// scan returns steps in numeric order and a reverse seek finds the nearest
+// checkpoint ≤ n:
+//
+//	!format                  format version (msgpack int); a newer one is refused
+//	d R                      deletion in progress (see DeleteRun)
+//	r R 0 'C'                RunConfig (msgpack map); the run's first key
+//	r R 0 'S'                RunState (msgpack map)
+//	r R 0 'a' seg            anchor record (msgpack map)
+//	r R 0 'b' step           batch of a forward step (blob of int32)
+//	r R 0 'f' step           forward metrics (msgpack array)
+//	r R 0 'k' step           forward checkpoint (blob of float32)
+//	r R 0 'l' step           backward metrics of the highest segment at step
+//	r R 0 'm' seg step       backward metrics of one segment
+//	r R 0 'p' seg            anchor starting point (blob of float32; absent for
+//	                         segment 0, which starts at checkpoint 0)
+//	r R 0 't' seg step       backward parameters, where kept (blob of float32)
+//
+// # Encoding
+//
+// Records are msgpack (github.com/vmihailenco/msgpack/v5). Parameter vectors
+// and batches are "blobs": the msgpack array [n uint64, crc uint32, bin]
+// whose bin holds the raw little-endian float32 (or int32) values — not a
+// msgpack array of numbers, which is five times slower to encode and decode —
+// and crc is their CRC-32C (Castagnoli). n is the step of a parameter vector
+// (checked against its key) or the length of a batch. Every read checks the
+// checksum and the layout; a mismatch is a *CorruptionError naming the run,
+// the kind of record and its step (errors.Is(err, ErrCorrupt)), never
+// silently wrong numbers. Vectors of at least Options.ValueThreshold bytes
+// live in Badger's value log, the small records (batches, metrics, state) in
+// its LSM tree.
+//
+// # Atomicity and crashes
+//
+//   - AppendForward writes the steps' batches, their metrics and the new
+//     state in one Badger transaction: after a crash either all of them are
+//     there or none, and the state's ForwardStep never points past the stored
+//     log. Appends too large for one transaction are split into consecutive
+//     transactions, each with a state ending at its last step.
+//   - PutBackward writes kept parameters first (WriteBatch, then a sync),
+//     then the metrics and the state in one transaction, so BackwardStep never
+//     counts a result that is not stored.
+//   - PutCheckpoint, PutAnchor and CreateRun write one transaction and then
+//     sync the database (db.Sync), so a checkpoint is durable when the call
+//     returns; checkpoints, anchors and backward results must refer to logged
+//     steps (ErrBeyondForward).
+//   - DeleteRun first deletes the config and records a deletion marker in one
+//     transaction (the run is gone for readers at once), then drops the run's
+//     keys with DropPrefix; Open finishes a deletion a crash interrupted.
+//
+// Every call that returned survives a crash of the process (SIGKILL): Badger
+// writes through memory-mapped files the kernel keeps. Against an OS crash or
+// power loss, everything up to the last checkpoint (or every write, with
+// Options.SyncWrites) survives, and Badger's write-ahead log discards torn
+// transactions, so a crash never leaves a half-written step. The crash test
+// kills a writer process at random points and checks all of this.
+//
+// Space: value-log GC runs every Options.GCInterval (RunValueLogGC(0.5) until
+// Badger finds nothing to rewrite) on value-log files of
+// Options.ValueLogFileSize, small enough that there are older files to
+// collect; DeleteRun starts a GC at once.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use by multiple goroutines. Writes to one
+// run are serialised by a per-run mutex; different runs are written in
+// parallel. Reads see consistent snapshots (Verify checks one snapshot
+// throughout). One process at a time may open a directory: a second gets
+// ErrLocked, "ckpt: store <dir> is in use by another process".
+//
+// # Verification
+//
+// Verify(run, replay) re-executes the batch log from each checkpoint to the
+// next and compares bitwise, checks every checksum and the structural
+// invariants above, and lists every problem; it is what `replayctl verify`
+// runs, and the tests run it after every test on every store they used.
+package ckpt
