@@ -126,7 +126,10 @@ func rate(f float64) string {
 	if f <= 0 || math.IsNaN(f) {
 		return "-"
 	}
-	return fmt.Sprintf("%.4g", f)
+	if f >= 100 {
+		return fmt.Sprintf("%.0f", f)
+	}
+	return fmt.Sprintf("%.3g", f)
 }
 
 // eta is the remaining time, "-" when finished or unknown.

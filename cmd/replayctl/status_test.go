@@ -28,7 +28,7 @@ func TestStatusTable(t *testing.T) {
 			t.Errorf("header lacks %s: %s", h, lines[0])
 		}
 	}
-	for _, want := range []string{"fmnist", "running", "1200/5000", "900", "768 (backward)", "256", "window", "210.5", "1m20s", "0.5312", "0.4922"} {
+	for _, want := range []string{"fmnist", "running", "1200/5000", "900", "768 (backward)", "256", "window", "210", "1m20s", "0.5312", "0.4922"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row lacks %q: %s", want, lines[1])
 		}

@@ -130,7 +130,7 @@ func progressLine(st api.RunStatus, bar bool) string {
 	b.WriteString("  ")
 	part("backward", st.BackwardStep)
 	if st.OpsPerSec > 0 {
-		fmt.Fprintf(&b, "  %.4g ops/s", st.OpsPerSec)
+		fmt.Fprintf(&b, "  %s ops/s", rate(st.OpsPerSec))
 	}
 	if e := eta(st); e != "-" && e != "?" {
 		fmt.Fprintf(&b, "  ETA %s", e)

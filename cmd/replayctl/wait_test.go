@@ -43,7 +43,7 @@ func TestWaitPlainLines(t *testing.T) {
 	if len(lines) != 5 || strings.Contains(out, "\r") {
 		t.Fatalf("want 5 plain lines:\n%q", out)
 	}
-	if lines[0] != "fm running: forward 250/1000 (25%)  backward 200/1000 (20%)  210.5 ops/s  ETA 1m20s" {
+	if lines[0] != "fm running: forward 250/1000 (25%)  backward 200/1000 (20%)  210 ops/s  ETA 1m20s" {
 		t.Errorf("first line %q", lines[0])
 	}
 	if !strings.HasPrefix(lines[4], "fm done: forward 1000/1000 (100%)  backward 1000/1000 (100%)") {
