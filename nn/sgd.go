@@ -6,13 +6,13 @@ import (
 	"gonum.org/v1/gonum/blas"
 )
 
-// SGD implements replay.Operators, and replay.AffineOperators when IsAffine
-// (the assertions live in the tests so that this package does not import
-// replay, whose tests may import this one).
-
 // SGD is the family of SGD operators of a run: T_k(θ) = θ − η∇L_{b_k}(θ)
 // with b_k = batches.Batch(k), L the batch-mean loss of the model on the
-// training data.
+// training data. The step is computed in float32 (η rounded to float32).
+//
+// SGD implements replay.Operators, and replay.AffineOperators when IsAffine
+// reports true (the compile-time assertions live in the tests, so that this
+// package does not import replay, whose tests may import this one).
 //
 // An SGD owns scratch space and is not safe for concurrent use; Clone gives
 // each goroutine its own. The model, data set and batches are shared and
