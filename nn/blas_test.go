@@ -61,3 +61,30 @@ func TestSgemmImplementations(t *testing.T) {
 		}
 	}
 }
+
+// TestSgemmChecksArguments checks that a short slice panics before any C
+// code could read or write past it.
+func TestSgemmChecksArguments(t *testing.T) {
+	for name, impl := range map[string]blas.Float32{"pure-go": pureGo{}, BLASBackend(): defaultBLAS} {
+		for what, call := range map[string]func(){
+			"short c": func() {
+				impl.Sgemm(blas.NoTrans, blas.NoTrans, 4, 4, 4, 1, make([]float32, 16), 4, make([]float32, 16), 4, 0, make([]float32, 15), 4)
+			},
+			"short a": func() {
+				impl.Sgemm(blas.Trans, blas.NoTrans, 4, 4, 4, 1, make([]float32, 15), 4, make([]float32, 16), 4, 0, make([]float32, 16), 4)
+			},
+			"bad ldb": func() {
+				impl.Sgemm(blas.NoTrans, blas.Trans, 4, 4, 4, 1, make([]float32, 16), 4, make([]float32, 16), 3, 0, make([]float32, 16), 4)
+			},
+		} {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("%s: %s did not panic", name, what)
+					}
+				}()
+				call()
+			}()
+		}
+	}
+}
