@@ -42,6 +42,8 @@
 // do not depend on the Go version. The GEMMs go through gonum's
 // blas.Float32 interface: OpenBLAS (cgo, one thread) when cgo is enabled,
 // gonum's pure-Go BLAS with CGO_ENABLED=0 or -tags noopenblas (see
-// BLASBackend). A run repeated with the same backend is bitwise identical;
-// the two backends agree to float32 rounding.
+// BLASBackend), its Sgemm kept on the calling goroutine. Either way one
+// operator uses one core; callers parallelise across operators. A run
+// repeated with the same backend is bitwise identical; the two backends
+// agree to float32 rounding.
 package nn

@@ -288,3 +288,27 @@ func TestClonesConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestScratchReuse checks that steps with changing batch sizes (the scratch
+// space grows, then is used in part) give what fresh operators give.
+func TestScratchReuse(t *testing.T) {
+	const seed = 37
+	d := synthetic(40, 6, 3, true, seed)
+	m := mustModel(t, "mlp:7x2", 6, 3)
+	theta0 := initTheta(t, m, "", seed)
+	batches := [][]int32{{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11}, {12}, {13, 14, 15, 16}}
+	reused, err := NewSGD(m, CrossEntropy, d, 0.1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := append([]float32(nil), theta0...)
+	b := append([]float32(nil), theta0...)
+	for _, batch := range batches {
+		reused.Step(a, batch)
+		fresh, _ := NewSGD(m, CrossEntropy, d, 0.1, nil)
+		fresh.Step(b, batch)
+		if !slices.Equal(a, b) {
+			t.Fatalf("batch of %d: reused scratch differs from fresh", len(batch))
+		}
+	}
+}
