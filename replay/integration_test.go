@@ -128,12 +128,12 @@ func TestNNScalarClosedForm(t *testing.T) {
 
 // TestNNLinearMemoMatchesFull: the fmnist-linear preset (linear model, MSE
 // on one-hot targets, He init, lr 0.001, batch 8): the memoized prefix
-// equals full within 1e-4 relative over 2000 steps (-short: 300). Full is
+// equals full within 1e-4 relative over 2000 steps (-short: 100). Full is
 // evaluated at a sample of steps (each costs n applications).
 func TestNNLinearMemoMatchesFull(t *testing.T) {
 	steps := 2000
 	if testing.Short() {
-		steps = 300
+		steps = 100
 	}
 	seed := replaytest.Seed(t)
 	run := newNNRun(t, "fashion-mnist", "linear", "mse", 0.001, 8, steps, seed)

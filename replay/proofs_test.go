@@ -178,8 +178,12 @@ func TestAffinePrefixMatchesFull(t *testing.T) {
 // it must also save work.
 func TestCoalescingEqualsFull(t *testing.T) {
 	rng := newRand(t)
-	const steps = 600
-	for _, f := range replaytest.Families(rng, steps) {
+	// 600 steps on the quadratic (coalescence needs n well past ~160), 250
+	// on the others (bitwise equality only; tanh steps are the slowest).
+	fams := replaytest.Families(rng, 250)
+	fams[0] = replaytest.NewQuadraticFamily(rng, 200, 2, 0.1, 600)
+	for _, f := range fams {
+		steps := f.Steps
 		t.Run(f.Name, func(t *testing.T) {
 			dim := f.Ops.Dim()
 			full, _ := backward(t, replay.NewFull(f.Ops, f.Theta0), dim, steps)

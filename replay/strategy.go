@@ -232,6 +232,9 @@ func NewFull(ops Operators, theta0 []float32) *Full {
 	return &Full{a}
 }
 
+// Backward implements Strategy: θ̃_n with n applications, anchor 0.
+func (f *Full) Backward(dst []float32, n int) (Result, error) { return f.anchored.Backward(dst, n) }
+
 // Windowed computes backward iterates under moving anchors (see Config),
 // each evaluated directly: at most W applications per step when called
 // sequentially. A call that skips steps pays up to W more for every anchor
@@ -247,6 +250,9 @@ func NewWindowed(ops Operators, theta0 []float32, cfg Config) (*Windowed, error)
 	}
 	return &Windowed{a}, nil
 }
+
+// Backward implements Strategy.
+func (w *Windowed) Backward(dst []float32, n int) (Result, error) { return w.anchored.Backward(dst, n) }
 
 // DefaultBudgetBytes is a reasonable coalescence memo budget: 64 MiB keeps
 // about 160 levels of a 100 000-parameter model, every level of a scalar one.
@@ -293,6 +299,10 @@ func NewMemo(ops Operators, theta0 []float32, cfg MemoConfig) (*Memo, error) {
 	}
 	return &Memo{a}, nil
 }
+
+// Backward implements Strategy. Applied counts the evaluator's work: maps
+// composed (affine prefix) or operators applied (coalescence memo).
+func (m *Memo) Backward(dst []float32, n int) (Result, error) { return m.anchored.Backward(dst, n) }
 
 // Evaluator returns the evaluator Memo chose (*AffinePrefix or *Coalescing).
 func (m *Memo) Evaluator() Evaluator { return m.eval }
