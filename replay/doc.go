@@ -1,8 +1,9 @@
 // Package replay is the mathematics of backward SGD: it composes training
 // operators into forward and backward iterates, with several strategies that
 // bound the cost. It is pure and deterministic: no I/O, no global state, no
-// goroutines. Operators, forward iterates (ForwardSource) and parameters
-// come in; parameters come out.
+// goroutines of its own (gonum's BLAS, used by AffinePrefix, may split large
+// products over goroutines internally). Operators, forward iterates
+// (ForwardSource) and parameters come in; parameters come out.
 //
 // # Composition order
 //
