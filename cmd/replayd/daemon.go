@@ -40,6 +40,11 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// Signals are caught from here on: one during start-up (loading a data
+	// set for --run-preset) ends the daemon cleanly as soon as it is up.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -94,10 +99,14 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	handler := server.New(sched, server.Options{Token: cfg.token, Logger: log, Registry: reg})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
-	log.Info("replayd started", "listen", ep.String(), "data_dir", cfg.dataDir,
+	where := ep.String()
+	if ep.network == "tcp" {
+		where = ln.Addr().String() // the port chosen for ":0"
+	}
+	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir,
 		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
 	err = runGroup(context.Background(),
-		component{"signals", signalHandler(log)},
+		component{"signals", signalHandler(sigs, log)},
 		component{"scheduler", sched.Run},
 		component{"http", httpd.run},
 	)
@@ -109,15 +118,12 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	return nil
 }
 
-// signalHandler returns a component that ends at SIGINT or SIGTERM (and so
-// ends the group).
-func signalHandler(log *slog.Logger) func(context.Context) error {
+// signalHandler returns a component that ends at the first signal on sigs
+// (and so ends the group).
+func signalHandler(sigs <-chan os.Signal, log *slog.Logger) func(context.Context) error {
 	return func(ctx context.Context) error {
-		ch := make(chan os.Signal, 1)
-		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(ch)
 		select {
-		case sig := <-ch:
+		case sig := <-sigs:
 			log.Info("shutting down", "signal", sig.String())
 		case <-ctx.Done():
 		}

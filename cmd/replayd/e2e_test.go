@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +72,10 @@ func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
+	begin := time.Now()
+	defer func() {
+		t.Logf("replayd on %s healthy after %v", filepath.Base(dir), time.Since(begin).Round(time.Millisecond))
+	}()
 	t.Cleanup(func() {
 		select {
 		case <-d.exited:
@@ -314,6 +319,8 @@ func TestKillRestart(t *testing.T) {
 	}
 	t.Logf("kill seed %d (rerun with -killseed %d)", s, s)
 	rng := rand.New(rand.NewPCG(s, 0x6b696c6c))
+	t0 := time.Now()
+	since := func() time.Duration { return time.Since(t0).Round(time.Millisecond) }
 	spec := killSpec()
 	args := []string{"--workers", "2"}
 
@@ -323,8 +330,11 @@ func TestKillRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	refSt := ref.waitDone(spec.Name)
+	t.Logf("uninterrupted run done at %v", since())
 	want := collect(ref, spec)
+	t.Logf("collected at %v", since())
 	ref.stop(syscall.SIGTERM)
+	t.Logf("stopped at %v", since())
 
 	// The same run, killed and restarted.
 	dir := t.TempDir()
@@ -342,13 +352,14 @@ func TestKillRestart(t *testing.T) {
 		byBackward := i == kills-1
 		jitter := time.Duration(rng.IntN(5000)) * time.Microsecond
 		at := d.killAt(spec.Name, target, byBackward, jitter)
-		t.Logf("kill %d: target %s step %d, killed at %s", i+1, map[bool]string{false: "forward", true: "backward"}[byBackward], target, at)
+		t.Logf("%v kill %d: target %s step %d, killed at %s", since(), i+1, map[bool]string{false: "forward", true: "backward"}[byBackward], target, at)
 		if _, err := os.Lstat(d.sock); err != nil {
 			t.Fatalf("SIGKILL should leave the socket file behind: %v", err)
 		}
 		d = startDaemon(t, dir, args...) // removes the stale socket
 	}
 	st := d.waitDone(spec.Name)
+	t.Logf("interrupted run done at %v", since())
 	if st.ForwardStep != refSt.ForwardStep || st.BackwardStep != refSt.BackwardStep || st.Anchor != refSt.Anchor {
 		t.Fatalf("status %+v, uninterrupted %+v", st, refSt)
 	}
@@ -363,6 +374,7 @@ func TestKillRestart(t *testing.T) {
 			t.Errorf("parameters %s differ after kills", key)
 		}
 	}
+	t.Logf("compared at %v", since())
 	rep, err := d.c.Verify(ctx(t), spec.Name)
 	if err != nil || !rep.OK {
 		t.Errorf("verify after kills: %+v %v", rep, err)
@@ -391,7 +403,7 @@ func (d *daemon) killAt(name string, target int, byBackward bool, jitter time.Du
 		if step >= target || st.State != "running" {
 			break
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	time.Sleep(jitter)
 	d.stop(syscall.SIGKILL)
@@ -419,4 +431,135 @@ func collect(d *daemon, spec api.RunSpec) results {
 		}
 	}
 	return r
+}
+
+// runBinary runs replayd to completion (it is expected to fail at start) and
+// returns its exit code, stdout and stderr.
+func runBinary(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(replaydBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("replayd %v did not exit: %s", args, stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// Start-up errors: exit 1, exactly one line on stderr, nothing on stdout.
+func TestStartErrors(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--window", "8")
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, []string{"--data-dir", dir, "--window", "0"}, "replayd: --window 0: must be ≥ 1"},
+		{nil, []string{"--data-dir", dir, "--no-such-flag"}, "replayd: unknown flag: --no-such-flag (see replayd --help)"},
+		{nil, []string{"--data-dir", dir, "--log-format", "xml"}, "replayd: --log-format \"xml\": want text or json"},
+		{[]string{"REPLAYD_TOKEN="}, []string{"--data-dir", dir, "--listen", "0.0.0.0:7071"},
+			"replayd: --listen \"0.0.0.0:7071\": 0.0.0.0 is not a loopback address; serving beyond this machine needs --auth-token or $REPLAYD_TOKEN"},
+		// A live daemon on the socket.
+		{nil, []string{"--data-dir", dir}, "replayd: replayd already running on unix:" + d.sock},
+		// Another socket, the same store: the store lock says it.
+		{nil, []string{"--data-dir", dir, "--listen", "unix:" + filepath.Join(t.TempDir(), "other.sock")},
+			"replayd: open store: ckpt: store " + filepath.Join(dir, storeDirName) + " is in use by another process"},
+		{nil, []string{"--data-dir", t.TempDir(), "--run-preset", "no-such-preset"}, "no-such-preset"},
+	} {
+		code, stdout, stderr := runBinary(t, c.env, c.args...)
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if code != 1 || stdout != "" || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1 and one line containing %q", c.args, code, stdout, stderr, c.want)
+		}
+	}
+	// The live daemon did not notice.
+	if err := d.c.Health(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, _ := runBinary(t, nil, "--help"); code != 0 || !strings.Contains(stdout, "Usage: replayd") {
+		t.Errorf("--help: exit %d, %q", code, stdout)
+	}
+}
+
+// A TCP listener with a token: every request needs it.
+func TestTCPAuth(t *testing.T) {
+	dir := t.TempDir()
+	// A free loopback port (another process could take it in between; the
+	// start would then fail loudly, not silently).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(replaydBin, "--data-dir", dir, "--listen", addr)
+	cmd.Env = append(os.Environ(), "REPLAYD_TOKEN=e2e-token")
+	var log bytes.Buffer
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("replayd log:\n%s", log.String())
+		}
+	})
+	good := api.NewClient(addr, "e2e-token")
+	deadline := time.Now().Add(20 * time.Second)
+	for good.Health(ctx(t)) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("replayd on TCP not healthy after 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range []*api.Client{api.NewClient(addr, ""), api.NewClient(addr, "wrong")} {
+		if err := c.Health(ctx(t)); !errors.Is(err, api.ErrUnauthorized) {
+			t.Errorf("health without the right token: %v", err)
+		}
+		if _, err := c.CreateRun(ctx(t), api.RunSpec{Name: "x", Preset: "quadratic"}); !errors.Is(err, api.ErrUnauthorized) {
+			t.Errorf("create without the right token: %v", err)
+		}
+	}
+	if rl, err := good.Runs(ctx(t)); err != nil || len(rl.Runs) != 0 {
+		t.Fatalf("runs with the token: %+v %v", rl, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	exited <- nil // for the cleanup
+}
+
+// --run-preset creates the run on an empty store only.
+func TestRunPreset(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--run-preset", "quadratic", "--window", "16")
+	rl, err := d.c.Runs(ctx(t))
+	if err != nil || len(rl.Runs) != 1 || rl.Runs[0].Spec.Dataset != "quadratic" || rl.Runs[0].Window != 16 {
+		t.Fatalf("runs after --run-preset: %+v %v", rl, err)
+	}
+	name := rl.Runs[0].Name
+	d.waitDone(name)
+	if took := d.stop(syscall.SIGTERM); took > 2*time.Second || d.err != nil {
+		t.Fatalf("SIGTERM: exit %v after %v", d.err, took)
+	}
+	d = startDaemon(t, dir, "--run-preset", "quadratic")
+	if rl, err := d.c.Runs(ctx(t)); err != nil || len(rl.Runs) != 1 || rl.Runs[0].Name != name || rl.Runs[0].State != "done" {
+		t.Fatalf("runs after a restart with --run-preset: %+v %v", rl, err)
+	}
+	d.stop(syscall.SIGTERM)
 }
