@@ -1,0 +1,709 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/replay"
+)
+
+// Sides of an adaptive trial.
+const (
+	sideOld = 1 // the old anchor continued
+	sideNew = 2 // the candidate anchor
+)
+
+// Flush policy of the committer: results are written when this many are
+// waiting, when the oldest has waited flushInterval, at every anchor, and
+// when the loop stops.
+const (
+	flushCount    = 64
+	flushInterval = 250 * time.Millisecond
+)
+
+// anchorState is an anchor of the current lineage. start is only held for
+// the last anchor (the one jobs run under); older ones are loaded from the
+// store when a reset needs them.
+type anchorState struct {
+	seg, step int
+	from      string
+	start     []float32
+}
+
+// trial is an adaptive reset being decided: both the old anchor continued
+// and the candidate are computed over the horizon N+1..N+H.
+type trial struct {
+	n, h         int
+	from, reason string
+	manual       *ckpt.Reset
+	cand, old    anchorState
+	next         [2]int // next step to dispatch per side
+	buf          [2]map[int]*result
+	done         [2]int // last step processed in order per side
+	prev         [2][]float32
+	res          [2][]ckpt.BackwardResult
+	sum          [2]float64
+}
+
+// bwdLoop is the backward job stream of one run: dispatcher and in-order
+// committer in one goroutine, so that anchors, the frontier and the reorder
+// buffer have a single owner.
+type bwdLoop struct {
+	r   *run
+	s   *Scheduler
+	env *runEnv
+	cfg *ckpt.RunConfig
+	ctx context.Context
+
+	lineage []anchorState
+	nextSeg int
+	b, d    int // committed frontier (in memory) and last dispatched step
+	prev    []float32
+	prevOK  bool
+
+	gen       int
+	genCtx    context.Context
+	genCancel context.CancelFunc
+	inflight  int
+	maxFlight int
+	results   chan *result
+	buf       map[int]*result
+
+	pending    []ckpt.BackwardResult
+	removals   []ckpt.Reset // applied manual resets to drop from the state at the next flush
+	firstPend  time.Time
+	memo       *memoState
+	cursor     *forwardCursor
+	wr         *workerRun
+	trial      *trial
+	stopped    bool // failed: stop without further writes
+	recomputed int  // operator applications spent outside jobs
+}
+
+// backward runs the backward loop of r until the run is done or failed or
+// ctx is cancelled.
+func (r *run) backward(ctx context.Context, env *runEnv) error {
+	s := r.s
+	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]*result{}}
+	b.maxFlight = 2 * s.opts.Workers
+	if r.cfg.Strategy == StrategyMemo {
+		b.maxFlight = 1
+		b.memo = newMemo(env, s.opts.MemoBudget)
+	}
+	b.results = make(chan *result, b.maxFlight)
+	sgd := env.proto.Clone()
+	ops := &cancelOps{ops: sgd, ctx: ctx}
+	b.wr = &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: env.evaluators()}
+	b.cursor = newForwardCursor(s.store, b.cfg, env.proto.Clone())
+	b.newGen()
+	defer b.shutdown()
+	if err := b.init(); err != nil {
+		return err
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if err := b.commit(); err != nil {
+			return err
+		}
+		if b.stopped {
+			return nil
+		}
+		if len(b.pending) >= flushCount || len(b.pending) > 0 && time.Since(b.firstPend) >= flushInterval {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+		j, ok, err := b.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if b.stopped {
+			return nil
+		}
+		if !ok && b.finished() {
+			return b.finish()
+		}
+		var send chan<- Job
+		if ok {
+			send = s.jobs
+		}
+		var tick <-chan time.Time
+		if len(b.pending) > 0 {
+			timer.Reset(max(time.Millisecond, flushInterval-time.Since(b.firstPend)))
+			tick = timer.C
+		}
+		select {
+		case send <- j:
+			b.sent(j)
+		case res := <-b.results:
+			b.receive(res)
+		case <-r.bwdKick:
+		case <-tick:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (b *bwdLoop) newGen() {
+	if b.genCancel != nil {
+		b.genCancel()
+	}
+	b.gen++
+	b.genCtx, b.genCancel = context.WithCancel(b.ctx)
+}
+
+// init loads the anchors and the frontier and recomputes θ̃ at the frontier
+// (needed for the step distance of the next iterate and as a reset start).
+func (b *bwdLoop) init() error {
+	r, store := b.r, b.s.store
+	recs, err := store.Anchors(r.name)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("run has no anchor: %w", ckpt.ErrCorrupt)
+	}
+	slices.SortFunc(recs, func(x, y ckpt.AnchorRec) int { return x.Segment - y.Segment })
+	for _, a := range recs {
+		b.push(anchorState{seg: a.Segment, step: a.Step, from: a.From})
+		b.nextSeg = a.Segment + 1
+	}
+	last := &b.lineage[len(b.lineage)-1]
+	last.start = make([]float32, b.cfg.Dim)
+	if err := store.AnchorStart(r.name, last.seg, last.start); err != nil {
+		return err
+	}
+	st := r.state()
+	b.b = st.BackwardStep
+	// An anchor written just before a crash, with the state that applied
+	// its manual reset lost: the reset is done.
+	applied := -1
+	for i, p := range st.PendingResets {
+		if last.seg > 0 && p.Step == last.step && p.From == last.from {
+			applied = i
+			break
+		}
+	}
+	// The configured resets, in case the state that scheduled them at
+	// creation was lost (no reset can have been applied yet).
+	fresh := len(recs) == 1 && b.b == 0
+	if applied >= 0 || fresh {
+		err := r.update(func(st *ckpt.RunState) bool {
+			if applied >= 0 {
+				st.PendingResets = slices.Delete(st.PendingResets, applied, applied+1)
+				st.BackwardStep = min(st.BackwardStep, last.step)
+			}
+			if fresh {
+				for _, n := range b.cfg.ResetAt {
+					rs := ckpt.Reset{Step: n, From: b.cfg.ResetFrom}
+					if !slices.Contains(st.PendingResets, rs) {
+						st.PendingResets = append(st.PendingResets, rs)
+					}
+				}
+				sortResets(st.PendingResets)
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		b.b = r.state().BackwardStep
+	}
+	// The first anchor of a run with backward_from written just before a
+	// crash, without the state that moved the frontier to it.
+	b.b = max(b.b, last.step)
+	b.d = b.b
+	b.publishAnchor()
+	if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
+		return nil // the first anchor comes when the trainer reaches it
+	}
+	b.prev = make([]float32, b.cfg.Dim)
+	if err := b.iterate(b.prev, b.b); err != nil {
+		return err
+	}
+	b.prevOK = true
+	return nil
+}
+
+// push appends a to the lineage, dropping the anchors it supersedes (those
+// at or after its step: their segments stay stored but no longer produce
+// iterates).
+func (b *bwdLoop) push(a anchorState) {
+	for len(b.lineage) > 0 && b.lineage[len(b.lineage)-1].step >= a.step {
+		b.lineage = b.lineage[:len(b.lineage)-1]
+	}
+	if len(b.lineage) > 0 {
+		b.lineage[len(b.lineage)-1].start = nil
+	}
+	b.lineage = append(b.lineage, a)
+}
+
+func (b *bwdLoop) last() *anchorState { return &b.lineage[len(b.lineage)-1] }
+
+func (b *bwdLoop) publishAnchor() {
+	a := b.last()
+	b.r.mu.Lock()
+	b.r.mu.anchor = api.AnchorInfo{Segment: a.seg, Step: a.step, From: a.from}
+	b.r.mu.Unlock()
+}
+
+// iterate writes into dst θ̃_n of the current lineage (the anchor with the
+// largest step ≤ n), computing it in this goroutine.
+func (b *bwdLoop) iterate(dst []float32, n int) error {
+	i := len(b.lineage) - 1
+	for i > 0 && b.lineage[i].step > n {
+		i--
+	}
+	a := b.lineage[i]
+	start := a.start
+	if start == nil {
+		start = make([]float32, b.cfg.Dim)
+		if err := b.s.store.AnchorStart(b.r.name, a.seg, start); err != nil {
+			return err
+		}
+	}
+	if n == a.step {
+		copy(dst, start)
+		return nil
+	}
+	j := b.job(n, a.seg, a.step, start)
+	j.ctx = b.ctx
+	applied, err := computeIterate(j, b.wr, dst, b.s.store)
+	b.recomputed += applied
+	b.s.met.ops.Add(float64(applied))
+	if errors.Is(err, errCancelled) {
+		return b.ctx.Err()
+	}
+	return err
+}
+
+func (b *bwdLoop) job(n, seg, anchorStep int, start []float32) Job {
+	return Job{
+		Run: b.r.name, Step: n, Segment: seg, AnchorStep: anchorStep, Strategy: b.cfg.Strategy,
+		Eval: evalDue(b.cfg, n),
+		r:    b.r, env: b.env, ctx: b.genCtx, start: start, memo: b.memo, out: b.results, gen: b.gen,
+	}
+}
+
+// next returns the next job to dispatch, if any, after performing the
+// anchor changes that are due.
+func (b *bwdLoop) next() (Job, bool, error) {
+	for {
+		if b.trial != nil {
+			j, ok := b.trialNext()
+			return j, ok, nil
+		}
+		st := b.r.state()
+		f := st.ForwardStep
+		last := b.last()
+		if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
+			s := b.cfg.BackwardFrom
+			if f < s {
+				return Job{}, false, nil
+			}
+			start := make([]float32, b.cfg.Dim)
+			if err := b.cursor.Forward(start, s); err != nil {
+				return Job{}, false, err
+			}
+			b.b, b.d = s, s
+			if err := b.setAnchor(s, FromForward, start, "backward-from", nil); err != nil {
+				return Job{}, false, err
+			}
+			continue
+		}
+		// A reset at or before a dispatched step: drop the work after it.
+		if len(st.PendingResets) > 0 && st.PendingResets[0].Step < b.d {
+			if err := b.rollback(st.PendingResets[0].Step); err != nil {
+				return Job{}, false, err
+			}
+			continue
+		}
+		next := b.d + 1
+		if from, reason, manual, due := b.resetDue(next, st.PendingResets); due {
+			if b.inflight > 0 || b.b < next-1 {
+				return Job{}, false, nil
+			}
+			if err := b.reset(next-1, from, reason, manual); err != nil {
+				return Job{}, false, err
+			}
+			continue
+		}
+		if next > f || next > b.cfg.Steps || b.inflight >= b.maxFlight {
+			return Job{}, false, nil
+		}
+		return b.job(next, last.seg, last.step, last.start), true, nil
+	}
+}
+
+// resetDue reports whether the anchor must move to next−1 before next is
+// computed: a manual reset there, or the window's periodic reset.
+func (b *bwdLoop) resetDue(next int, pending []ckpt.Reset) (from, reason string, manual *ckpt.Reset, due bool) {
+	r := next - 1
+	for _, p := range pending {
+		if p.Step == r {
+			return p.From, "manual", &p, true
+		}
+	}
+	a := b.last()
+	w := b.cfg.Window
+	if b.cfg.Strategy == StrategyWindow && replay.WindowResetDue(a.step, next, w) && (r-a.step)%w == 0 {
+		return b.cfg.ResetFrom, "window", nil, true
+	}
+	return "", "", nil, false
+}
+
+// rollback discards the work after step n (a manual reset there): jobs in
+// flight are cancelled and, if n is before the frontier, the frontier moves
+// back to n (the stored results of later steps stay in their segments).
+func (b *bwdLoop) rollback(n int) error {
+	b.newGen()
+	clear(b.buf)
+	b.trial = nil
+	b.d = b.b
+	if n < b.b {
+		if err := b.flush(); err != nil {
+			return err
+		}
+		b.b, b.d = n, n
+		b.prevOK = false
+	}
+	return nil
+}
+
+// reset moves the anchor to n (b.b == n, nothing in flight), or starts an
+// adaptive trial of that move.
+func (b *bwdLoop) reset(n int, from, reason string, manual *ckpt.Reset) error {
+	start := make([]float32, b.cfg.Dim)
+	switch {
+	case from == FromForward:
+		if err := b.cursor.Forward(start, n); err != nil {
+			return err
+		}
+	case b.prevOK:
+		copy(start, b.prev)
+	default:
+		if err := b.iterate(start, n); err != nil {
+			return err
+		}
+	}
+	if b.cfg.ResetPolicy == PolicyImprove {
+		if h := min(b.cfg.ResetHorizon, b.cfg.Steps-n); h > 0 {
+			b.startTrial(n, h, from, reason, manual, start)
+			return nil
+		}
+	}
+	return b.setAnchor(n, from, start, reason, manual)
+}
+
+// setAnchor stores a new anchor at n (the frontier) and makes it current.
+func (b *bwdLoop) setAnchor(n int, from string, start []float32, reason string, manual *ckpt.Reset) error {
+	if err := b.flush(); err != nil {
+		return err
+	}
+	a := anchorState{seg: b.nextSeg, step: n, from: from, start: start}
+	if err := b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: a.seg, Step: n, From: from}, start); err != nil {
+		return err
+	}
+	b.nextSeg++
+	b.push(a)
+	b.s.event(b.r.name, "anchor segment=%d step=%d from=%s reason=%s", a.seg, n, from, reason)
+	b.b, b.d = n, n
+	if b.prev == nil {
+		b.prev = make([]float32, b.cfg.Dim)
+	}
+	copy(b.prev, start)
+	b.prevOK = true
+	b.publishAnchor()
+	return b.r.update(func(st *ckpt.RunState) bool {
+		st.BackwardStep = n
+		if manual != nil {
+			st.PendingResets = removeReset(st.PendingResets, *manual)
+		}
+		return true
+	})
+}
+
+func removeReset(rs []ckpt.Reset, x ckpt.Reset) []ckpt.Reset {
+	if i := slices.Index(rs, x); i >= 0 {
+		return slices.Delete(slices.Clone(rs), i, i+1)
+	}
+	return rs
+}
+
+func sortResets(rs []ckpt.Reset) {
+	slices.SortStableFunc(rs, func(x, y ckpt.Reset) int { return x.Step - y.Step })
+}
+
+// sent records a dispatched job.
+func (b *bwdLoop) sent(j Job) {
+	b.inflight++
+	b.s.met.queue.Inc()
+	if j.side != 0 {
+		b.trial.next[j.side-1] = j.Step + 1
+	}
+	b.d = max(b.d, j.Step)
+}
+
+// receive files a job's result in the reorder buffer.
+func (b *bwdLoop) receive(res *result) {
+	b.inflight--
+	b.s.met.queue.Dec()
+	if res.job.gen != b.gen || res.cancelled {
+		return
+	}
+	if res.err != nil {
+		// An error of the store or of a shape: fatal for the run.
+		b.r.fail(res.job.Step, fmt.Sprintf("backward step %d: %v", res.job.Step, res.err))
+		b.stopped = true
+		return
+	}
+	b.r.noteOps(res.applied, 1)
+	if res.job.side != 0 && b.trial != nil {
+		b.trial.buf[res.job.side-1][res.job.Step] = res
+		return
+	}
+	b.buf[res.job.Step] = res
+}
+
+// commit moves the results that continue the frontier to the pending
+// writes, computing their step distances.
+func (b *bwdLoop) commit() error {
+	if b.trial != nil {
+		return b.commitTrial()
+	}
+	for {
+		n := b.b + 1
+		res, ok := b.buf[n]
+		if !ok {
+			return nil
+		}
+		delete(b.buf, n)
+		if !b.prevOK {
+			return fmt.Errorf("backward step %d: no previous iterate (internal error)", n)
+		}
+		m := res.m
+		m.StepDist = dist(res.theta, b.prev)
+		if why := diverged(&m, res.job.Eval); why != "" {
+			return b.diverge(n, res.job.Segment, why)
+		}
+		b.add(ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}, res.theta)
+		b.b = n
+	}
+}
+
+// add queues a result for writing and makes theta the previous iterate.
+func (b *bwdLoop) add(br ckpt.BackwardResult, theta []float32) {
+	if br.Step == b.cfg.Steps {
+		br.Theta = slices.Clone(theta) // the last backward iterate is kept
+	}
+	if len(b.pending) == 0 {
+		b.firstPend = time.Now()
+	}
+	b.pending = append(b.pending, br)
+	b.prev, b.prevOK = theta, true
+}
+
+func (b *bwdLoop) diverge(n, seg int, why string) error {
+	if err := b.flush(); err != nil {
+		return err
+	}
+	b.r.fail(n, fmt.Sprintf("backward step %d (segment %d): %s", n, seg, why))
+	b.stopped = true
+	return nil
+}
+
+// flush writes the pending results with the state (frontier, applied
+// resets) in one store call.
+func (b *bwdLoop) flush() error {
+	if len(b.pending) == 0 && len(b.removals) == 0 {
+		return nil
+	}
+	r := b.r
+	r.mu.Lock()
+	st := cloneState(r.mu.st)
+	st.BackwardStep = b.b
+	for _, x := range b.removals {
+		st.PendingResets = removeReset(st.PendingResets, x)
+	}
+	err := b.s.store.PutBackward(r.name, b.pending, &st)
+	if err == nil {
+		st.ForwardStep = r.mu.st.ForwardStep
+		r.mu.st = st
+		for i := len(b.pending) - 1; i >= 0; i-- {
+			if l := b.pending[i].Metrics.Loss; !math.IsNaN(l) {
+				r.mu.bwdLoss = ptr(l)
+				break
+			}
+		}
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	b.s.met.steps.WithLabelValues("backward").Add(float64(len(b.pending)))
+	b.pending = b.pending[:0]
+	b.removals = b.removals[:0]
+	kick(r.fwdKick)
+	return nil
+}
+
+// finished reports whether every step has its backward iterate and no
+// reset is pending.
+func (b *bwdLoop) finished() bool {
+	st := b.r.state()
+	return b.trial == nil && b.inflight == 0 && b.b == b.cfg.Steps && len(st.PendingResets) == 0 && st.ForwardStep == b.cfg.Steps
+}
+
+// finish writes what is pending and marks the run done.
+func (b *bwdLoop) finish() error {
+	if err := b.flush(); err != nil {
+		return err
+	}
+	done := false
+	err := b.r.update(func(st *ckpt.RunState) bool {
+		if st.State != ckpt.StateRunning {
+			return false
+		}
+		st.State, st.Reason = ckpt.StateDone, ""
+		done = true
+		return true
+	})
+	if done {
+		b.s.event(b.r.name, "done forward=%d backward=%d", b.cfg.Steps, b.b)
+	}
+	return err
+}
+
+// shutdown cancels the jobs in flight, collects them, and writes the
+// results that continue the frontier.
+func (b *bwdLoop) shutdown() {
+	b.genCancel()
+	for b.inflight > 0 {
+		b.receive(<-b.results)
+	}
+	if b.stopped {
+		return
+	}
+	b.trial = nil
+	if err := b.commit(); err == nil && !b.stopped {
+		err = b.flush()
+		if err != nil {
+			b.s.log.Error("write backward results at stop", "run", b.r.name, "err", err)
+		}
+	}
+}
+
+// startTrial begins the adaptive comparison of the anchor move to n.
+func (b *bwdLoop) startTrial(n, h int, from, reason string, manual *ckpt.Reset, start []float32) {
+	old := *b.last()
+	t := &trial{
+		n: n, h: h, from: from, reason: reason, manual: manual,
+		cand: anchorState{seg: b.nextSeg, step: n, from: from, start: start},
+		old:  old,
+		next: [2]int{n + 1, n + 1},
+		buf:  [2]map[int]*result{{}, {}},
+		done: [2]int{n, n},
+		prev: [2][]float32{slices.Clone(b.prev), slices.Clone(start)},
+	}
+	b.trial = t
+}
+
+// trialNext dispatches the trial's jobs, alternating sides step by step.
+func (b *bwdLoop) trialNext() (Job, bool) {
+	t := b.trial
+	if b.inflight >= b.maxFlight {
+		return Job{}, false
+	}
+	f := b.r.state().ForwardStep
+	side := sideOld
+	if t.next[sideNew-1] < t.next[sideOld-1] {
+		side = sideNew
+	}
+	n := t.next[side-1]
+	if n > t.n+t.h {
+		side = 3 - side
+		n = t.next[side-1]
+	}
+	if n > t.n+t.h || n > f {
+		return Job{}, false
+	}
+	a := t.old
+	if side == sideNew {
+		a = t.cand
+	}
+	j := b.job(n, a.seg, a.step, a.start)
+	j.Eval = true
+	j.side = side
+	return j, true
+}
+
+// commitTrial processes trial results in order per side and decides when
+// both sides are complete.
+func (b *bwdLoop) commitTrial() error {
+	t := b.trial
+	for i := range 2 {
+		for {
+			n := t.done[i] + 1
+			res, ok := t.buf[i][n]
+			if !ok {
+				break
+			}
+			delete(t.buf[i], n)
+			m := res.m
+			m.StepDist = dist(res.theta, t.prev[i])
+			t.prev[i] = res.theta
+			t.sum[i] += m.Loss
+			br := ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}
+			if n == b.cfg.Steps {
+				br.Theta = slices.Clone(res.theta)
+			}
+			t.res[i] = append(t.res[i], br)
+			t.done[i] = n
+		}
+	}
+	if t.done[0] < t.n+t.h || t.done[1] < t.n+t.h {
+		return nil
+	}
+	b.trial = nil
+	oldLoss, newLoss := t.sum[0]/float64(t.h), t.sum[1]/float64(t.h)
+	keep := newLoss < oldLoss
+	decision := "rejected"
+	if keep {
+		decision = "kept"
+	}
+	b.s.event(b.r.name, "adaptive step=%d reason=%s decision=%s new_loss=%.6g old_loss=%.6g horizon=%d",
+		t.n, t.reason, decision, newLoss, oldLoss, t.h)
+	win := 0
+	if keep {
+		win = 1
+		if err := b.setAnchor(t.n, t.from, t.cand.start, t.reason, t.manual); err != nil {
+			return err
+		}
+	} else if t.manual != nil {
+		b.removals = append(b.removals, *t.manual)
+	}
+	for _, br := range t.res[win] {
+		if why := diverged(&br.Metrics, true); why != "" {
+			return b.diverge(br.Step, br.Segment, why)
+		}
+		if len(b.pending) == 0 {
+			b.firstPend = time.Now()
+		}
+		b.pending = append(b.pending, br)
+		b.b = br.Step
+	}
+	b.d = b.b
+	b.prev, b.prevOK = t.prev[win], true
+	return b.flush()
+}

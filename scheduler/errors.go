@@ -1,0 +1,18 @@
+package scheduler
+
+import "errors"
+
+// Sentinel errors. Every error the Scheduler returns for a bad request wraps
+// one of these with a message naming the problem; the HTTP server maps them
+// to 404, 400 and 409.
+var (
+	// ErrNotFound reports an unknown run, or a record (a backward iterate
+	// not computed yet) that does not exist.
+	ErrNotFound = errors.New("scheduler: not found")
+	// ErrInvalid reports a request that can never succeed as written: a bad
+	// run spec, a reset beyond the run's steps, an unknown kind.
+	ErrInvalid = errors.New("scheduler: invalid request")
+	// ErrConflict reports a request that clashes with the run's state: a run
+	// name in use, resuming a failed run, resetting a failed run.
+	ErrConflict = errors.New("scheduler: conflict")
+)

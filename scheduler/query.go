@@ -1,0 +1,309 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/replay"
+)
+
+// Trajectory kinds.
+const (
+	KindForward  = "forward"
+	KindBackward = "backward"
+	KindBoth     = "both"
+)
+
+// trajectoryChunk is how many steps are read from the store at a time, so
+// that a long trajectory streams in bounded memory.
+const trajectoryChunk = 1024
+
+// Trajectory calls fn with the points of steps from..to (to ≤ 0: the
+// latest) whose step is a multiple of every (≤ 0: 1), in step order; with
+// kind both, the forward point of a step comes before its backward point.
+// Losses and accuracy are NaN at steps where they were not measured (see
+// eval_every) and the accuracy is NaN for regression. Backward points are
+// those of the latest segment at each step.
+func (s *Scheduler) Trajectory(ctx context.Context, name, kind string, from, to, every int, fn func(api.Point) error) error {
+	r, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	if kind == "" {
+		kind = KindBoth
+	}
+	if kind != KindForward && kind != KindBackward && kind != KindBoth {
+		return fmt.Errorf("trajectory kind %q: want forward, backward or both: %w", kind, ErrInvalid)
+	}
+	if from < 0 || to < 0 || every < 0 {
+		return fmt.Errorf("trajectory from=%d to=%d every=%d: must not be negative: %w", from, to, every, ErrInvalid)
+	}
+	if every == 0 {
+		every = 1
+	}
+	from = max(from, 1)
+	st := r.state()
+	if to == 0 || to > st.ForwardStep {
+		to = st.ForwardStep
+	}
+	keep := func(m ckpt.Metrics) bool { return m.Step%every == 0 }
+	for lo := from; lo <= to; lo += trajectoryChunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hi := min(to, lo+trajectoryChunk-1)
+		var fwd, bwd []ckpt.Metrics
+		if kind != KindBackward {
+			if err := s.store.ForwardMetrics(name, lo, hi, func(m ckpt.Metrics) error {
+				if keep(m) {
+					fwd = append(fwd, m)
+				}
+				return nil
+			}); err != nil {
+				return storeErr(name, err)
+			}
+		}
+		if kind != KindForward {
+			if err := s.store.BackwardMetrics(name, lo, hi, func(m ckpt.Metrics) error {
+				if keep(m) {
+					bwd = append(bwd, m)
+				}
+				return nil
+			}); err != nil {
+				return storeErr(name, err)
+			}
+		}
+		i, j := 0, 0
+		for i < len(fwd) || j < len(bwd) {
+			var p api.Point
+			if j >= len(bwd) || i < len(fwd) && fwd[i].Step <= bwd[j].Step {
+				p = point(KindForward, fwd[i])
+				p.Anchor, p.Segment = 0, 0
+				i++
+			} else {
+				p = point(KindBackward, bwd[j])
+				j++
+			}
+			if err := fn(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func point(kind string, m ckpt.Metrics) api.Point {
+	return api.Point{
+		Kind: kind, Step: m.Step, Loss: m.Loss, TestLoss: m.TestLoss, TestAcc: m.TestAcc,
+		ParamNorm: m.ParamNorm, StepDist: m.StepDist, Anchor: m.Anchor, Segment: m.Segment,
+	}
+}
+
+func storeErr(name string, err error) error {
+	if errors.Is(err, ckpt.ErrRunNotFound) {
+		return fmt.Errorf("run %q: %w", name, ErrNotFound)
+	}
+	return fmt.Errorf("run %q: %w", name, err)
+}
+
+// Params returns the model and the parameters of the forward or backward
+// iterate at step: forward from the nearest checkpoint and the batch log;
+// backward stored if kept, else recomputed under the anchor that produced
+// the stored result (cost at most the window for window runs, the step for
+// full and memo runs). A step not computed yet is ErrNotFound.
+func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*nn.Model, []float32, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if kind == "" {
+		kind = KindForward
+	}
+	if kind != KindForward && kind != KindBackward {
+		return nil, nil, fmt.Errorf("params kind %q: want forward or backward: %w", kind, ErrInvalid)
+	}
+	st := r.state()
+	if step < 0 || step > r.cfg.Steps {
+		return nil, nil, fmt.Errorf("step %d: run %q has steps 0..%d: %w", step, name, r.cfg.Steps, ErrInvalid)
+	}
+	env, err := s.queryEnv(r, st.ForwardStep)
+	if err != nil {
+		return nil, nil, err
+	}
+	theta := make([]float32, r.cfg.Dim)
+	if kind == KindForward {
+		if step > st.ForwardStep {
+			return nil, nil, fmt.Errorf("forward step %d of %q not trained yet (at %d): %w", step, name, st.ForwardStep, ErrNotFound)
+		}
+		c := newForwardCursor(s.store, &r.cfg, env.proto.Clone())
+		if err := c.Forward(theta, step); err != nil {
+			return nil, nil, storeErr(name, err)
+		}
+		return env.model, theta, nil
+	}
+	if step > st.BackwardStep || step < r.cfg.BackwardFrom {
+		return nil, nil, fmt.Errorf("backward step %d of %q not computed (frontier %d, backward_from %d): %w",
+			step, name, st.BackwardStep, r.cfg.BackwardFrom, ErrNotFound)
+	}
+	seg, anchorStep := 0, 0
+	found := false
+	if step > 0 {
+		if err := s.store.BackwardMetrics(name, step, step, func(m ckpt.Metrics) error {
+			seg, anchorStep, found = m.Segment, m.Anchor, true
+			return nil
+		}); err != nil {
+			return nil, nil, storeErr(name, err)
+		}
+	}
+	if !found {
+		// Step 0, or the anchor step of backward_from: the start itself.
+		as, err := s.store.Anchors(name)
+		if err != nil {
+			return nil, nil, storeErr(name, err)
+		}
+		for _, a := range as {
+			if a.Step == step && a.Segment >= seg {
+				seg, anchorStep, found = a.Segment, a.Step, true
+			}
+		}
+		if !found {
+			return nil, nil, fmt.Errorf("backward step %d of %q: no result: %w", step, name, ErrNotFound)
+		}
+	}
+	if ok, err := s.store.BackwardTheta(name, seg, step, theta); err != nil {
+		return nil, nil, storeErr(name, err)
+	} else if ok {
+		return env.model, theta, nil
+	}
+	var anchorAt int
+	as, err := s.store.Anchors(name)
+	if err != nil {
+		return nil, nil, storeErr(name, err)
+	}
+	for _, a := range as {
+		if a.Segment == seg {
+			anchorAt = a.Step
+		}
+	}
+	start := make([]float32, r.cfg.Dim)
+	if err := s.store.AnchorStart(name, seg, start); err != nil {
+		return nil, nil, storeErr(name, err)
+	}
+	ops := &cancelOps{ops: env.proto.Clone(), ctx: ctx}
+	j := Job{Run: name, Step: step, Segment: seg, AnchorStep: anchorAt, Strategy: r.cfg.Strategy, r: r, env: env, ctx: ctx, start: start}
+	if j.Strategy == StrategyMemo {
+		// Direct gives the exact iterate; the memo's own rounding differs
+		// from it by float64 composition only.
+		j.Strategy = StrategyFull
+		if env.proto.IsAffine() {
+			j.memo = newMemo(env, 0)
+			j.Strategy = StrategyMemo
+		}
+	}
+	_ = anchorStep
+	wr := &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: evaluators{}}
+	if _, err := computeIterate(j, wr, theta, s.store); err != nil {
+		if errors.Is(err, errCancelled) {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, err
+	}
+	return env.model, theta, nil
+}
+
+// queryEnv is an environment for queries: the run's data and a batch log
+// filled up to step f.
+func (s *Scheduler) queryEnv(r *run, f int) (*runEnv, error) {
+	env, err := s.newEnv(r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.loadLogTo(env, f); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// Batches returns the batch log as a rows×cols matrix of int64, step 1
+// first (rows = the logged forward steps, cols = the batch size).
+func (s *Scheduler) Batches(name string) (rows, cols int, idx []int64, err error) {
+	r, err := s.get(name)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	f := r.state().ForwardStep
+	idx = make([]int64, 0, f*r.cfg.Batch)
+	for lo := 1; lo <= f; lo += 4096 {
+		b, err := s.store.Batches(name, lo, min(f, lo+4095))
+		if err != nil {
+			return 0, 0, nil, storeErr(name, err)
+		}
+		for _, row := range b {
+			for _, v := range row {
+				idx = append(idx, int64(v))
+			}
+		}
+	}
+	return f, r.cfg.Batch, idx, nil
+}
+
+// Verify checks a run's stored records: checksums, the batch log against
+// the sampler, and every checkpoint against a replay of the logged batches
+// from the previous one.
+func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return api.VerifyReport{}, err
+	}
+	env, err := s.newEnv(r.cfg)
+	if err != nil {
+		return api.VerifyReport{}, err
+	}
+	sgd := env.proto.Clone()
+	rep, err := s.store.Verify(name, func(theta []float32, from int, batches [][]int32) error {
+		for _, b := range batches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			sgd.Step(theta, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return api.VerifyReport{}, storeErr(name, err)
+	}
+	out := api.VerifyReport{Run: name, Checkpoints: rep.Checkpoints, Steps: rep.Steps, Problems: rep.Problems}
+	// The batch log must be the sampler's: a pure function of the seed.
+	if f := r.state().ForwardStep; f > 0 {
+		sampler := nn.NewSampler(env.train.N, r.cfg.Batch, r.cfg.Seed)
+		want := make([]int32, r.cfg.Batch)
+		for lo := 1; lo <= f; lo += 4096 {
+			b, err := s.store.Batches(name, lo, min(f, lo+4095))
+			if err != nil {
+				return api.VerifyReport{}, storeErr(name, err)
+			}
+			for i, row := range b {
+				sampler.Batch(lo+i, want)
+				if len(row) != len(want) || !equalInt32(row, want) {
+					out.Problems = append(out.Problems, fmt.Sprintf("batch of step %d differs from the sampler's", lo+i))
+					break
+				}
+			}
+		}
+	}
+	out.OK = len(out.Problems) == 0
+	return out, nil
+}
+
+func equalInt32(a, b []int32) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,364 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
+)
+
+// Strategies, reset sources and reset policies a run may name.
+const (
+	StrategyWindow  = "window"
+	StrategySliding = "sliding"
+	StrategyFull    = "full"
+	StrategyMemo    = "memo"
+
+	FromBackward = "backward"
+	FromForward  = "forward"
+	fromInit     = "init"
+
+	PolicyFixed   = "fixed"
+	PolicyImprove = "improve"
+)
+
+// Defaults of a run spec without a preset.
+const (
+	DefaultLR          = 0.01
+	DefaultBatch       = 8
+	DefaultSteps       = 1000
+	DefaultSeed        = 1
+	DefaultHorizonCap  = 50 // reset_horizon defaults to min(window, 50)
+	maxSteps           = 10_000_000
+	maxBatch           = 1 << 16
+	maxNameLen         = 64
+	defaultFMNISTEvery = 10
+	defaultFMNISTSize  = 1000
+)
+
+// Preset is a named starting point for a run spec; explicit fields of the
+// spec override it.
+type Preset struct {
+	Name, Doc string
+	Spec      api.RunSpec
+}
+
+// Presets returns the presets in a fixed order. A zero Window means the
+// daemon's default window.
+//
+//   - quadratic: the paper's §3.1 scalar quadratic, a = 1, y ~ N(0,1),
+//     batch 1, lr 0.1, 1000 steps, losses every step.
+//   - regression: the paper's A.1 regression, mlp:300x3 on 100 points of
+//     sin x, MSE, lr 0.001, batch 10, 2000 steps (200 epochs), losses every
+//     10 steps on all 100 points. Measured with the He-init MLP: at lr 0.01
+//     and 0.005 the forward run diverges within 400 steps, at 0.002 some
+//     backward iterates overflow; at 0.001 the training MSE falls from 0.5
+//     (the variance of sin) to ≈ 0.16 in 2000 steps with finite backward
+//     iterates.
+//   - fmnist-mlp: the paper's §4 run: mlp:500x5 (He-normal init) on
+//     Fashion-MNIST, cross-entropy, lr 0.001, batch 8, 2000 steps, a reset
+//     at step 1000, the daemon's window; losses every 10 steps on 1000
+//     training and 1000 test images.
+//   - paper-fig3: the same with the full backward trajectory (strategy
+//     full) and the reset at 1000, as in the paper's Figure 3.
+//   - fmnist-linear: least squares (linear model, MSE on one-hot targets) on
+//     Fashion-MNIST with the memoized prefix strategy, lr 0.001, batch 8,
+//     2000 steps.
+func Presets() []Preset {
+	fm := api.RunSpec{
+		Dataset: "fashion-mnist", Model: "mlp:500x5", Init: nn.InitHe, Loss: "cross-entropy",
+		LR: 0.001, Batch: 8, Steps: 2000, ResetAt: []int{1000},
+		EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
+	}
+	fig3 := fm
+	fig3.ResetAt = []int{1000}
+	fig3.Strategy = StrategyFull
+	return []Preset{
+		{"quadratic", "the paper's §3.1 scalar quadratic (a = 1, y ~ N(0,1), batch 1, lr 0.1)", api.RunSpec{
+			Dataset: "quadratic", Model: "scalar", Loss: "quadratic", LR: 0.1, Batch: 1, Steps: 1000, EvalEvery: 1,
+		}},
+		{"regression", "the paper's A.1 regression (mlp:300x3 on 100 points of sin x, MSE)", api.RunSpec{
+			Dataset: "regression-sin", Model: "mlp:300x3", Init: nn.InitHe, Loss: "mse",
+			LR: 0.001, Batch: 10, Steps: 2000, EvalEvery: 10,
+		}},
+		{"fmnist-mlp", "the paper's §4 Fashion-MNIST run (mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000)", fm},
+		{"paper-fig3", "fmnist-mlp with the full backward trajectory, as the paper's Figure 3", fig3},
+		{"fmnist-linear", "least squares on Fashion-MNIST with the memoized prefix (full trajectory in linear time)", api.RunSpec{
+			Dataset: "fashion-mnist", Model: "linear", Init: nn.InitHe, Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
+			Strategy: StrategyMemo, EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
+		}},
+	}
+}
+
+func presetByName(name string) (Preset, bool) {
+	for _, p := range Presets() {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Preset{}, false
+}
+
+// datasetShape is the input and output size and training-split size of each
+// data set, so that a spec can be checked without loading the data (Create
+// checks them again against the loaded data).
+var datasetShapes = []struct {
+	name           string
+	in, out, train int
+}{
+	{"fashion-mnist", 784, 10, 60000},
+	{"regression-sin", 1, 1, nn.RegressionN},
+	{"regression-x2", 1, 1, nn.RegressionN},
+	{"regression-abs", 1, 1, nn.RegressionN},
+	{"quadratic", 0, 1, nn.QuadraticN},
+}
+
+func datasetShape(name string) (in, out, n int, ok bool) {
+	for _, d := range datasetShapes {
+		if d.name == name {
+			return d.in, d.out, d.train, true
+		}
+	}
+	return 0, 0, 0, false
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Resolve applies the spec's preset and the defaults to spec and validates
+// every field, reporting all problems in one error wrapping ErrInvalid. An
+// empty Name stays empty (Create chooses a unique one). defaultWindow is the
+// window of runs that set none.
+//
+// Defaults without a preset: Dataset and Model are required; Init he; Loss
+// nn.DefaultLoss(model, dataset); LR 0.01; Batch 8; Steps 1000; Seed 1;
+// strategy window; reset_from backward; reset_policy fixed; reset_horizon
+// min(window, 50); eval_every 10 on Fashion-MNIST, 1 elsewhere; eval_size
+// 1000 on Fashion-MNIST, the whole split elsewhere; checkpoint_every
+// ckpt.DefaultCheckpointEvery.
+func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
+	var problems []string
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+
+	s := spec
+	if s.Preset != "" {
+		p, ok := presetByName(s.Preset)
+		if !ok {
+			names := make([]string, 0, 5)
+			for _, p := range Presets() {
+				names = append(names, p.Name)
+			}
+			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", s.Preset, strings.Join(names, ", "), ErrInvalid)
+		}
+		s = overlay(p.Spec, spec)
+	}
+	if s.Name != "" && (len(s.Name) > maxNameLen || !nameRE.MatchString(s.Name)) {
+		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name, maxNameLen)
+	}
+	if s.Dataset == "" {
+		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")
+	}
+	if s.Model == "" {
+		bad("model is required without a preset (mlp:<widths>, linear, scalar)")
+	}
+	in, out, ntrain, okData := datasetShape(s.Dataset)
+	if s.Dataset != "" && !okData {
+		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", s.Dataset)
+	}
+	if s.DataPath != "" && s.Dataset != "fashion-mnist" {
+		bad("data_path applies to fashion-mnist only")
+	}
+	dim := 0
+	if s.Model != "" && okData {
+		m, err := nn.NewModel(s.Model, in, out)
+		if err != nil {
+			bad("model %q: %v", s.Model, err)
+		} else {
+			dim = m.Dim()
+		}
+	}
+	if s.Init == "" {
+		s.Init = nn.InitHe
+	}
+	if !slices.Contains([]string{nn.InitHe, nn.InitLeCun, nn.InitGlorot, nn.InitTorch}, s.Init) {
+		bad("init %q: want he, lecun, glorot or torch", s.Init)
+	}
+	if s.Loss == "" && s.Model != "" && s.Dataset != "" {
+		s.Loss = nn.DefaultLoss(s.Model, s.Dataset)
+	}
+	if s.Loss != "" {
+		if _, err := nn.ParseLoss(s.Loss); err != nil {
+			bad("loss %q: want cross-entropy, mse or quadratic", s.Loss)
+		} else if s.Loss == "cross-entropy" && okData && out < 2 {
+			bad("loss cross-entropy needs a classification data set, %s has one output", s.Dataset)
+		}
+	}
+	if s.LR == 0 {
+		s.LR = DefaultLR
+	}
+	if !(s.LR > 0) || math.IsInf(s.LR, 0) {
+		bad("lr %v: must be a positive finite number", s.LR)
+	}
+	if s.Batch == 0 {
+		s.Batch = DefaultBatch
+	}
+	switch {
+	case s.Batch < 1 || s.Batch > maxBatch:
+		bad("batch %d: must be in [1, %d]", s.Batch, maxBatch)
+	case okData && s.Batch > ntrain:
+		bad("batch %d: larger than the %d training samples of %s", s.Batch, ntrain, s.Dataset)
+	}
+	if s.Steps == 0 {
+		s.Steps = DefaultSteps
+	}
+	if s.Steps < 1 || s.Steps > maxSteps {
+		bad("steps %d: must be in [1, %d]", s.Steps, maxSteps)
+	}
+	seed := uint64(DefaultSeed)
+	if s.Seed != nil {
+		seed = *s.Seed
+	}
+	if s.Window == 0 {
+		s.Window = defaultWindow
+	}
+	if s.Window < 1 {
+		bad("window %d: must be ≥ 1", s.Window)
+	}
+	if s.Strategy == "" {
+		s.Strategy = StrategyWindow
+	}
+	if !slices.Contains([]string{StrategyWindow, StrategySliding, StrategyFull, StrategyMemo}, s.Strategy) {
+		bad("strategy %q: want window, sliding, full or memo", s.Strategy)
+	}
+	if s.ResetFrom == "" {
+		s.ResetFrom = FromBackward
+	}
+	if s.ResetFrom != FromBackward && s.ResetFrom != FromForward {
+		bad("reset_from %q: want backward or forward", s.ResetFrom)
+	}
+	if s.ResetPolicy == "" {
+		s.ResetPolicy = PolicyFixed
+	}
+	switch s.ResetPolicy {
+	case PolicyFixed:
+	case PolicyImprove:
+		if s.Strategy != StrategyWindow && s.Strategy != StrategyFull {
+			bad("reset_policy improve needs strategy window or full, not %s", s.Strategy)
+		}
+	default:
+		bad("reset_policy %q: want fixed or improve", s.ResetPolicy)
+	}
+	if s.ResetHorizon == 0 {
+		s.ResetHorizon = min(max(s.Window, 1), DefaultHorizonCap)
+	}
+	if s.ResetHorizon < 1 {
+		bad("reset_horizon %d: must be ≥ 1", s.ResetHorizon)
+	}
+	if s.BackwardFrom < 0 || s.BackwardFrom >= s.Steps && s.Steps >= 1 {
+		bad("backward_from %d: must be in [0, steps)", s.BackwardFrom)
+	}
+	resets := slices.Clone(s.ResetAt)
+	slices.Sort(resets)
+	resets = slices.Compact(resets)
+	for _, r := range resets {
+		if r < max(1, s.BackwardFrom) || r > s.Steps {
+			bad("reset_at %d: must be in [%d, %d] (after backward_from, within the steps)", r, max(1, s.BackwardFrom), s.Steps)
+		}
+	}
+	if s.EvalEvery == 0 {
+		s.EvalEvery = 1
+		if s.Dataset == "fashion-mnist" {
+			s.EvalEvery = defaultFMNISTEvery
+		}
+	}
+	if s.EvalEvery < 1 {
+		bad("eval_every %d: must be ≥ 1", s.EvalEvery)
+	}
+	if s.EvalSize == 0 && s.Dataset == "fashion-mnist" {
+		s.EvalSize = defaultFMNISTSize
+	}
+	if s.EvalSize < 0 {
+		bad("eval_size %d: must be ≥ 0 (0 = the whole split)", s.EvalSize)
+	}
+	if s.CheckpointEvery == 0 {
+		s.CheckpointEvery = ckpt.DefaultCheckpointEvery
+	}
+	if s.CheckpointEvery < 1 {
+		bad("checkpoint_every %d: must be ≥ 1", s.CheckpointEvery)
+	}
+	if len(problems) > 0 {
+		return ckpt.RunConfig{}, fmt.Errorf("run spec: %s: %w", strings.Join(problems, "; "), ErrInvalid)
+	}
+	return ckpt.RunConfig{
+		Name: s.Name, Model: s.Model, Init: s.Init, Loss: s.Loss, Dataset: s.Dataset, DataPath: s.DataPath,
+		LR: s.LR, Batch: s.Batch, Steps: s.Steps, Seed: seed,
+		Window: s.Window, Strategy: s.Strategy, ResetAt: resets, ResetFrom: s.ResetFrom,
+		ResetPolicy: s.ResetPolicy, ResetHorizon: s.ResetHorizon,
+		BackwardFrom: s.BackwardFrom, EvalEvery: s.EvalEvery, EvalSize: s.EvalSize,
+		CheckpointEvery: s.CheckpointEvery, Dim: dim,
+	}, nil
+}
+
+// overlay returns base with every non-zero field of over written over it.
+func overlay(base, over api.RunSpec) api.RunSpec {
+	s := base
+	s.Name = over.Name
+	s.Preset = over.Preset
+	setS := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setI := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	setS(&s.Dataset, over.Dataset)
+	setS(&s.DataPath, over.DataPath)
+	setS(&s.Model, over.Model)
+	setS(&s.Init, over.Init)
+	setS(&s.Loss, over.Loss)
+	if over.LR != 0 {
+		s.LR = over.LR
+	}
+	setI(&s.Batch, over.Batch)
+	setI(&s.Steps, over.Steps)
+	if over.Seed != nil {
+		s.Seed = over.Seed
+	}
+	setI(&s.Window, over.Window)
+	setS(&s.Strategy, over.Strategy)
+	if over.ResetAt != nil {
+		s.ResetAt = over.ResetAt
+	}
+	setS(&s.ResetFrom, over.ResetFrom)
+	setS(&s.ResetPolicy, over.ResetPolicy)
+	setI(&s.ResetHorizon, over.ResetHorizon)
+	setI(&s.BackwardFrom, over.BackwardFrom)
+	setI(&s.EvalEvery, over.EvalEvery)
+	setI(&s.EvalSize, over.EvalSize)
+	setI(&s.CheckpointEvery, over.CheckpointEvery)
+	// A preset's reset at 1000 does not fit a shorter run: drop the resets
+	// the override of Steps pushed out of range unless they were explicit.
+	if over.ResetAt == nil && over.Steps != 0 {
+		s.ResetAt = slices.DeleteFunc(slices.Clone(s.ResetAt), func(r int) bool { return r > s.Steps })
+	}
+	return s
+}
+
+// specOf is the fully resolved api.RunSpec of a stored run.
+func specOf(cfg ckpt.RunConfig, preset string) api.RunSpec {
+	seed := cfg.Seed
+	return api.RunSpec{
+		Name: cfg.Name, Preset: preset, Dataset: cfg.Dataset, DataPath: cfg.DataPath, Model: cfg.Model,
+		Init: cfg.Init, Loss: cfg.Loss, LR: cfg.LR, Batch: cfg.Batch, Steps: cfg.Steps, Seed: &seed,
+		Window: cfg.Window, Strategy: cfg.Strategy, ResetAt: cfg.ResetAt, ResetFrom: cfg.ResetFrom,
+		ResetPolicy: cfg.ResetPolicy, ResetHorizon: cfg.ResetHorizon, BackwardFrom: cfg.BackwardFrom,
+		EvalEvery: cfg.EvalEvery, EvalSize: cfg.EvalSize, CheckpointEvery: cfg.CheckpointEvery,
+	}
+}

@@ -1,0 +1,262 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+)
+
+// run is one run of the scheduler: its configuration, its state (the
+// in-memory copy of the stored ckpt.RunState, which is written to the store
+// under mu so that the trainer and the backward loop never overwrite each
+// other's progress) and the goroutines computing it.
+type run struct {
+	s    *Scheduler
+	name string
+	cfg  ckpt.RunConfig
+
+	// fwdKick wakes the trainer (the frontier moved); bwdKick wakes the
+	// backward loop (forward steps logged, a reset requested).
+	fwdKick, bwdKick chan struct{}
+
+	mu struct {
+		sync.Mutex
+		st       ckpt.RunState
+		anchor   api.AnchorInfo
+		fwdLoss  *float64
+		bwdLoss  *float64
+		cancel   context.CancelFunc // stops the goroutines; nil when idle
+		closed   bool               // being deleted: never start again
+		done     chan struct{}      // closed when they have stopped
+		rate     float64            // operator applications per second (EWMA)
+		rateAt   time.Time
+		opsSince int64
+		opsPerN  float64 // mean applications per backward step
+	}
+}
+
+func newRun(s *Scheduler, cfg ckpt.RunConfig, st ckpt.RunState) *run {
+	r := &run{s: s, name: cfg.Name, cfg: cfg, fwdKick: make(chan struct{}, 1), bwdKick: make(chan struct{}, 1)}
+	r.mu.st = st
+	return r
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// state returns a copy of the run's state.
+func (r *run) state() ckpt.RunState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return cloneState(r.mu.st)
+}
+
+func cloneState(st ckpt.RunState) ckpt.RunState {
+	st.PendingResets = slices.Clone(st.PendingResets)
+	return st
+}
+
+// frontierFloor is the step the trainer's lag is measured from.
+func (r *run) frontierFloor() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(r.mu.st.BackwardStep, r.cfg.BackwardFrom)
+}
+
+// start launches the trainer and the backward loop under ctx. It does
+// nothing if they are running or the run is being deleted.
+func (r *run) start(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.cancel != nil || r.mu.closed {
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	r.mu.cancel, r.mu.done = cancel, done
+	r.s.wg.Add(1)
+	go func() {
+		defer r.s.wg.Done()
+		r.work(ctx)
+		cancel()
+		r.mu.Lock()
+		r.mu.cancel, r.mu.done = nil, nil
+		r.mu.Unlock()
+		close(done)
+		// A resume or reset that came while the goroutines were ending
+		// found them still registered: start again if the state says so.
+		r.s.startIfRunning(r)
+	}()
+}
+
+// stop cancels the run's goroutines and waits for them; they commit what
+// is done first.
+func (r *run) stop() {
+	r.mu.Lock()
+	cancel, done := r.mu.cancel, r.mu.done
+	r.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+// work builds the environment and runs the trainer and the backward loop
+// until the run is done, failed or ctx is cancelled.
+func (r *run) work(ctx context.Context) {
+	env, err := r.s.newEnv(r.cfg)
+	if err == nil {
+		err = r.loadLog(env)
+	}
+	if err != nil {
+		r.fail(0, fmt.Sprintf("cannot start: %v", err))
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := r.train(ctx, env); err != nil && ctx.Err() == nil {
+			r.s.log.Error("forward trainer", "run", r.name, "err", err)
+			r.fail(r.state().ForwardStep+1, fmt.Sprintf("forward: %v", err))
+			cancel()
+		}
+	}()
+	if err := r.backward(ctx, env); err != nil && ctx.Err() == nil {
+		r.s.log.Error("backward loop", "run", r.name, "err", err)
+		r.fail(r.state().BackwardStep+1, fmt.Sprintf("backward: %v", err))
+	}
+	cancel()
+	wg.Wait()
+}
+
+// loadLog fills the in-memory batch log with the logged steps.
+func (r *run) loadLog(env *runEnv) error { return r.loadLogTo(env, r.state().ForwardStep) }
+
+// loadLogTo fills the in-memory batch log with steps 1..f.
+func (r *run) loadLogTo(env *runEnv, f int) error {
+	const chunk = 4096
+	for from := 1; from <= f; from += chunk {
+		to := min(f, from+chunk-1)
+		b, err := r.s.store.Batches(r.name, from, to)
+		if err != nil {
+			return fmt.Errorf("load batch log: %w", err)
+		}
+		for i, idx := range b {
+			if len(idx) != r.cfg.Batch {
+				return fmt.Errorf("load batch log: step %d has %d indices, want %d", from+i, len(idx), r.cfg.Batch)
+			}
+			copy(env.log.Batch(from+i), idx)
+		}
+	}
+	return nil
+}
+
+// update changes the run's state under mu and stores it. If fn returns
+// false nothing is written.
+func (r *run) update(fn func(st *ckpt.RunState) bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := cloneState(r.mu.st)
+	if !fn(&st) {
+		return nil
+	}
+	if err := r.s.store.PutState(r.name, st); err != nil {
+		return err
+	}
+	st.ForwardStep = r.mu.st.ForwardStep
+	r.mu.st = st
+	return nil
+}
+
+// fail marks the run failed at step with reason (once; a failed run stays
+// failed) and stops its goroutines.
+func (r *run) fail(step int, reason string) {
+	failed := false
+	err := r.update(func(st *ckpt.RunState) bool {
+		if st.State == ckpt.StateFailed {
+			return false
+		}
+		st.State, st.Reason, st.FailedStep = ckpt.StateFailed, reason, step
+		failed = true
+		return true
+	})
+	if err != nil {
+		r.s.log.Error("store failed state", "run", r.name, "err", err)
+	}
+	if failed {
+		r.s.event(r.name, "failed step=%d reason=%q", step, reason)
+		r.s.log.Warn("run failed", "run", r.name, "step", step, "reason", reason)
+	}
+	r.mu.Lock()
+	cancel := r.mu.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// status is the run's api.RunStatus.
+func (r *run) status() api.RunStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.mu.st
+	rs := api.RunStatus{
+		Name: r.name, State: st.State, Reason: st.Reason, Spec: specOf(r.cfg, ""),
+		Steps: r.cfg.Steps, ForwardStep: st.ForwardStep, BackwardStep: st.BackwardStep,
+		Anchor: r.mu.anchor, Window: r.cfg.Window, Strategy: r.cfg.Strategy,
+		ForwardLoss: r.mu.fwdLoss, BackwardLoss: r.mu.bwdLoss,
+	}
+	for _, p := range st.PendingResets {
+		rs.PendingReset = append(rs.PendingReset, p.Step)
+	}
+	if st.State == ckpt.StateRunning && r.mu.cancel != nil {
+		rs.OpsPerSec = r.mu.rate
+		if r.mu.rate > 0 && r.mu.opsPerN > 0 {
+			rs.ETASeconds = float64(r.cfg.Steps-st.BackwardStep) * r.mu.opsPerN / r.mu.rate
+		}
+	}
+	return rs
+}
+
+// noteOps records applications for the throughput figure of the status.
+func (r *run) noteOps(applied int, steps int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.mu.rateAt.IsZero() {
+		r.mu.rateAt = now
+	}
+	r.mu.opsSince += int64(applied)
+	if steps > 0 {
+		per := float64(applied) / float64(steps)
+		if r.mu.opsPerN == 0 {
+			r.mu.opsPerN = per
+		} else {
+			r.mu.opsPerN = 0.95*r.mu.opsPerN + 0.05*per
+		}
+	}
+	if dt := now.Sub(r.mu.rateAt).Seconds(); dt >= 1 {
+		cur := float64(r.mu.opsSince) / dt
+		if r.mu.rate == 0 {
+			r.mu.rate = cur
+		} else {
+			r.mu.rate = 0.7*r.mu.rate + 0.3*cur
+		}
+		r.mu.rateAt, r.mu.opsSince = now, 0
+	}
+}
+
+func ptr(v float64) *float64 { return &v }

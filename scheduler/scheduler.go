@@ -1,0 +1,415 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
+)
+
+// Scheduler trains runs forward and computes their backward iterates with a
+// bounded worker pool. Its methods are safe for concurrent use.
+type Scheduler struct {
+	store *ckpt.Store
+	opts  Options
+	log   *slog.Logger
+	met   *collectors
+
+	jobs chan Job // unbuffered: a job is handed to a free worker
+	wg   sync.WaitGroup
+
+	evMu sync.Mutex // serialises Options.Events
+
+	dataMu sync.Mutex
+	data   map[dataKey]dataPair
+
+	mu struct {
+		sync.Mutex
+		runs    map[string]*run
+		ctx     context.Context // of Run; nil when not running
+		started bool
+	}
+}
+
+// New returns a scheduler over store. It loads the runs but starts nothing
+// until Run.
+func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
+	if store == nil {
+		return nil, errors.New("scheduler: nil store")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{store: store, opts: opts, log: opts.Logger, jobs: make(chan Job), data: map[dataKey]dataPair{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.met = newCollectors(s)
+	s.mu.runs = map[string]*run{}
+	names, err := store.Runs()
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: list runs: %w", err)
+	}
+	for _, name := range names {
+		cfg, st, err := store.Run(name)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: load run %q: %w", name, err)
+		}
+		r := newRun(s, cfg, st)
+		s.mu.runs[name] = r
+		r.loadSummary()
+	}
+	return s, nil
+}
+
+// loadSummary fills the status fields that come from the store (anchor,
+// last losses) for a run that is not computing.
+func (r *run) loadSummary() {
+	if as, err := r.s.store.Anchors(r.name); err == nil && len(as) > 0 {
+		a := slices.MaxFunc(as, func(x, y ckpt.AnchorRec) int { return x.Segment - y.Segment })
+		r.mu.anchor = api.AnchorInfo{Segment: a.Segment, Step: a.Step, From: a.From}
+	}
+	st := r.mu.st
+	from := max(1, st.ForwardStep-r.cfg.EvalEvery)
+	_ = r.s.store.ForwardMetrics(r.name, from, st.ForwardStep, func(m ckpt.Metrics) error {
+		if m.Loss == m.Loss {
+			r.mu.fwdLoss = ptr(m.Loss)
+		}
+		return nil
+	})
+	from = max(1, st.BackwardStep-r.cfg.EvalEvery)
+	_ = r.s.store.BackwardMetrics(r.name, from, st.BackwardStep, func(m ckpt.Metrics) error {
+		if m.Loss == m.Loss {
+			r.mu.bwdLoss = ptr(m.Loss)
+		}
+		return nil
+	})
+}
+
+// Run resumes every running run and computes until ctx is done; then it
+// stops every run (jobs in flight are cancelled, finished results and
+// logged steps are written) and returns nil. Run may be called again after
+// it returned.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.mu.started {
+		s.mu.Unlock()
+		return fmt.Errorf("scheduler: Run called twice: %w", ErrConflict)
+	}
+	s.mu.started, s.mu.ctx = true, ctx
+	quit := make(chan struct{})
+	var workers sync.WaitGroup
+	for range s.opts.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			s.worker(quit)
+		}()
+	}
+	for _, name := range s.sortedNames() {
+		r := s.mu.runs[name]
+		if r.state().State == ckpt.StateRunning {
+			r.start(ctx)
+		}
+	}
+	s.mu.Unlock()
+
+	<-ctx.Done()
+
+	s.mu.Lock()
+	s.mu.ctx = nil
+	runs := make([]*run, 0, len(s.mu.runs))
+	for _, r := range s.mu.runs {
+		runs = append(runs, r)
+	}
+	s.mu.Unlock()
+	for _, r := range runs {
+		r.stop()
+	}
+	s.wg.Wait()
+	close(quit)
+	workers.Wait()
+	s.mu.Lock()
+	s.mu.started = false
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Scheduler) sortedNames() []string {
+	names := make([]string, 0, len(s.mu.runs))
+	for n := range s.mu.runs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// event writes one line to Options.Events.
+func (s *Scheduler) event(runName, format string, a ...any) {
+	if s.opts.Events == nil {
+		return
+	}
+	line := fmt.Sprintf("run=%s event=%s\n", runName, fmt.Sprintf(format, a...))
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	_, _ = io.WriteString(s.opts.Events, line)
+}
+
+func (s *Scheduler) get(name string) (*run, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.mu.runs[name]
+	if !ok {
+		return nil, fmt.Errorf("run %q: %w", name, ErrNotFound)
+	}
+	return r, nil
+}
+
+// Create resolves spec (presets, defaults), stores the run with its initial
+// parameters and starts it if the scheduler is running. A run without a
+// name gets "<preset or model>-<k>" with the smallest free k.
+func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
+	cfg, err := Resolve(spec, s.opts.Window)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	if cfg.DataPath == "" && cfg.Dataset == "fashion-mnist" && s.opts.DataDir != "" {
+		cfg.DataPath = s.opts.DataDir
+	}
+	// Load the data now so that a missing data set is a clear error of the
+	// request rather than a failed run.
+	d, err := s.loadData(cfg)
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	m, err := nn.NewModel(cfg.Model, d.train.In, d.train.Out)
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	theta0 := make([]float32, m.Dim())
+	if err := m.Init(theta0, cfg.Init, cfg.Seed); err != nil {
+		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	cfg.Dim = m.Dim()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cfg.Name == "" {
+		base := spec.Preset
+		if base == "" {
+			base = strings.NewReplacer(":", "-", "x", "x").Replace(cfg.Model)
+		}
+		for k := 1; ; k++ {
+			name := fmt.Sprintf("%s-%d", base, k)
+			if _, ok := s.mu.runs[name]; !ok {
+				cfg.Name = name
+				break
+			}
+		}
+	}
+	if _, ok := s.mu.runs[cfg.Name]; ok {
+		return api.RunStatus{}, fmt.Errorf("run %q exists: %w", cfg.Name, ErrConflict)
+	}
+	if err := s.store.CreateRun(cfg, theta0); err != nil {
+		if errors.Is(err, ckpt.ErrRunExists) {
+			return api.RunStatus{}, fmt.Errorf("run %q exists: %w", cfg.Name, ErrConflict)
+		}
+		return api.RunStatus{}, fmt.Errorf("create run %q: %w", cfg.Name, err)
+	}
+	st := ckpt.RunState{State: ckpt.StateRunning}
+	for _, n := range cfg.ResetAt {
+		st.PendingResets = append(st.PendingResets, ckpt.Reset{Step: n, From: cfg.ResetFrom})
+	}
+	if err := s.store.PutState(cfg.Name, st); err != nil {
+		return api.RunStatus{}, fmt.Errorf("create run %q: %w", cfg.Name, err)
+	}
+	r := newRun(s, cfg, st)
+	r.mu.anchor = api.AnchorInfo{Segment: 0, Step: 0, From: ckpt.FromInit}
+	s.mu.runs[cfg.Name] = r
+	s.event(cfg.Name, "created model=%s dataset=%s steps=%d strategy=%s window=%d policy=%s backward_from=%d",
+		cfg.Model, cfg.Dataset, cfg.Steps, cfg.Strategy, cfg.Window, cfg.ResetPolicy, cfg.BackwardFrom)
+	s.event(cfg.Name, "anchor segment=0 step=0 from=init reason=create")
+	for _, p := range st.PendingResets {
+		s.event(cfg.Name, "reset-scheduled at=%d from=%s", p.Step, p.From)
+	}
+	if s.mu.ctx != nil {
+		r.start(s.mu.ctx)
+	}
+	return r.status(), nil
+}
+
+// List returns the status of every run, sorted by name.
+func (s *Scheduler) List() []api.RunStatus {
+	s.mu.Lock()
+	names := s.sortedNames()
+	runs := make([]*run, len(names))
+	for i, n := range names {
+		runs[i] = s.mu.runs[n]
+	}
+	s.mu.Unlock()
+	out := make([]api.RunStatus, len(runs))
+	for i, r := range runs {
+		out[i] = r.status()
+	}
+	return out
+}
+
+// Status returns one run's status.
+func (s *Scheduler) Status(name string) (api.RunStatus, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	return r.status(), nil
+}
+
+// Pause stops a running run's computation; its state becomes paused.
+// Pausing a paused or done run changes nothing; a failed run cannot be
+// paused.
+func (s *Scheduler) Pause(name string) (api.RunStatus, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	var conflict string
+	err = r.update(func(st *ckpt.RunState) bool {
+		switch st.State {
+		case ckpt.StateFailed:
+			conflict = "failed"
+			return false
+		case ckpt.StateRunning:
+			st.State, st.Reason = ckpt.StatePaused, "paused by request"
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("pause %q: %w", name, err)
+	}
+	if conflict != "" {
+		return api.RunStatus{}, fmt.Errorf("run %q has failed: %w", name, ErrConflict)
+	}
+	r.stop()
+	return r.status(), nil
+}
+
+// Resume restarts a paused run. Resuming a running or done run changes
+// nothing; a failed run cannot be resumed (ErrConflict).
+func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	failed := false
+	err = r.update(func(st *ckpt.RunState) bool {
+		switch st.State {
+		case ckpt.StateFailed:
+			failed = true
+		case ckpt.StatePaused:
+			st.State, st.Reason = ckpt.StateRunning, ""
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", name, err)
+	}
+	if failed {
+		return api.RunStatus{}, fmt.Errorf("run %q has failed and cannot resume: %w", name, ErrConflict)
+	}
+	s.startIfRunning(r)
+	return r.status(), nil
+}
+
+func (s *Scheduler) startIfRunning(r *run) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.ctx != nil && r.state().State == ckpt.StateRunning && s.mu.runs[r.name] == r {
+		r.start(s.mu.ctx)
+	}
+}
+
+// Delete stops a run and removes it and all its records.
+func (s *Scheduler) Delete(name string) error {
+	r, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.mu.closed = true
+	r.mu.Unlock()
+	r.stop()
+	s.mu.Lock()
+	if s.mu.runs[name] == r {
+		delete(s.mu.runs, name)
+	}
+	s.mu.Unlock()
+	if err := s.store.DeleteRun(name); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	s.event(name, "deleted")
+	return nil
+}
+
+// Reset moves the backward anchor of a run to step req.At, starting from
+// the backward (default) or forward iterate there. A step up to the
+// backward frontier is applied at once (later iterates are recomputed
+// under the new anchor; earlier segments stay stored); a later step is
+// applied when the frontier reaches it. A step beyond the run's steps or
+// before backward_from is ErrInvalid; a failed run is ErrConflict. A reset
+// of a done run reopens its backward computation.
+func (s *Scheduler) Reset(name string, req api.ResetRequest) (api.RunStatus, error) {
+	r, err := s.get(name)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	from := req.From
+	if from == "" {
+		from = FromBackward
+	}
+	lo := max(1, r.cfg.BackwardFrom)
+	switch {
+	case from != FromBackward && from != FromForward:
+		return api.RunStatus{}, fmt.Errorf("reset from %q: want backward or forward: %w", req.From, ErrInvalid)
+	case req.At > r.cfg.Steps:
+		return api.RunStatus{}, fmt.Errorf("reset at %d: run %q has only %d steps: %w", req.At, name, r.cfg.Steps, ErrInvalid)
+	case req.At < lo:
+		return api.RunStatus{}, fmt.Errorf("reset at %d: must be ≥ %d (backward iterates start after step %d): %w", req.At, lo, r.cfg.BackwardFrom, ErrInvalid)
+	}
+	var conflict bool
+	var when string
+	err = r.update(func(st *ckpt.RunState) bool {
+		if st.State == ckpt.StateFailed {
+			conflict = true
+			return false
+		}
+		when = "immediate"
+		if req.At > st.ForwardStep {
+			when = "scheduled"
+		}
+		st.PendingResets = append(st.PendingResets, ckpt.Reset{Step: req.At, From: from})
+		sortResets(st.PendingResets)
+		if st.State == ckpt.StateDone {
+			st.State = ckpt.StateRunning
+		}
+		return true
+	})
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("reset %q: %w", name, err)
+	}
+	if conflict {
+		return api.RunStatus{}, fmt.Errorf("run %q has failed: %w", name, ErrConflict)
+	}
+	s.event(name, "reset-requested at=%d from=%s when=%s", req.At, from, when)
+	kick(r.bwdKick)
+	s.startIfRunning(r)
+	return r.status(), nil
+}

@@ -1,0 +1,463 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+)
+
+func seed(v uint64) *uint64 { return &v }
+
+// checkAgainstOracle compares every stored forward and backward metric of a
+// finished run with an in-memory recomputation by the replay package's
+// sequential strategies: parameter norms and step distances bitwise, and
+// the anchors of the backward iterates.
+func checkAgainstOracle(t *testing.T, h *harness, name string) {
+	t.Helper()
+	o := newOracle(t, h.store, name)
+	fwd := metricsOf(t, h.store, name, "forward", 0)
+	if len(fwd) != o.cfg.Steps {
+		t.Fatalf("%s: %d forward metrics, want %d", name, len(fwd), o.cfg.Steps)
+	}
+	for i, m := range fwd {
+		n := i + 1
+		if m.Step != n || !sameBits(m.ParamNorm, norm(o.fwd[n])) || !sameBits(m.StepDist, dist(o.fwd[n], o.fwd[n-1])) {
+			t.Fatalf("%s: forward step %d: stored %+v, oracle norm %v dist %v", name, n, m, norm(o.fwd[n]), dist(o.fwd[n], o.fwd[n-1]))
+		}
+	}
+	bwd := metricsOf(t, h.store, name, "backward", 0)
+	if want := o.cfg.Steps - o.cfg.BackwardFrom; len(bwd) != want {
+		t.Fatalf("%s: %d backward metrics, want %d", name, len(bwd), want)
+	}
+	s := o.strategy(t)
+	dst := make([]float32, o.cfg.Dim)
+	prev := make([]float32, o.cfg.Dim)
+	if _, err := s.Backward(prev, 0); err != nil {
+		t.Fatal(err)
+	}
+	tol := 0.0
+	if o.cfg.Strategy == StrategyMemo {
+		tol = 1e-5 // the affine prefix composes in float64: equal to rounding, not bitwise
+	}
+	for _, m := range bwd {
+		res, err := s.Backward(dst, m.Step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := norm(dst)
+		if tol == 0 && !sameBits(m.ParamNorm, want) || math.Abs(m.ParamNorm-want) > tol*(1+want) {
+			t.Fatalf("%s: backward step %d: stored norm %v, oracle %v", name, m.Step, m.ParamNorm, want)
+		}
+		if m.Anchor != res.Anchor {
+			t.Fatalf("%s: backward step %d: stored anchor %d, oracle %d", name, m.Step, m.Anchor, res.Anchor)
+		}
+		if tol == 0 && m.Step > 1 && m.Step-1 != res.Anchor && o.cfg.Strategy != StrategySliding {
+			if d := dist(dst, prev); !sameBits(m.StepDist, d) {
+				t.Fatalf("%s: backward step %d: stored step distance %v, oracle %v", name, m.Step, m.StepDist, d)
+			}
+		}
+		copy(prev, dst)
+	}
+	// The last backward iterate is kept and equals the oracle's.
+	_, theta, err := h.s.Params(context.Background(), name, KindBackward, o.cfg.Steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backward(dst, o.cfg.Steps); err != nil {
+		t.Fatal(err)
+	}
+	if d := dist(theta, dst); d > tol {
+		t.Fatalf("%s: last backward parameters differ from the oracle by %v", name, d)
+	}
+}
+
+func TestEndToEndQuadratic(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	st := h.create(api.RunSpec{Preset: "quadratic", Steps: 300, Window: 16})
+	if st.Name != "quadratic-1" || st.Spec.LR != 0.1 || st.Spec.Batch != 1 || st.Window != 16 {
+		t.Fatalf("created %+v", st)
+	}
+	st = h.wait(st.Name, ckpt.StateDone)
+	if st.ForwardStep != 300 || st.BackwardStep != 300 {
+		t.Fatalf("done at forward %d backward %d", st.ForwardStep, st.BackwardStep)
+	}
+	checkAgainstOracle(t, h, st.Name)
+
+	// Closed form (§3.1): θ̃_n = ρ^n θ0 + ηa Σ_k ρ^{k−1} y_{b_k} under the
+	// first anchor, so up to step W (float32 rounding: 1e-5).
+	o := newOracle(t, h.store, st.Name)
+	train := o.sgd // data via the oracle's operators
+	_ = train
+	bwd := metricsOf(t, h.store, st.Name, "backward", 0)
+	if bwd[0].Step != 1 || !sameBits(bwd[0].ParamNorm, norm(o.fwd[1])) {
+		t.Fatalf("θ̃_1 ≠ θ_1: %v vs %v", bwd[0].ParamNorm, norm(o.fwd[1]))
+	}
+
+	// Trajectory, batches and verify through the API.
+	var pts []api.Point
+	if err := h.s.Trajectory(context.Background(), st.Name, "both", 1, 10, 2, func(p api.Point) error {
+		pts = append(pts, p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 10 || pts[0].Kind != "forward" || pts[1].Kind != "backward" || pts[0].Step != 2 || pts[9].Step != 10 {
+		t.Fatalf("trajectory: %+v", pts)
+	}
+	rows, cols, idx, err := h.s.Batches(st.Name)
+	if err != nil || rows != 300 || cols != 1 || len(idx) != 300 {
+		t.Fatalf("batches: %d×%d (%d) %v", rows, cols, len(idx), err)
+	}
+	rep, err := h.s.Verify(context.Background(), st.Name)
+	if err != nil || !rep.OK {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	// Params: forward at a step between checkpoints, backward recomputed.
+	_, th, err := h.s.Params(context.Background(), st.Name, KindForward, 123)
+	if err != nil || th[0] != o.fwd[123][0] {
+		t.Fatalf("forward params at 123: %v, want %v (%v)", th, o.fwd[123], err)
+	}
+	s := o.strategy(t)
+	want := make([]float32, 1)
+	if _, err := s.Backward(want, 123); err != nil {
+		t.Fatal(err)
+	}
+	_, th, err = h.s.Params(context.Background(), st.Name, KindBackward, 123)
+	if err != nil || th[0] != want[0] {
+		t.Fatalf("backward params at 123: %v, want %v (%v)", th, want, err)
+	}
+}
+
+func TestQuadraticClosedFormFull(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	st := h.create(api.RunSpec{Preset: "quadratic", Name: "q", Steps: 120, Strategy: StrategyFull, Seed: seed(7)})
+	h.wait(st.Name, ckpt.StateDone)
+	o := newOracle(t, h.store, "q")
+	b, err := h.store.Batches("q", 1, 120)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// y values: the quadratic data set of the run's seed.
+	ys := quadraticTargets(t, 7)
+	eta, rho := 0.1, 0.9
+	for _, n := range []int{1, 2, 10, 60, 120} {
+		want := math.Pow(rho, float64(n)) * float64(o.theta0[0])
+		for k := 1; k <= n; k++ {
+			want += eta * math.Pow(rho, float64(k-1)) * float64(ys[b[k-1][0]])
+		}
+		_, th, err := h.s.Params(context.Background(), "q", KindBackward, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(float64(th[0])-want) > 1e-5 {
+			t.Errorf("θ̃_%d = %v, closed form %v", n, th[0], want)
+		}
+	}
+}
+
+func TestStrategiesAgree(t *testing.T) {
+	// A small MLP on regression data: the metamorphic relations of the
+	// design (windowed with W ≥ n equals full; sliding with W = n equals
+	// full; the coalescence memo equals full bitwise).
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	base := api.RunSpec{Dataset: "regression-sin", Model: "mlp:16", Steps: 80, Batch: 5, LR: 0.02, Seed: seed(3), EvalEvery: 7}
+	specs := map[string]api.RunSpec{}
+	for _, c := range []struct {
+		name, strategy string
+		window         int
+	}{{"full", StrategyFull, 0}, {"wide", StrategyWindow, 80}, {"sliding", StrategySliding, 80}, {"memo", StrategyMemo, 0}, {"narrow", StrategyWindow, 9}, {"slide9", StrategySliding, 9}} {
+		s := base
+		s.Name, s.Strategy, s.Window = c.name, c.strategy, c.window
+		specs[c.name] = s
+		h.create(s)
+	}
+	for name := range specs {
+		h.wait(name, ckpt.StateDone)
+		checkAgainstOracle(t, h, name)
+	}
+	full := metricsOf(t, h.store, "full", "backward", 0)
+	for _, name := range []string{"wide", "sliding", "memo"} {
+		got := metricsOf(t, h.store, name, "backward", 0)
+		for i := range full {
+			a, b := full[i], got[i]
+			a.Anchor, b.Anchor = 0, 0
+			if !sameMetrics(a, b) {
+				t.Fatalf("%s differs from full at step %d: %+v vs %+v", name, a.Step, b, a)
+			}
+		}
+	}
+	// The forward trajectories are one and the same.
+	f1, f2 := metricsOf(t, h.store, "full", "forward", 0), metricsOf(t, h.store, "narrow", "forward", 0)
+	for i := range f1 {
+		if !sameMetrics(f1[i], f2[i]) {
+			t.Fatalf("forward metrics differ at %d", i+1)
+		}
+	}
+}
+
+func TestMemoAffineMatchesFull(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	base := api.RunSpec{Dataset: "regression-x2", Model: "linear", Steps: 150, Batch: 4, LR: 0.05, Seed: seed(11)}
+	a, b := base, base
+	a.Name, a.Strategy = "memo", StrategyMemo
+	b.Name, b.Strategy = "full", StrategyFull
+	h.create(a)
+	h.create(b)
+	h.wait("memo", ckpt.StateDone)
+	h.wait("full", ckpt.StateDone)
+	checkAgainstOracle(t, h, "memo")
+	m, f := metricsOf(t, h.store, "memo", "backward", 0), metricsOf(t, h.store, "full", "backward", 0)
+	for i := range f {
+		if d := math.Abs(m[i].ParamNorm - f[i].ParamNorm); d > 1e-5*(1+f[i].ParamNorm) {
+			t.Fatalf("memo and full differ at step %d: %v vs %v", i+1, m[i].ParamNorm, f[i].ParamNorm)
+		}
+	}
+}
+
+func TestResetSemantics(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	h.create(api.RunSpec{Preset: "quadratic", Name: "r", Steps: 100, Window: 1000, ResetAt: []int{40}, ResetFrom: FromForward})
+	st := h.wait("r", ckpt.StateDone)
+	if st.Anchor.Segment != 1 || st.Anchor.Step != 40 || st.Anchor.From != FromForward {
+		t.Fatalf("anchor after the configured reset: %+v", st.Anchor)
+	}
+	checkAgainstOracle(t, h, "r")
+	o := newOracle(t, h.store, "r")
+
+	// Errors: beyond the steps, before 1, bad source; a clear ErrInvalid.
+	for _, req := range []api.ResetRequest{{At: 101}, {At: 0}, {At: 5, From: "sideways"}} {
+		if _, err := h.s.Reset("r", req); !isErr(err, ErrInvalid) {
+			t.Errorf("reset %+v: %v, want ErrInvalid", req, err)
+		}
+	}
+	if _, err := h.s.Reset("nope", api.ResetRequest{At: 3}); !isErr(err, ErrNotFound) {
+		t.Errorf("reset of an unknown run: %v", err)
+	}
+
+	// A reset of the finished run at 70 from the backward iterate reopens it
+	// and recomputes 71..100 under segment 2; segment 1's results stay.
+	st, err := h.s.Reset("r", api.ResetRequest{At: 70})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != ckpt.StateRunning {
+		t.Fatalf("state after a reset of a done run: %s", st.State)
+	}
+	st = h.wait("r", ckpt.StateDone)
+	if st.Anchor.Segment != 2 || st.Anchor.Step != 70 || st.BackwardStep != 100 {
+		t.Fatalf("after reset at 70: %+v", st)
+	}
+	seg1 := metricsOf(t, h.store, "r", "segment", 1)
+	if len(seg1) != 60 || seg1[0].Step != 41 || seg1[59].Step != 100 {
+		t.Fatalf("segment 1 has %d results", len(seg1))
+	}
+	seg2 := metricsOf(t, h.store, "r", "segment", 2)
+	if len(seg2) != 30 || seg2[0].Step != 71 {
+		t.Fatalf("segment 2 has %d results from %d", len(seg2), seg2[0].Step)
+	}
+	latest := metricsOf(t, h.store, "r", "backward", 0)
+	if latest[69].Segment != 1 || latest[70].Segment != 2 || latest[70].Anchor != 70 {
+		t.Fatalf("latest results around 70: %+v %+v", latest[69], latest[70])
+	}
+	// Segment 2 starts at θ̃_70 of segment 1: θ̃_n = T_71∘…∘T_n(θ̃_70).
+	x70 := make([]float32, 1)
+	s := o.strategy(t)
+	if _, err := s.Backward(x70, 70); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{71, 85, 100} {
+		th := append([]float32(nil), x70...)
+		for k := n; k > 70; k-- {
+			o.sgd.Apply(k, th)
+		}
+		_, got, err := h.s.Params(context.Background(), "r", KindBackward, n)
+		if err != nil || got[0] != th[0] {
+			t.Fatalf("θ̃_%d after the reset: %v, want %v (%v)", n, got, th, err)
+		}
+	}
+	// Earlier segments stay queryable: segment 1 at 90 still answers.
+	if seg1[49].Step != 90 {
+		t.Fatal("segment 1 lost step 90")
+	}
+}
+
+func TestScheduledReset(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	h.create(api.RunSpec{Dataset: "regression-sin", Model: "mlp:32x2", Name: "s", Steps: 400, Batch: 10, Window: 64, Seed: seed(5)})
+	if _, err := h.s.Pause("s"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := h.s.Status("s")
+	at := st.ForwardStep + 50
+	st, err := h.s.Reset("s", api.ResetRequest{At: at, From: FromForward})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.PendingReset) != 1 || st.PendingReset[0] != at {
+		t.Fatalf("pending resets %v, want [%d]", st.PendingReset, at)
+	}
+	if !strings.Contains(h.events.String(), fmt.Sprintf("reset-requested at=%d from=forward when=scheduled", at)) {
+		t.Fatalf("events: %s", h.events.String())
+	}
+	if _, err := h.s.Resume("s"); err != nil {
+		t.Fatal(err)
+	}
+	st = h.wait("s", ckpt.StateDone)
+	if len(st.PendingReset) != 0 {
+		t.Fatalf("pending after done: %v", st.PendingReset)
+	}
+	as, err := h.store.Anchors("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range as {
+		found = found || a.Step == at && a.From == FromForward
+	}
+	if !found {
+		t.Fatalf("no forward anchor at %d in %+v", at, as)
+	}
+}
+
+func TestDivergenceFailsOnlyThatRun(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	// ρ = 1 − ηa = −1.5: |θ| grows like 1.5^n and overflows float32.
+	h.create(api.RunSpec{Preset: "quadratic", Name: "bad", Steps: 600, LR: 2.5})
+	h.create(api.RunSpec{Preset: "quadratic", Name: "good", Steps: 300})
+	st := h.wait("bad", ckpt.StateFailed)
+	if !strings.Contains(st.Reason, "not finite") && !strings.Contains(st.Reason, "loss is") {
+		t.Fatalf("reason %q", st.Reason)
+	}
+	_, rs, err := h.store.Run("bad")
+	if err != nil || rs.FailedStep < 100 || rs.FailedStep > 300 {
+		t.Fatalf("failed step %d (%v)", rs.FailedStep, err)
+	}
+	h.wait("good", ckpt.StateDone)
+	if _, err := h.s.Resume("bad"); !isErr(err, ErrConflict) {
+		t.Fatalf("resume of a failed run: %v", err)
+	}
+	if _, err := h.s.Reset("bad", api.ResetRequest{At: 3}); !isErr(err, ErrConflict) {
+		t.Fatalf("reset of a failed run: %v", err)
+	}
+	if !strings.Contains(h.events.String(), "run=bad event=failed step=") {
+		t.Fatalf("no failure event: %s", h.events.String())
+	}
+}
+
+// TestResumeBitwise stops the scheduler (and closes the store) several
+// times at random points of a run and checks that every stored metric, the
+// anchors and the final parameters equal those of an uninterrupted run, bit
+// for bit.
+func TestResumeBitwise(t *testing.T) {
+	cases := []api.RunSpec{
+		{Dataset: "regression-sin", Model: "mlp:64x2", Steps: 300, Batch: 10, LR: 0.001, Window: 48, ResetAt: []int{130}, ResetFrom: FromForward, CheckpointEvery: 20},
+		{Dataset: "regression-sin", Model: "mlp:32", Steps: 260, Batch: 10, Strategy: StrategyFull, ResetPolicy: PolicyImprove, ResetAt: []int{100, 180}, ResetHorizon: 12, CheckpointEvery: 30},
+		{Dataset: "regression-sin", Model: "mlp:48", Steps: 260, Batch: 10, Window: 40, ResetPolicy: PolicyImprove, ResetHorizon: 8},
+		{Dataset: "regression-x2", Model: "linear", Steps: 300, Batch: 5, Strategy: StrategyMemo, ResetAt: []int{150}},
+		{Dataset: "regression-abs", Model: "mlp:32", Steps: 240, Batch: 10, Strategy: StrategyMemo},
+		{Dataset: "regression-sin", Model: "mlp:48", Steps: 240, Batch: 10, Strategy: StrategySliding, Window: 30, BackwardFrom: 25},
+	}
+	rs := uint64(rand.Uint32())
+	t.Logf("interruption seed %d", rs)
+	rng := rand.New(rand.NewPCG(rs, 1))
+	for i, spec := range cases {
+		spec.Name = "run"
+		spec.Seed = seed(uint64(i + 1))
+		t.Run(fmt.Sprintf("%d-%s", i, spec.Strategy), func(t *testing.T) {
+			// Uninterrupted reference.
+			ref := startHarness(t, openStore(t, t.TempDir()), testOptions().WithMaxLag(40))
+			ref.create(spec)
+			ref.wait("run", ckpt.StateDone)
+			ref.stop()
+
+			dir := t.TempDir()
+			store := openStore(t, dir)
+			h := startHarness(t, store, testOptions().WithMaxLag(40))
+			h.create(spec)
+			for k := range 3 {
+				target := rng.IntN(spec.Steps)
+				for {
+					st, _ := h.s.Status("run")
+					if st.BackwardStep >= target || st.State != ckpt.StateRunning {
+						break
+					}
+				}
+				h.stop()
+				st, _ := h.s.Status("run")
+				t.Logf("interruption %d at forward %d backward %d (%s)", k, st.ForwardStep, st.BackwardStep, st.State)
+				if err := store.Close(); err != nil {
+					t.Fatal(err)
+				}
+				store = openStore(t, dir)
+				h = startHarness(t, store, testOptions().WithMaxLag(40).WithWorkers(1+k%2))
+			}
+			h.wait("run", ckpt.StateDone)
+			compareRuns(t, ref, h, "run")
+			h.stop()
+			if err := store.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func compareRuns(t *testing.T, a, b *harness, name string) {
+	t.Helper()
+	for _, kind := range []string{"forward", "backward"} {
+		ma, mb := metricsOf(t, a.store, name, kind, 0), metricsOf(t, b.store, name, kind, 0)
+		if len(ma) != len(mb) {
+			t.Fatalf("%s: %d vs %d metrics", kind, len(ma), len(mb))
+		}
+		for i := range ma {
+			if !sameMetrics(ma[i], mb[i]) {
+				t.Fatalf("%s step %d: %+v vs %+v", kind, ma[i].Step, ma[i], mb[i])
+			}
+		}
+	}
+	aa, err := a.store.Anchors(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, err := b.store.Anchors(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(aa) != fmt.Sprint(ab) {
+		t.Fatalf("anchors %v vs %v", aa, ab)
+	}
+	for seg := range aa {
+		sa, sb := metricsOf(t, a.store, name, "segment", seg), metricsOf(t, b.store, name, "segment", seg)
+		if len(sa) != len(sb) {
+			t.Fatalf("segment %d: %d vs %d results", seg, len(sa), len(sb))
+		}
+		for i := range sa {
+			if !sameMetrics(sa[i], sb[i]) {
+				t.Fatalf("segment %d step %d: %+v vs %+v", seg, sa[i].Step, sa[i], sb[i])
+			}
+		}
+	}
+	_, steps := a.s.Status(name)
+	_ = steps
+	st, _ := a.s.Status(name)
+	for _, kind := range []string{KindForward, KindBackward} {
+		_, pa, err := a.s.Params(context.Background(), name, kind, st.Steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, pb, err := b.s.Params(context.Background(), name, kind, st.Steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range pa {
+			if math.Float32bits(pa[i]) != math.Float32bits(pb[i]) {
+				t.Fatalf("final %s parameters differ at %d", kind, i)
+			}
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
+)
+
+// forwardChunk is how many forward steps are logged per store transaction
+// at most (checkpoints, the last step and waits for the backward loop flush
+// earlier).
+const forwardChunk = 64
+
+// train is the forward trainer: it resumes from the logged forward step
+// (nearest checkpoint, then the batch log) and trains to the run's end,
+// paced so that the next step never runs more than MaxLag steps ahead of the
+// backward frontier.
+func (r *run) train(ctx context.Context, env *runEnv) error {
+	cfg := &r.cfg
+	f := r.state().ForwardStep
+	if f >= cfg.Steps {
+		return nil
+	}
+	sgd := env.proto.Clone()
+	theta := make([]float32, cfg.Dim)
+	k, err := r.s.store.NearestCheckpoint(r.name, f, theta)
+	if err != nil {
+		return fmt.Errorf("resume at step %d: %w", f, err)
+	}
+	for j := k + 1; j <= f; j++ {
+		sgd.Apply(j, theta)
+	}
+	prev := make([]float32, cfg.Dim)
+	copy(prev, theta)
+	ev := env.evaluators()
+	sampler := nn.NewSampler(env.train.N, cfg.Batch, cfg.Seed)
+	var chunk []ckpt.ForwardStep
+	var lastLoss = math.NaN()
+
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		last := chunk[len(chunk)-1].Step
+		r.mu.Lock()
+		st := cloneState(r.mu.st)
+		st.ForwardStep = last
+		err := r.s.store.AppendForward(r.name, chunk, st)
+		if err == nil {
+			r.mu.st.ForwardStep = last
+			if !math.IsNaN(lastLoss) {
+				r.mu.fwdLoss = ptr(lastLoss)
+			}
+		}
+		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		r.s.met.steps.WithLabelValues("forward").Add(float64(len(chunk)))
+		chunk = chunk[:0]
+		kick(r.bwdKick)
+		return nil
+	}
+
+	for n := f + 1; n <= cfg.Steps; n++ {
+		for n-r.frontierFloor() > r.s.opts.MaxLag {
+			if err := flush(); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.fwdKick:
+			}
+		}
+		if ctx.Err() != nil {
+			return flush()
+		}
+		sampler.Batch(n, env.log.Batch(n))
+		sgd.Apply(n, theta)
+		r.s.met.ops.Add(1)
+		eval := evalDue(cfg, n)
+		m := ckpt.Metrics{Step: n}
+		ev.measure(&m, theta, eval)
+		m.StepDist = dist(theta, prev)
+		if why := diverged(&m, eval); why != "" {
+			if err := flush(); err != nil {
+				return err
+			}
+			r.fail(n, "forward step "+fmt.Sprint(n)+": "+why)
+			return nil
+		}
+		if eval {
+			lastLoss = m.Loss
+		}
+		chunk = append(chunk, ckpt.ForwardStep{Step: n, Batch: env.log.Batch(n), Metrics: m, HasMetrics: true})
+		copy(prev, theta)
+		ckptDue := n%cfg.CheckpointEvery == 0 || n == cfg.Steps
+		if ckptDue || len(chunk) >= forwardChunk {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if ckptDue {
+			if err := r.s.store.PutCheckpoint(r.name, n, theta); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
