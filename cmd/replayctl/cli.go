@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -44,6 +45,7 @@ type env struct {
 	ctx            context.Context
 	stdout, stderr io.Writer
 	g              globals
+	help           bool // --help / -h, on every command
 	// isTerminal reports whether w is an interactive terminal (progress
 	// bars); tests force either answer.
 	isTerminal func(w io.Writer) bool
@@ -86,10 +88,36 @@ func (e *env) globalFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.g.addr, "addr", e.g.addr, "daemon address: unix:/path, /path.sock or host:port (default $REPLAYD_ADDR, else the daemon's default socket)")
 	fs.StringVar(&e.g.token, "token", e.g.token, "bearer token the daemon requires (default $REPLAYD_TOKEN)")
 	fs.StringVarP(&e.g.output, "output", "o", e.g.output, "output format: table, json or csv")
-	fs.BoolP("help", "h", false, "show help")
-	// Hidden: pflag would print it as --help[=true|false]; the help text
-	// mentions it in plain words instead.
-	fs.MarkHidden("help")
+	e.help = false
+	boolFlag(fs, &e.help, "help", "h", "show help")
+}
+
+// switchValue is a boolean flag that pflag lists as plain "--name" (its
+// own bool type prints "--name[=true|false]").
+type switchValue struct{ p *bool }
+
+func (b switchValue) String() string {
+	if b.p == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*b.p)
+}
+
+func (b switchValue) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("want true or false, got %q", s)
+	}
+	*b.p = v
+	return nil
+}
+
+func (b switchValue) Type() string { return "boolfunc" }
+
+// boolFlag defines a boolean switch on fs.
+func boolFlag(fs *pflag.FlagSet, p *bool, name, short, usage string) {
+	f := fs.VarPF(switchValue{p}, name, short, usage)
+	f.NoOptDefVal = "true"
 }
 
 func (e *env) main(args []string) error {
@@ -106,7 +134,7 @@ func (e *env) main(args []string) error {
 		return usagef("%v (see replayctl --help)", err)
 	}
 	rest := fs.Args()
-	if help, _ := fs.GetBool("help"); help || (len(rest) > 0 && rest[0] == "help") {
+	if e.help || (len(rest) > 0 && rest[0] == "help") {
 		if len(rest) > 1 && rest[0] == "help" {
 			return e.main(append(rest[1:], "--help"))
 		}
@@ -150,7 +178,6 @@ func (e *env) topHelp(w io.Writer) {
 	fs := pflag.NewFlagSet("replayctl", pflag.ContinueOnError)
 	e.globalFlags(fs)
 	fmt.Fprint(w, fs.FlagUsages())
-	fmt.Fprintln(w, "  -h, --help                show help")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run `replayctl COMMAND --help` for a command's flags and an example.")
 }
@@ -168,7 +195,7 @@ func (e *env) flags(c *command) *pflag.FlagSet {
 func (e *env) parse(c *command, fs *pflag.FlagSet, args []string) error {
 	e.globalFlags(fs)
 	err := fs.Parse(args)
-	if help, _ := fs.GetBool("help"); errors.Is(err, pflag.ErrHelp) || (err == nil && help) {
+	if errors.Is(err, pflag.ErrHelp) || (err == nil && e.help) {
 		e.commandHelp(c, fs)
 		return errHelped
 	}
@@ -196,7 +223,7 @@ func helped(err error) error {
 
 func (e *env) commandHelp(c *command, fs *pflag.FlagSet) {
 	w := e.stdout
-	fmt.Fprintf(w, "Usage: replayctl %s %s\n\n%s\n\nFlags:\n%s  -h, --help                show help\n\nExample:\n  %s\n",
+	fmt.Fprintf(w, "Usage: replayctl %s %s\n\n%s\n\nFlags:\n%s\nExample:\n  %s\n",
 		c.name, c.synopsis, c.summary, fs.FlagUsages(), strings.ReplaceAll(c.example, "\n", "\n  "))
 }
 
@@ -212,6 +239,12 @@ func (e *env) client() *api.Client {
 // resolveRun returns name, or the only run when name is empty; with no run
 // or several it says what to do.
 func (e *env) resolveRun(c *api.Client, name string) (string, error) {
+	return e.resolveRunHint(c, name, "--run NAME")
+}
+
+// resolveRunHint is resolveRun for commands that take the run another way
+// (hint says how, e.g. "RUN" for a positional argument).
+func (e *env) resolveRunHint(c *api.Client, name, hint string) (string, error) {
 	if name != "" {
 		return name, nil
 	}
@@ -230,7 +263,7 @@ func (e *env) resolveRun(c *api.Client, name string) (string, error) {
 		names[i] = r.Name
 	}
 	sort.Strings(names)
-	return "", usagef("%d runs exist (%s): choose one with --run NAME", len(names), strings.Join(names, ", "))
+	return "", usagef("%d runs exist (%s): choose one with %s", len(names), strings.Join(names, ", "), hint)
 }
 
 // oneArg returns the single optional positional argument.

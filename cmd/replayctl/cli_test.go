@@ -167,7 +167,11 @@ func TestResolveRun(t *testing.T) {
 		t.Errorf("no runs: %v", err)
 	}
 	f = newFake(t, sampleRun("b"), sampleRun("a"), sampleRun("c"))
-	for _, args := range [][]string{{"reset", "--at", "1"}, {"trajectory"}, {"verify"}, {"wait"}, {"pause"},
+	_, _, err = f.cli("pause")
+	if !errors.Is(err, errUsage) || !strings.HasSuffix(err.Error(), "3 runs exist (a, b, c): choose one with RUN") {
+		t.Errorf("pause: %v", err)
+	}
+	for _, args := range [][]string{{"reset", "--at", "1"}, {"trajectory"}, {"verify"}, {"wait"}, {"plot", "--out", filepath.Join(t.TempDir(), "p.png")},
 		{"export", "--batches", "--out", filepath.Join(t.TempDir(), "b.npy")}} {
 		_, _, err = f.cli(args...)
 		oneLine(t, err)

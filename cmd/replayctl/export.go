@@ -30,7 +30,7 @@ func runExport(e *env, c *command, args []string) error {
 	fs.StringVar(&name, "run", "", "run name (may be left out when there is exactly one run)")
 	fs.IntVar(&step, "step", 0, "step of the parameters (0 is the initial point)")
 	fs.StringVar(&kind, "kind", "", "forward or backward trajectory")
-	fs.BoolVar(&batches, "batches", false, "export the batch log instead of parameters")
+	boolFlag(fs, &batches, "batches", "", "export the batch log instead of parameters")
 	fs.StringVar(&out, "out", "", "output file (- for stdout)")
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)

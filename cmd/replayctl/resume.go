@@ -25,7 +25,7 @@ func runResume(e *env, c *command, args []string) error {
 	}
 	cl := e.client()
 	// Like --run elsewhere, RUN may be left out when there is one run.
-	if name, err = e.resolveRun(cl, name); err != nil {
+	if name, err = e.resolveRunHint(cl, name, "RUN"); err != nil {
 		return err
 	}
 	st, err := cl.Resume(e.ctx, name)
