@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -274,28 +275,34 @@ func TestNpyReadMalformed(t *testing.T) {
 	}
 }
 
-// numpyPython returns a python3 interpreter that can import numpy. The
-// python3 on PATH may be a pyenv build without Debian's python3-numpy, so
-// /usr/bin/python3 is tried too. It fails (never skips) when there is none:
-// CI installs python3-numpy.
+// numpyPython returns a python3 interpreter that can import numpy. Debian's
+// python3-numpy is for /usr/bin/python3, which is tried before the python3 on
+// PATH (that may be a pyenv build without numpy, and its shim is slow). It
+// fails (never skips) when there is none: CI installs python3-numpy.
 func numpyPython(t *testing.T) string {
 	t.Helper()
-	cands := []string{os.Getenv("PYTHON"), "python3", "/usr/bin/python3"}
-	for _, c := range cands {
-		if c == "" {
-			continue
+	pythonOnce.Do(func() {
+		for _, c := range []string{os.Getenv("PYTHON"), "/usr/bin/python3", "python3"} {
+			if c == "" {
+				continue
+			}
+			p, err := exec.LookPath(c)
+			if err == nil && exec.Command(p, "-c", "import numpy").Run() == nil {
+				pythonPath = p
+				return
+			}
 		}
-		p, err := exec.LookPath(c)
-		if err != nil {
-			continue
-		}
-		if exec.Command(p, "-c", "import numpy").Run() == nil {
-			return p
-		}
+	})
+	if pythonPath == "" {
+		t.Fatal("no python3 with numpy found (tried $PYTHON, /usr/bin/python3, python3): apt-get install python3-numpy")
 	}
-	t.Fatal("no python3 with numpy found (tried $PYTHON, python3, /usr/bin/python3): apt-get install python3-numpy")
-	return ""
+	return pythonPath
 }
+
+var (
+	pythonOnce sync.Once
+	pythonPath string
+)
 
 func TestNpyWithNumpy(t *testing.T) {
 	py := numpyPython(t)

@@ -345,13 +345,13 @@ func TestE2EExportRoundTrip(t *testing.T) {
 	}
 }
 
-// checkWithNumpy loads the exported batch log with NumPy. The python3 on
-// PATH may lack numpy (a pyenv build), so Debian's /usr/bin/python3 is tried
-// too; a machine without python3-numpy fails the test (CI installs it).
+// checkWithNumpy loads the exported batch log with NumPy. Debian's
+// python3-numpy is for /usr/bin/python3, tried before the python3 on PATH
+// (which may be a pyenv build without numpy); a machine without python3-numpy fails the test (CI installs it).
 func checkWithNumpy(t *testing.T, path string, rows, cols int, idx []int64) {
 	t.Helper()
 	py := ""
-	for _, c := range []string{os.Getenv("PYTHON"), "python3", "/usr/bin/python3"} {
+	for _, c := range []string{os.Getenv("PYTHON"), "/usr/bin/python3", "python3"} {
 		if p, err := exec.LookPath(c); c != "" && err == nil && exec.Command(p, "-c", "import numpy").Run() == nil {
 			py = p
 			break
