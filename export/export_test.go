@@ -410,3 +410,30 @@ print("ok")
 		t.Fatalf("python check failed: %v\n%s", err, out)
 	}
 }
+
+// failWriter accepts n bytes, then fails.
+type failWriter struct{ n int }
+
+var errDisk = errors.New("disk full")
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if len(p) > w.n {
+		k := w.n
+		w.n = 0
+		return k, errDisk
+	}
+	w.n -= len(p)
+	return len(p), nil
+}
+
+func TestWritersReportWriteErrors(t *testing.T) {
+	big := Tensor{Name: "w", Shape: []int{300, 300}, Data: make([]float32, 300*300)}
+	for _, n := range []int{0, 10, 100 << 10} {
+		if err := WriteSafetensors(&failWriter{n: n}, []Tensor{big}); !errors.Is(err, errDisk) {
+			t.Errorf("safetensors, failing after %d bytes: %v", n, err)
+		}
+		if err := WriteNpyInt64(&failWriter{n: n}, 300, 300, make([]int64, 300*300)); !errors.Is(err, errDisk) {
+			t.Errorf("npy, failing after %d bytes: %v", n, err)
+		}
+	}
+}

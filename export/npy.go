@@ -48,13 +48,17 @@ func WriteNpyInt64(w io.Writer, rows, cols int, data []int64) error {
 	bw.WriteString(dict)
 	bw.WriteString(strings.Repeat(" ", pad))
 	bw.WriteByte('\n')
-	var buf [8]byte
+	chunk := make([]byte, 0, 64<<10)
 	for _, v := range data {
-		binary.LittleEndian.PutUint64(buf[:], uint64(v))
-		if _, err := bw.Write(buf[:]); err != nil {
-			return fmt.Errorf("export: write npy: %w", err)
+		chunk = binary.LittleEndian.AppendUint64(chunk, uint64(v))
+		if len(chunk) == cap(chunk) {
+			if _, err := bw.Write(chunk); err != nil {
+				return fmt.Errorf("export: write npy: %w", err)
+			}
+			chunk = chunk[:0]
 		}
 	}
+	bw.Write(chunk) // an error here is reported by Flush
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("export: write npy: %w", err)
 	}

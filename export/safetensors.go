@@ -133,15 +133,20 @@ func WriteSafetensorsMeta(w io.Writer, tensors []Tensor, meta map[string]string)
 	binary.LittleEndian.PutUint64(prefix[:], uint64(hdr.Len()))
 	bw.Write(prefix[:])
 	bw.Write(hdr.Bytes())
-	var buf [4]byte
+	// Encode in chunks: one Write per 64 KiB rather than per value.
+	chunk := make([]byte, 0, 64<<10)
 	for _, idx := range order {
 		for _, v := range tensors[idx].Data {
-			binary.LittleEndian.PutUint32(buf[:], math.Float32bits(v))
-			if _, err := bw.Write(buf[:]); err != nil {
-				return fmt.Errorf("export: write safetensors: %w", err)
+			chunk = binary.LittleEndian.AppendUint32(chunk, math.Float32bits(v))
+			if len(chunk) == cap(chunk) {
+				if _, err := bw.Write(chunk); err != nil {
+					return fmt.Errorf("export: write safetensors: %w", err)
+				}
+				chunk = chunk[:0]
 			}
 		}
 	}
+	bw.Write(chunk) // an error here is reported by Flush
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("export: write safetensors: %w", err)
 	}
