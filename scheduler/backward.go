@@ -357,7 +357,7 @@ func (b *bwdLoop) resetDue(next int, pending []ckpt.Reset) (from, reason string,
 	}
 	a := b.last()
 	w := b.cfg.Window
-	if b.cfg.Strategy == StrategyWindow && replay.WindowResetDue(a.step, next, w) && (r-a.step)%w == 0 {
+	if b.cfg.Strategy == StrategyWindow && next <= b.cfg.Steps && replay.WindowResetDue(a.step, next, w) && (r-a.step)%w == 0 {
 		return b.cfg.ResetFrom, "window", nil, true
 	}
 	return "", "", nil, false
@@ -384,18 +384,24 @@ func (b *bwdLoop) rollback(n int) error {
 // reset moves the anchor to n (b.b == n, nothing in flight), or starts an
 // adaptive trial of that move.
 func (b *bwdLoop) reset(n int, from, reason string, manual *ckpt.Reset) error {
+	if !b.prevOK {
+		// After a rollback: θ̃_n of the lineage is the backward start, the
+		// previous iterate of the next step and the old side of a trial.
+		if b.prev == nil {
+			b.prev = make([]float32, b.cfg.Dim)
+		}
+		if err := b.iterate(b.prev, n); err != nil {
+			return err
+		}
+		b.prevOK = true
+	}
 	start := make([]float32, b.cfg.Dim)
-	switch {
-	case from == FromForward:
+	if from == FromForward {
 		if err := b.cursor.Forward(start, n); err != nil {
 			return err
 		}
-	case b.prevOK:
+	} else {
 		copy(start, b.prev)
-	default:
-		if err := b.iterate(start, n); err != nil {
-			return err
-		}
 	}
 	if b.cfg.ResetPolicy == PolicyImprove {
 		if h := min(b.cfg.ResetHorizon, b.cfg.Steps-n); h > 0 {
@@ -570,19 +576,15 @@ func (b *bwdLoop) finish() error {
 	if err := b.flush(); err != nil {
 		return err
 	}
-	done := false
-	err := b.r.update(func(st *ckpt.RunState) bool {
+	return b.r.updateThen(func(st *ckpt.RunState) bool {
 		if st.State != ckpt.StateRunning {
 			return false
 		}
 		st.State, st.Reason = ckpt.StateDone, ""
-		done = true
 		return true
-	})
-	if done {
+	}, func() {
 		b.s.event(b.r.name, "done forward=%d backward=%d", b.cfg.Steps, b.b)
-	}
-	return err
+	})
 }
 
 // shutdown cancels the jobs in flight, collects them, and writes the

@@ -166,7 +166,12 @@ func (r *run) loadLogTo(env *runEnv, f int) error {
 
 // update changes the run's state under mu and stores it. If fn returns
 // false nothing is written.
-func (r *run) update(fn func(st *ckpt.RunState) bool) error {
+func (r *run) update(fn func(st *ckpt.RunState) bool) error { return r.updateThen(fn, nil) }
+
+// updateThen is update that also calls after (if not nil) once the state
+// is stored, still under mu, so that an event about the new state is
+// written before anyone can observe the state.
+func (r *run) updateThen(fn func(st *ckpt.RunState) bool, after func()) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := cloneState(r.mu.st)
@@ -178,27 +183,27 @@ func (r *run) update(fn func(st *ckpt.RunState) bool) error {
 	}
 	st.ForwardStep = r.mu.st.ForwardStep
 	r.mu.st = st
+	if after != nil {
+		after()
+	}
 	return nil
 }
 
 // fail marks the run failed at step with reason (once; a failed run stays
 // failed) and stops its goroutines.
 func (r *run) fail(step int, reason string) {
-	failed := false
-	err := r.update(func(st *ckpt.RunState) bool {
+	err := r.updateThen(func(st *ckpt.RunState) bool {
 		if st.State == ckpt.StateFailed {
 			return false
 		}
 		st.State, st.Reason, st.FailedStep = ckpt.StateFailed, reason, step
-		failed = true
 		return true
+	}, func() {
+		r.s.event(r.name, "failed step=%d reason=%q", step, reason)
+		r.s.log.Warn("run failed", "run", r.name, "step", step, "reason", reason)
 	})
 	if err != nil {
 		r.s.log.Error("store failed state", "run", r.name, "err", err)
-	}
-	if failed {
-		r.s.event(r.name, "failed step=%d reason=%q", step, reason)
-		r.s.log.Warn("run failed", "run", r.name, "step", step, "reason", reason)
 	}
 	r.mu.Lock()
 	cancel := r.mu.cancel

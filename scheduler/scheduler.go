@@ -386,7 +386,7 @@ func (s *Scheduler) Reset(name string, req api.ResetRequest) (api.RunStatus, err
 	}
 	var conflict bool
 	var when string
-	err = r.update(func(st *ckpt.RunState) bool {
+	err = r.updateThen(func(st *ckpt.RunState) bool {
 		if st.State == ckpt.StateFailed {
 			conflict = true
 			return false
@@ -401,6 +401,9 @@ func (s *Scheduler) Reset(name string, req api.ResetRequest) (api.RunStatus, err
 			st.State = ckpt.StateRunning
 		}
 		return true
+	}, func() {
+		// Under the run's lock: before the backward loop can see the reset.
+		s.event(name, "reset-requested at=%d from=%s when=%s", req.At, from, when)
 	})
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("reset %q: %w", name, err)
@@ -408,7 +411,6 @@ func (s *Scheduler) Reset(name string, req api.ResetRequest) (api.RunStatus, err
 	if conflict {
 		return api.RunStatus{}, fmt.Errorf("run %q has failed: %w", name, ErrConflict)
 	}
-	s.event(name, "reset-requested at=%d from=%s when=%s", req.At, from, when)
 	kick(r.bwdKick)
 	s.startIfRunning(r)
 	return r.status(), nil
