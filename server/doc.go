@@ -1,6 +1,30 @@
 // Package server is replayd's HTTP/JSON API: the routes under /v1/ plus
 // /healthz and /metrics, in front of a Backend (the scheduler).
 //
+// Routes (types from package api; a run name is one path segment):
+//
+//	GET    /healthz                         200 "ok"
+//	GET    /metrics                         Prometheus text format
+//	GET    /v1/runs                         api.RunList
+//	POST   /v1/runs                         api.RunSpec → 201 api.RunStatus
+//	GET    /v1/runs/{name}                  api.RunStatus
+//	DELETE /v1/runs/{name}                  204
+//	POST   /v1/runs/{name}/pause            api.RunStatus
+//	POST   /v1/runs/{name}/resume           api.RunStatus
+//	POST   /v1/runs/{name}/reset            api.ResetRequest → api.RunStatus
+//	GET    /v1/runs/{name}/trajectory       ?kind=forward|backward|both (both)
+//	                                        &from=N (0) &to=N (0: latest) &every=N (1)
+//	                                        → application/x-ndjson, one api.Point a line
+//	GET    /v1/runs/{name}/params           ?kind=forward|backward&step=N
+//	                                        → safetensors (float32, nn.Model tensor names)
+//	GET    /v1/runs/{name}/batches          → .npy int64 [steps, batch]
+//	POST   /v1/runs/{name}/verify           api.VerifyReport
+//
+// JSON bodies are decoded strictly (unknown fields are errors) whatever the
+// Content-Type, so `curl -d '{"preset":"quadratic"}'` works. JSON has no NaN
+// or ±Inf: such values (a regression's accuracy, a diverged loss) are
+// written as null; all other floats round-trip bitwise.
+//
 // Invariants:
 //   - Every answer that is not a success is a one-line JSON api.Error with a
 //     4xx or 5xx status: 400 for malformed requests and scheduler.ErrInvalid,

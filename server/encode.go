@@ -47,7 +47,18 @@ func appendFloat(b []byte, f float64) []byte {
 }
 
 // appendString appends s as a JSON string (encoding/json's escaping).
+// Plain ASCII, the only kind of string a Point carries, is copied as is.
 func appendString(b []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	if plain {
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	q, err := json.Marshal(s)
 	if err != nil { // cannot happen for a string
 		return append(b, `""`...)

@@ -160,7 +160,7 @@ func (s *server) trajectory(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		if isClientGone(r, err) {
+		if isClientGone(r) {
 			panic(http.ErrAbortHandler)
 		}
 		s.log.Error("server: trajectory stream failed", "path", r.URL.Path, "err", err)
@@ -179,7 +179,7 @@ func (s *server) trajectory(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if err := bw.Flush(); err != nil && !isClientGone(r, err) {
+	if err := bw.Flush(); err != nil && !isClientGone(r) {
 		s.log.Debug("server: trajectory flush failed", "err", err)
 	}
 }
@@ -221,7 +221,7 @@ func (s *server) params(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.Header().Set("Content-Disposition",
 		fmt.Sprintf(`attachment; filename="%s-%s-%d.safetensors"`, sanitize(r.PathValue("name")), kind, step))
-	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r, err) {
+	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r) {
 		s.log.Debug("server: params write failed", "err", err)
 	}
 }
@@ -264,7 +264,7 @@ func (s *server) batches(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.Header().Set("Content-Disposition",
 		fmt.Sprintf(`attachment; filename="%s-batches.npy"`, sanitize(r.PathValue("name"))))
-	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r, err) {
+	if _, err := buf.WriteTo(w); err != nil && !isClientGone(r) {
 		s.log.Debug("server: batches write failed", "err", err)
 	}
 }
@@ -340,11 +340,11 @@ func intParam(v, name string, def, min int) (int, error) {
 // fail answers err as a one-line api.Error with the status errorStatus
 // gives; 5xx answers are logged with the error.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := errorStatus(err)
-	if code == 499 {
+	if r.Context().Err() != nil {
 		// The client is gone: nobody reads the answer, nothing to log.
 		return
 	}
+	code := errorStatus(err)
 	msg := oneLine(err.Error())
 	if code >= 500 {
 		s.log.Error("server: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -354,7 +354,8 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, code, msg)
 }
 
-// errorStatus maps an error to its HTTP status (499: the client went away).
+// errorStatus maps an error to its HTTP status. A cancelled context while
+// the client is still there means the backend is stopping (503).
 func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -365,15 +366,15 @@ func errorStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, scheduler.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, context.Canceled):
-		return 499
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError
 	}
 }
 
-func isClientGone(r *http.Request, err error) bool {
-	return r.Context().Err() != nil || errors.Is(err, context.Canceled)
+func isClientGone(r *http.Request) bool {
+	return r.Context().Err() != nil
 }
 
 // writeError writes the one-line JSON error body.

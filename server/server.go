@@ -79,7 +79,7 @@ func New(b Backend, opts Options) http.Handler {
 		reg = prometheus.NewRegistry()
 	}
 	s.requests = registerCounter(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "replayd_http_requests_total",
+		Name: "replay_http_requests_total",
 		Help: "HTTP requests answered, by route pattern and status code.",
 	}, []string{"route", "code"}), s.log)
 

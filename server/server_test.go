@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,8 +159,8 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		"replayd_test_steps_total 42",
-		`replayd_http_requests_total{code="200",route="GET /v1/runs"} 1`,
-		`replayd_http_requests_total{code="404",route="GET /v1/runs/{name}"} 1`,
+		`replay_http_requests_total{code="200",route="GET /v1/runs"} 1`,
+		`replay_http_requests_total{code="404",route="GET /v1/runs/{name}"} 1`,
 	} {
 		if !bytes.Contains(a.body, []byte(want)) {
 			t.Errorf("metrics lack %q:\n%s", want, a.body)
@@ -235,6 +236,9 @@ func TestErrorMapping(t *testing.T) {
 		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Params", errors.New("disk\non fire"), 500},
 		{"GET", "/v1/runs/a/batches", "", "Batches", errors.New("disk on fire"), 500},
 		{"POST", "/v1/runs/a/verify", "", "Verify", fmt.Errorf("busy: %w", scheduler.ErrConflict), 409},
+		// The backend stopping under a live request: 503, never an empty 200.
+		{"POST", "/v1/runs/a/verify", "", "Verify", fmt.Errorf("stopping: %w", context.Canceled), 503},
+		{"GET", "/v1/runs/a/trajectory", "", "Trajectory", fmt.Errorf("stopping: %w", context.Canceled), 503},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s_%s_%d", c.failing, c.method, c.code), func(t *testing.T) {
@@ -561,4 +565,13 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("healthz with token: %d", a.code)
 	}
 	decodeStatus(t, h.json("POST", "/v1/runs", `{"name":"a"}`), 201)
+}
+
+func TestAppendString(t *testing.T) {
+	for _, s := range []string{"", "forward", "a\"b", `back\slash`, "tab\t", "<html>&", "é", "\x00"} {
+		want, _ := json.Marshal(s)
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,6 +187,29 @@ func (d *daemon) params(name, kind string, step int) []byte {
 	return b
 }
 
+// raw GETs path over the socket with a plain net/http client (what curl
+// --unix-socket does) and returns the body of a 200.
+func (d *daemon) raw(path string) string {
+	d.t.Helper()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.sock)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://replayd" + path)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		d.t.Fatalf("GET %s: %d %v %s", path, resp.StatusCode, err, b)
+	}
+	return string(b)
+}
+
 // samePoints reports the first difference between two trajectories, bit for
 // bit (NaN equals NaN: null on the wire carries no payload).
 func samePoints(a, b []api.Point) error {
@@ -261,6 +285,13 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	fw := d.trajectory("q", "forward")
+	metrics := d.raw("/metrics")
+	for _, want := range []string{"replay_steps_total", "replay_operator_applications_total", "replay_store_bytes",
+		`replay_http_requests_total{code="200",route="GET /v1/runs/{name}"}`, "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	final := d.params("q", "backward", steps)
 
 	// A second daemon on the same data directory: one clear line, exit 1.
