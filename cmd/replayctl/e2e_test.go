@@ -307,6 +307,13 @@ func TestE2ECommands(t *testing.T) {
 	if out = d.ctl(t, "verify", "-o", "json").ok(t, "verify json"); !strings.Contains(out, `"ok": true`) {
 		t.Errorf("verify json: %s", out)
 	}
+	if out = d.ctl(t, "verify", "-o", "csv").ok(t, "verify csv"); !strings.HasPrefix(out, "run,checkpoints,steps,ok,problems\nq,") ||
+		!strings.Contains(out, ",400,true,") {
+		t.Errorf("verify csv: %s", out)
+	}
+	if out = d.ctl(t, "export", "--batches", "--out", pb, "-o", "csv").ok(t, "export csv"); !strings.HasPrefix(out, "run,file,bytes,kind,step\nq,") {
+		t.Errorf("export csv: %s", out)
+	}
 
 	// Errors on a known daemon change nothing.
 	before := statusJSON(t, d, "q")
@@ -363,12 +370,21 @@ func TestE2ECommands(t *testing.T) {
 	if out = d.ctl(t, "resume", "long", "-o", "json").ok(t, "resume"); !strings.Contains(out, `"state": "running"`) {
 		t.Errorf("resume: %s", out)
 	}
+	if out = d.ctl(t, "pause", "long", "-o", "csv").ok(t, "pause csv"); !strings.Contains(out, "\nlong,paused,") {
+		t.Errorf("pause csv: %s", out)
+	}
+	if out = d.ctl(t, "resume", "long", "-o", "csv").ok(t, "resume csv"); !strings.Contains(out, "\nlong,running,") {
+		t.Errorf("resume csv: %s", out)
+	}
+	if out = d.ctl(t, "reset", "--run", "long", "--at", "1", "-o", "json").ok(t, "reset json"); !json.Valid([]byte(out)) || !strings.Contains(out, `"name": "long"`) {
+		t.Errorf("reset json: %s", out)
+	}
 	// wait's progress lines go to stdout before the one-line error.
 	r := d.ctl(t, "wait", "--run", "long", "--timeout", "300ms", "--interval", "100ms")
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "replayctl: wait: run long is still running after 300ms (") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("wait timeout: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if out = d.ctl(t, "delete", "long").ok(t, "delete"); out != "deleted run long\n" {
+	if out = d.ctl(t, "delete", "long", "-o", "json").ok(t, "delete"); out != "{\n  \"deleted\": \"long\"\n}\n" {
 		t.Errorf("delete: %q", out)
 	}
 	d.ctl(t, "status", "long").fails(t, "deleted run", 1, `"long"`)
