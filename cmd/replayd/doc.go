@@ -1,17 +1,29 @@
-// replayd is built as a group of components, each a Run(ctx) error (the
+// Command replayd is the replay daemon: it trains runs forward, computes
+// their backward iterates at bounded cost and serves the HTTP/JSON API of
+// package server on a unix socket (default <data-dir>/replayd.sock, mode
+// 0600) or a loopback TCP address (any address with a bearer token).
+//
+//	replayd [--data-dir DIR] [--listen ADDR] [--window N] [--workers N]
+//	        [--log-level L] [--log-format text|json] [--run-preset NAME]
+//	        [--auth-token T] [--max-lag N] [--dataset-dir DIR] [--shutdown-timeout D]
+//
+// The daemon is a group of components, each a Run(ctx) error (the
 // Prometheus run.Group pattern on errgroup): the scheduler, the HTTP server
 // and the signal handler. The first to return — a signal, a listener that
-// dies, a scheduler error — cancels the others; the store, opened before the
-// group and closed after it, outlives them all, so everything the scheduler
-// acknowledged is on disk when the process exits.
+// dies, a scheduler error — cancels the others. The store is opened before
+// the group and closed after it (its value-log GC runs on the store's own
+// timer and stops with Close), so everything the scheduler acknowledged is on
+// disk when the process exits; the HTTP component returns only when no
+// handler can touch the store any more.
 //
 // Start-up order and its reasons:
 //  1. flags, then the logger (so every later failure is logged or printed
-//     as one line);
+//     as one line), then signals are caught;
 //  2. a live socket at the listen path means another daemon: refuse with
 //     "replayd already running on …" before touching the store; a dead one
 //     (a crashed daemon's) is removed;
 //  3. the store (its lock is the second guard against two daemons on one
-//     data directory), the scheduler, the metrics registry;
+//     data directory), the scheduler, the metrics registry, the run of
+//     --run-preset if the store holds none;
 //  4. the listener, then the group.
 package main

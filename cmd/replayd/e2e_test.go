@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/export"
 )
 
 var killSeed = flag.Uint64("killseed", 0, "seed of the kill points of TestKillRestart (0: from the clock)")
@@ -326,6 +327,30 @@ func TestLifecycle(t *testing.T) {
 	}
 	if !bytes.Equal(d2.params("q", "backward", steps), final) {
 		t.Fatal("final backward parameters differ after restart")
+	}
+	// The other endpoints on the restarted daemon: the batch log, the
+	// store's re-execution check, the safetensors names, delete.
+	rc, err := d2.c.Batches(ctx(t), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, cols, idx, err := export.ReadNpyInt64(rc)
+	rc.Close()
+	if err != nil || rows != steps || cols != 1 || len(idx) != steps {
+		t.Fatalf("batches: %d×%d (%d) %v, want %d×1", rows, cols, len(idx), err, steps)
+	}
+	if rep, err := d2.c.Verify(ctx(t), "q"); err != nil || !rep.OK || rep.Steps != steps {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	ts, err := export.ReadSafetensors(bytes.NewReader(final))
+	if err != nil || len(ts) != 1 || ts[0].Name != "theta" || len(ts[0].Data) != 1 {
+		t.Fatalf("params of the scalar model: %+v %v", ts, err)
+	}
+	if err := d2.c.Delete(ctx(t), "q"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.c.Status(ctx(t), "q"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("status after delete: %v", err)
 	}
 	if took := d2.stop(syscall.SIGINT); took > 2*time.Second || d2.err != nil {
 		t.Fatalf("SIGINT: exit %v after %v", d2.err, took)

@@ -1,6 +1,3 @@
-// Command replayd is the replay daemon: it trains runs forward, computes
-// their backward iterates at bounded cost and serves the HTTP/JSON API.
-// See run for the flags.
 package main
 
 import (
