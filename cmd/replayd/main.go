@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 )
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "replayd: "+err.Error())
+		// One line, even for joined errors.
+		fmt.Fprintln(os.Stderr, "replayd: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		os.Exit(1)
 	}
 }
