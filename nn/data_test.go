@@ -219,3 +219,23 @@ func TestSyntheticData(t *testing.T) {
 		t.Errorf("unknown data set: %v", err)
 	}
 }
+
+// FuzzReadIDX feeds arbitrary bytes to the reader: it must return a data set
+// consistent with the header or an error wrapping ErrFormat, never panic.
+func FuzzReadIDX(f *testing.F) {
+	f.Add([]byte{0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 1, 2, 3, 4}, []byte{0, 0, 8, 1, 0, 0, 0, 2, 3, 9})
+	f.Add([]byte{0, 0, 8, 3, 255, 255, 255, 255, 0, 0, 0, 1, 0, 0, 0, 2}, []byte{0, 0, 8, 1, 255, 255, 255, 255})
+	f.Add([]byte{}, []byte{})
+	f.Fuzz(func(t *testing.T, images, labels []byte) {
+		d, err := ReadIDX(bytes.NewReader(images), bytes.NewReader(labels), 10)
+		if err != nil {
+			if !errors.Is(err, ErrFormat) {
+				t.Fatalf("error %v does not wrap ErrFormat", err)
+			}
+			return
+		}
+		if len(d.X) != d.N*d.In || len(d.Y) != d.N*10 || len(d.Labels) != d.N {
+			t.Fatalf("inconsistent data set: N %d In %d, %d/%d/%d", d.N, d.In, len(d.X), len(d.Y), len(d.Labels))
+		}
+	})
+}

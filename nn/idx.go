@@ -104,12 +104,29 @@ func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 	if ih[0] != idxImages || lh[0] != idxLabels {
 		return nil, fmt.Errorf("magic numbers %#x, %#x (want %#x, %#x): %w", ih[0], lh[0], idxImages, idxLabels, ErrFormat)
 	}
-	n, in := int(ih[1]), int(ih[2])*int(ih[3])
-	if int(lh[1]) != n {
-		return nil, fmt.Errorf("%d images but %d labels: %w", n, lh[1], ErrFormat)
+	if lh[1] != ih[1] {
+		return nil, fmt.Errorf("%d images but %d labels: %w", ih[1], lh[1], ErrFormat)
 	}
-	if n > 1<<24 || in > 1<<20 {
+	// The header sizes the allocation: refuse what no image data set needs
+	// (Fashion-MNIST has 4.7e7 pixels) rather than let a corrupt header
+	// allocate gigabytes. Each factor is bounded before the products.
+	if ih[1] > 1<<22 || ih[2] > 1<<12 || ih[3] > 1<<12 {
+		return nil, fmt.Errorf("implausible sizes %d×%d×%d: %w", ih[1], ih[2], ih[3], ErrFormat)
+	}
+	n, in := int(ih[1]), int(ih[2])*int(ih[3])
+	if n*in > 1<<27 {
 		return nil, fmt.Errorf("implausible sizes %d×%d: %w", n, in, ErrFormat)
+	}
+	// Labels first: a header that lies about n fails here, before the
+	// large allocation.
+	lab := make([]byte, n)
+	if _, err := io.ReadFull(labels, lab); err != nil {
+		return nil, fmt.Errorf("labels: %w: %w", ErrFormat, err)
+	}
+	for i, c := range lab {
+		if int(c) >= classes {
+			return nil, fmt.Errorf("label %d of sample %d ≥ %d classes: %w", c, i, classes, ErrFormat)
+		}
 	}
 	d := &Dataset{N: n, In: in, Out: classes,
 		X: make([]float32, n*in), Y: make([]float32, n*classes), Labels: make([]int32, n)}
@@ -127,14 +144,7 @@ func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 			x[j] = scale[v]
 		}
 	}
-	lab := make([]byte, n)
-	if _, err := io.ReadFull(labels, lab); err != nil {
-		return nil, fmt.Errorf("labels: %w: %w", ErrFormat, err)
-	}
 	for i, c := range lab {
-		if int(c) >= classes {
-			return nil, fmt.Errorf("label %d of sample %d ≥ %d classes: %w", c, i, classes, ErrFormat)
-		}
 		d.Labels[i] = int32(c)
 		d.Y[i*classes+int(c)] = 1
 	}
