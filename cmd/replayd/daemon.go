@@ -31,7 +31,19 @@ const storeDirName = "store"
 
 // run is the whole daemon; main only prints its error. It returns nil after
 // a clean shutdown (SIGTERM, SIGINT) and for --help.
-func run(args []string, stdout, stderr io.Writer) (err error) {
+func run(args []string, stdout, stderr io.Writer) error {
+	// Signals are caught from the start: one during start-up (loading a data
+	// set for --run-preset) ends the daemon cleanly as soon as it is up.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	return runDaemon(args, stdout, stderr, sigs, nil)
+}
+
+// runDaemon is run with the signals as a channel (tests send their own) and
+// an optional ready callback, called with the listen address once the API
+// is being served.
+func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready func(addr string)) (err error) {
 	cfg, err := parseFlags(args, stdout)
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
@@ -40,11 +52,6 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	// Signals are caught from here on: one during start-up (loading a data
-	// set for --run-preset) ends the daemon cleanly as soon as it is up.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -105,6 +112,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir,
 		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
+	if ready != nil {
+		ready(where)
+	}
 	err = runGroup(context.Background(),
 		component{"signals", signalHandler(sigs, log)},
 		component{"scheduler", sched.Run},
