@@ -65,6 +65,7 @@ func commands() []command {
 	return []command{
 		runStartCmd, runsCmd, statusCmd, resetCmd, trajectoryCmd, exportCmd,
 		waitCmd, plotCmd, pauseCmd, resumeCmd, deleteCmd, verifyCmd,
+		reportCmd,
 	}
 }
 
