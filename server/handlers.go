@@ -125,6 +125,19 @@ func (s *server) trajectory(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%w: to=%d is before from=%d", errBadRequest, to, from))
 		return
 	}
+	if from > 0 {
+		// A start past the run's last step is a mistake, not an empty
+		// answer (a start past the forward step so far is just early).
+		st, err := s.b.Status(r.PathValue("name"))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if from > st.Steps {
+			s.fail(w, r, fmt.Errorf("%w: from=%d is beyond the %d steps of run %q", errBadRequest, from, st.Steps, st.Name))
+			return
+		}
+	}
 
 	// The header goes out with the first point, so that an error before it
 	// (unknown run, bad range) still gets a proper status and JSON body.
@@ -382,17 +395,22 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, api.Error{Error: oneLine(msg)})
 }
 
+// writeJSON writes v as one line of JSON. HTML escaping is off: messages
+// such as "mlp:<widths>" stay readable with curl.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // Encode ends the line with '\n'
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		// Only a bug can get here (the api types always marshal, NaN aside).
 		code = http.StatusInternalServerError
-		b, _ = json.Marshal(api.Error{Error: oneLine("encode answer: " + err.Error())})
+		buf.Reset()
+		enc.Encode(api.Error{Error: oneLine("encode answer: " + err.Error())})
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(buf.Bytes())
 }
 
 // oneLine folds a message to a single line.

@@ -212,6 +212,13 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatalf("delete: %d %q", a.code, a.body)
 	}
 	wantError(t, h.json("GET", "/v1/runs/a", ""), 404, `run "a"`)
+
+	// Messages are not HTML-escaped.
+	h.fake.fail = map[string]error{"Create": fmt.Errorf("model mlp:<widths> & more: %w", scheduler.ErrInvalid)}
+	a = h.json("POST", "/v1/runs", `{}`)
+	if !bytes.Contains(a.body, []byte("mlp:<widths> & more")) {
+		t.Errorf("escaped message: %s", a.body)
+	}
 }
 
 func TestErrorMapping(t *testing.T) {
@@ -379,6 +386,11 @@ func TestTrajectory(t *testing.T) {
 		t.Errorf("NaN not written as null")
 	}
 
+	// A start within the run but past its progress is fine.
+	if a := h.do("GET", "/v1/runs/a/trajectory?from=10", nil); a.code != 200 {
+		t.Fatalf("from=10 of 10 steps: %d %s", a.code, a.body)
+	}
+	wantError(t, h.do("GET", "/v1/runs/zz/trajectory?from=3", nil), 404, `run "zz"`)
 	// Defaults: kind both, from 0, to 0 (latest), every 1.
 	h.do("GET", "/v1/runs/a/trajectory", nil)
 	if lt := h.fake.lastTraj; lt.kind != "both" || lt.from != 0 || lt.to != 0 || lt.every != 1 {
@@ -392,6 +404,7 @@ func TestTrajectory(t *testing.T) {
 		{"every=0", "every"},
 		{"from=10&to=5", "before"},
 		{"every=99999999999999999999999", "every"},
+		{"from=11", "beyond the 10 steps"},
 	} {
 		wantError(t, h.do("GET", "/v1/runs/a/trajectory?"+c.q, nil), 400, c.want)
 	}
