@@ -124,7 +124,9 @@ func (s *Scheduler) exec(j Job, wr *workerRun) *result {
 		res.m.Anchor = max(j.AnchorStep, j.Step-j.r.cfg.Window)
 	}
 	wr.ev.measure(&res.m, theta, j.Eval)
-	s.met.jobSecs.Observe(time.Since(t0).Seconds())
+	d := time.Since(t0)
+	s.met.jobSecs.Observe(d.Seconds())
+	s.met.busy.Add(int64(d))
 	return res
 }
 

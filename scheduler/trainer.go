@@ -99,7 +99,10 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		chunk = append(chunk, ckpt.ForwardStep{Step: n, Batch: env.log.Batch(n), Metrics: m, HasMetrics: true})
 		copy(prev, theta)
 		ckptDue := n%cfg.CheckpointEvery == 0 || n == cfg.Steps
-		if ckptDue || len(chunk) >= forwardChunk {
+		// Close to the frontier (at the start, after a reset) the workers
+		// may be waiting for this very step: log it now.
+		starving := n-r.frontierFloor() <= 2*r.s.opts.Workers
+		if ckptDue || len(chunk) >= forwardChunk || starving {
 			if err := flush(); err != nil {
 				return err
 			}

@@ -1,0 +1,115 @@
+// Package scheduler runs replay's runs: for each run a forward trainer and
+// a stream of backward jobs computed by a bounded worker pool, with anchor
+// resets (periodic, manual, adaptive), divergence detection and resumption.
+// It is what replayd exposes over HTTP.
+//
+// # Run lifecycle
+//
+// Create resolves an api.RunSpec (Resolve: preset, then explicit fields,
+// then defaults; every problem reported in one ErrInvalid error), loads the
+// data set, draws θ0 and stores the run (ckpt.CreateRun: checkpoint 0 and
+// anchor segment 0 = (0, θ0, "init")) with its configured resets pending.
+// States: running → done, or failed (divergence, store error); running ⇄
+// paused by request. A reset of a done run makes it running again until
+// the recomputed iterates are stored; a failed run stays failed.
+//
+// Run(ctx) starts every running run and returns when ctx is done, after
+// every run has stopped: jobs in flight are cancelled (operators check the
+// context every few applications, so this takes milliseconds), results
+// that continue the frontier are written, and the state on disk describes
+// exactly what is stored. A later Run resumes each running run from its
+// last committed step: the trainer from the nearest checkpoint ≤ ForwardStep
+// replayed with the logged batches, the backward loop from the stored
+// frontier under the stored anchors (θ̃ at the frontier is recomputed).
+// Every stored number is a pure function of the run's configuration — no
+// map order, timing or worker count reaches a stored value — so a resumed
+// run is bitwise identical to an uninterrupted one (TestResumeBitwise).
+//
+// # Forward trainer
+//
+// Step n applies the SGD operator with batch nn.Sampler.Batch(n) of the
+// run's seed. Steps are logged in chunks (batch, metrics, state in one
+// ckpt.AppendForward); a checkpoint is stored every CheckpointEvery steps
+// and at the last step. Metrics: parameter norm and distance to the
+// previous iterate every step; training loss (fixed evaluation subset of
+// the training split), test loss and accuracy (fixed test subset, both
+// nn.FixedSubset of eval_size) every eval_every steps and at the last step,
+// NaN elsewhere.
+//
+// # Backward jobs
+//
+// Every logged step n > backward_from yields a Job (run, n, anchor segment
+// and step, strategy): self-contained, since the anchor start and the run's
+// configuration are in the store. The backward loop of a run is one
+// goroutine that dispatches jobs in step order to the shared pool (an
+// unbuffered channel; Options.Workers goroutines, each with its own
+// nn.SGD clone, evaluators and scratch) and commits results in step order:
+// results arrive out of order into a reorder buffer; the committer computes
+// the step distance to θ̃_{n−1}, checks for divergence and writes results
+// with the frontier (ckpt.PutBackward with the state), so the stored
+// frontier is always contiguous. Parameters are kept for anchor starts
+// (ckpt.PutAnchor) and for the last step of a run; any other backward
+// iterate is recomputed from its anchor on request (Params).
+//
+// Strategies:
+//   - window (default): anchor (r, x_r); before computing n, if
+//     replay.WindowResetDue(r, n, W) the anchor moves to n−1 with x = θ̃_{n−1}
+//     (reset_from backward) or θ_{n−1} (forward). Moving needs θ̃_{n−1}
+//     committed: a barrier, during which at most one job's time is lost.
+//   - sliding: θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W}) with θ_{n−W} from the forward
+//     checkpoints (each worker keeps a cursor, so consecutive jobs cost one
+//     forward step); no barriers.
+//   - full: anchor 0 and manual resets only; job n costs n applications.
+//   - memo: one sequential evaluator per run (replay.AffinePrefix when the
+//     operators are affine, else replay.Coalescing within Options.MemoBudget);
+//     its jobs are dispatched one at a time.
+//
+// Manual resets (Reset, or reset_at in the spec) move the anchor to step N
+// (a new segment) from the backward or forward iterate there. If N is
+// before the frontier, the jobs after N are cancelled and the frontier goes
+// back to N: later iterates are recomputed under the new anchor, while the
+// earlier segments' results stay stored (ckpt.SegmentMetrics); the latest
+// segment's result is what BackwardMetrics returns. If N is ahead, the
+// reset waits in RunState.PendingResets until the frontier reaches it.
+//
+// Adaptive resets (reset_policy improve, strategies window and full): at a
+// periodic or manual reset to N, both the candidate anchor and the old
+// anchor continued are computed over the horizon N+1..N+H (H = reset_horizon,
+// default min(W, 50)), with losses at every step; the candidate is kept
+// only if its mean training loss is lower (the paper's suggestion). The
+// decision and the two losses go to the event log; only the winner's
+// results are stored. A rejected periodic reset lets the old anchor run on
+// and is tried again W steps later, so each rejection adds W to the cost
+// of later steps of that anchor: the policy trades the window's cost bound
+// for quality.
+//
+// backward_from S: no backward iterates for n ≤ S; when the trainer reaches
+// S, segment 1 is anchored at (S, θ_S forward) and the frontier starts at S
+// (RunState.BackwardStep = S although steps ≤ S have no backward result).
+//
+// Divergence: a NaN or ±Inf parameter norm, or a NaN/Inf loss at a step
+// where losses are measured, forward or backward, marks the run failed with
+// the step and the reason; other runs go on.
+//
+// # Pacing and memory bounds
+//
+// The trainer never computes step n while n − max(frontier, backward_from)
+// > Options.MaxLag, and the backward loop keeps at most 2·Workers jobs in
+// flight per run (1 for memo) and their results in its reorder buffer. So a
+// run holds at most 2·Workers + 4 parameter vectors (jobs, reorder buffer,
+// θ̃ at the frontier, the current anchor start, the trainer's θ and its
+// previous iterate) plus, during an adaptive trial, two more; the batch log
+// in memory is Steps × Batch int32. Nothing grows with the number of steps
+// computed. Results are written at least every 64 steps or 250 ms.
+//
+// # Concurrency
+//
+// Each run has one trainer goroutine and one backward goroutine; the
+// backward goroutine owns the anchors, the frontier and the reorder buffer.
+// The run's state (ckpt.RunState) is shared and changed only under run.mu,
+// which is also held while the state is written to the store, so the
+// trainer's and the committer's writes never lose each other's progress.
+// Events about a state change are written under the same lock, so the
+// event log orders them as the state changes happened. Lock order:
+// Scheduler.mu before run.mu; no lock is held while waiting for a job.
+package scheduler
