@@ -85,7 +85,8 @@ func TestDaemonInProcess(t *testing.T) {
 	if err != nil || st.State != "done" || st.BackwardStep != 200 {
 		t.Fatalf("status %+v %v", st, err)
 	}
-	// A stream still open at the signal is cut, not waited for forever.
+	// A client still reading a stream at the signal does not hold the
+	// shutdown up.
 	streamDone := make(chan error, 1)
 	go func() {
 		streamDone <- c.Trajectory(context.Background(), "q", api.TrajectoryQuery{}, func(api.Point) error {

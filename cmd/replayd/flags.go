@@ -62,7 +62,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	level := fs.String("log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
 	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
-	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 2*time.Second, "how long open API requests may take to finish at shutdown")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
