@@ -102,6 +102,21 @@
 // in memory is Steps × Batch int32. Nothing grows with the number of steps
 // computed. Results are written at least every 64 steps or 250 ms.
 //
+// # Event log
+//
+// Options.Events receives one line per event, "run=NAME event=KIND k=v…":
+//
+//	created model=M dataset=D steps=N strategy=S window=W policy=P backward_from=B
+//	anchor segment=K step=R from=init|backward|forward reason=create|window|manual|backward-from
+//	reset-scheduled at=N from=F                       (a reset of the spec, at creation)
+//	reset-requested at=N from=F when=immediate|scheduled
+//	adaptive step=N reason=window|manual decision=kept|rejected new_loss=L old_loss=L horizon=H
+//	done forward=N backward=N
+//	failed step=N reason="…"
+//	deleted
+//
+// The events of one run come in a deterministic order (testdata/*.golden).
+//
 // # Concurrency
 //
 // Each run has one trainer goroutine and one backward goroutine; the
