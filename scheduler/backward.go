@@ -368,6 +368,9 @@ func (b *bwdLoop) resetDue(next int, pending []ckpt.Reset) (from, reason string,
 // back to n (the stored results of later steps stay in their segments).
 func (b *bwdLoop) rollback(n int) error {
 	b.newGen()
+	for _, res := range b.buf {
+		b.env.putBuf(res.theta)
+	}
 	clear(b.buf)
 	b.trial = nil
 	b.d = b.b
@@ -466,6 +469,7 @@ func (b *bwdLoop) receive(res *result) {
 	b.inflight--
 	b.s.met.queue.Dec()
 	if res.job.gen != b.gen || res.cancelled {
+		b.env.putBuf(res.theta)
 		return
 	}
 	if res.err != nil {
@@ -517,6 +521,7 @@ func (b *bwdLoop) add(br ckpt.BackwardResult, theta []float32) {
 		b.firstPend = time.Now()
 	}
 	b.pending = append(b.pending, br)
+	b.env.putBuf(b.prev)
 	b.prev, b.prevOK = theta, true
 }
 
@@ -664,6 +669,7 @@ func (b *bwdLoop) commitTrial() error {
 			delete(t.buf[i], n)
 			m := res.m
 			m.StepDist = dist(res.theta, t.prev[i])
+			b.env.putBuf(t.prev[i])
 			t.prev[i] = res.theta
 			t.sum[i] += m.Loss
 			br := ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}
@@ -679,7 +685,8 @@ func (b *bwdLoop) commitTrial() error {
 	}
 	b.trial = nil
 	oldLoss, newLoss := t.sum[0]/float64(t.h), t.sum[1]/float64(t.h)
-	keep := newLoss < oldLoss
+	// A diverged old segment (NaN mean) loses to any finite candidate.
+	keep := newLoss < oldLoss || math.IsNaN(oldLoss) && !math.IsNaN(newLoss)
 	decision := "rejected"
 	if keep {
 		decision = "kept"
@@ -706,6 +713,8 @@ func (b *bwdLoop) commitTrial() error {
 		b.b = br.Step
 	}
 	b.d = b.b
+	b.env.putBuf(b.prev)
+	b.env.putBuf(t.prev[1-win])
 	b.prev, b.prevOK = t.prev[win], true
 	return b.flush()
 }

@@ -22,6 +22,31 @@ type runEnv struct {
 	log               *batchLog
 	proto             *nn.SGD // cloned by every goroutine that applies operators
 	trainIdx, testIdx []int32
+	// free recycles the parameter vectors of job results, so that a run
+	// in steady state allocates none (and the heap does not grow with
+	// garbage of model-sized vectors between collections).
+	free chan []float32
+}
+
+// getBuf returns a parameter vector (contents undefined).
+func (e *runEnv) getBuf() []float32 {
+	select {
+	case b := <-e.free:
+		return b
+	default:
+		return make([]float32, e.model.Dim())
+	}
+}
+
+// putBuf recycles a vector nobody uses any more (nil is ignored).
+func (e *runEnv) putBuf(b []float32) {
+	if b == nil {
+		return
+	}
+	select {
+	case e.free <- b:
+	default:
+	}
 }
 
 // batchLog is the batch log of a run in memory, steps×batch int32 indices
@@ -94,6 +119,7 @@ func (s *Scheduler) newEnv(cfg ckpt.RunConfig) (*runEnv, error) {
 	env := &runEnv{
 		model: m, loss: loss, train: d.train, test: d.test,
 		log:      &batchLog{b: cfg.Batch, flat: make([]int32, cfg.Steps*cfg.Batch)},
+		free:     make(chan []float32, 8),
 		trainIdx: nn.FixedSubset(d.train.N, cfg.EvalSize, cfg.Seed),
 		testIdx:  nn.FixedSubset(d.test.N, cfg.EvalSize, cfg.Seed),
 	}

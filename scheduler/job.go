@@ -106,16 +106,18 @@ func (s *Scheduler) worker(quit <-chan struct{}) {
 func (s *Scheduler) exec(j Job, wr *workerRun) *result {
 	t0 := time.Now()
 	res := &result{job: j}
-	theta := make([]float32, j.r.cfg.Dim)
+	theta := j.env.getBuf()
 	applied, err := computeIterate(j, wr, theta, s.store)
 	res.applied = applied
 	s.met.ops.Add(float64(applied))
 	switch {
 	case errors.Is(err, errCancelled):
 		res.cancelled = true
+		j.env.putBuf(theta)
 		return res
 	case err != nil:
 		res.err = err
+		j.env.putBuf(theta)
 		return res
 	}
 	res.theta = theta
