@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,11 +39,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	replaydBin = filepath.Join(dir, "replayd")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go") // the toolchain running the test
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	build := exec.Command(goBin, "build", "-o", replaydBin, ".")
+	// go test puts its own GOROOT/bin first on PATH: this is the toolchain
+	// running the test.
+	build := exec.Command("go", "build", "-o", replaydBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build replayd:", err)
