@@ -75,7 +75,7 @@ func writeRun(bw *bufio.Writer, r *Result) {
 		p("| final test accuracy | %s | %s |\n", num(f.FinalAcc), num(b.FinalAcc))
 		p("| best test accuracy (step) | %s | %s |\n", accAt(f), accAt(b))
 	} else {
-		p("| test accuracy | n/a (regression) | n/a (regression) |\n")
+		p("| test accuracy | n/a (no classes) | n/a (no classes) |\n")
 	}
 	p("| final training loss | %s | %s |\n", num(f.FinalLoss), num(b.FinalLoss))
 	p("| final / best test loss | %s / %s | %s / %s |\n\n", num(f.FinalTestLoss), num(f.BestTestLoss), num(b.FinalTestLoss), num(b.BestTestLoss))

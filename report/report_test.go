@@ -325,7 +325,7 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"## How the verdicts are decided", "## Run `quad`", "## Run `reg`",
 		"| measure | forward | backward |", "| SD of the training-loss change, steps 1001–2000 (99 / 99 differences) |",
-		"| mean step distance, steps 1901–2000 |", "best test accuracy (step)", "n/a (regression)",
+		"| mean step distance, steps 1901–2000 |", "best test accuracy (step)", "n/a (no classes)",
 		"| 1 | 1000 (backward) | 1001–2000 | 100 |",
 		"**(a) Backward is more stable than forward — holds.**",
 		"**(c) After a reset the backward trajectory converges again — not shown.**",

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# make reproduce: the paper's runs on a fresh daemon, their figures and
+# results/REPORT.md. Builds nothing itself (make builds bin/ first).
+#
+#   ./scripts/reproduce.sh            # what `make reproduce` runs
+#   FIG3_SEEDS="1 2" ./scripts/reproduce.sh
+#   FIG3_STEPS=200 ./scripts/reproduce.sh   # a quick check of the script:
+#                                           # paper-fig3 shortened, reset at half
+#
+# It starts bin/replayd on a fresh data directory under results/tmp/
+# (gitignored) with its unix socket there, runs the presets quadratic,
+# regression and paper-fig3 (the paper's Fashion-MNIST setting at full
+# length: mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000, the full
+# backward trajectory), waits for them, writes results/<run>.png,
+# results/<run>.csv and results/REPORT.md, and stops the daemon cleanly.
+#
+# Cost: paper-fig3 with the full strategy applies Σ_{n≤1000} n ≈ 500k SGD
+# operators before the reset and as many after; at ≈ 1.5 ms each on a quiet
+# core that is ≈ 13 minutes on 2 workers. Evaluation (1000 training and
+# 1000 test images every 10 steps, both trajectories) adds ≈ 400k image
+# forward passes, well under a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+BIN=${BIN:-$root/bin}
+RESULTS=${RESULTS:-$root/results}
+TMP=$RESULTS/tmp
+FIG3_SEEDS=${FIG3_SEEDS:-1}
+FIG3_STEPS=${FIG3_STEPS:-}
+TIMEOUT=${TIMEOUT:-60m}
+
+cmdline="./scripts/reproduce.sh"
+[ "$#" -gt 0 ] && cmdline+=" $*"
+for v in FIG3_SEEDS FIG3_STEPS; do
+	# Record the knobs that change what runs (defaults are left out).
+	if [ -n "${!v}" ] && { [ "$v" != FIG3_SEEDS ] || [ "${!v}" != 1 ]; }; then
+		cmdline="$v=\"${!v}\" $cmdline"
+	fi
+done
+if [ -n "${MAKELEVEL:-}" ]; then
+	shown="make reproduce (which runs $cmdline after setup and build)"
+else
+	shown="$cmdline"
+fi
+
+for b in replayd replayctl; do
+	if [ ! -x "$BIN/$b" ]; then
+		echo "reproduce: $BIN/$b missing: run 'make reproduce' (or 'make build' first)" >&2
+		exit 1
+	fi
+done
+
+start_epoch=$(date +%s)
+start_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+mkdir -p "$RESULTS" "$TMP"
+data=$TMP/data
+sock=$TMP/replayd.sock
+rm -rf "$data" "$sock"
+export REPLAYD_ADDR="unix:$sock"
+ctl() { "$BIN/replayctl" "$@"; }
+
+echo "reproduce: starting replayd on $data (log: $TMP/replayd.log)"
+"$BIN/replayd" --data-dir "$data" --listen "unix:$sock" 2>"$TMP/replayd.log" &
+daemon=$!
+stop() {
+	trap - INT TERM EXIT
+	if kill -0 "$daemon" 2>/dev/null; then
+		echo "reproduce: stopping replayd (pid $daemon)"
+		kill -TERM "$daemon" 2>/dev/null || true
+		wait "$daemon" 2>/dev/null || true
+	fi
+}
+trap stop INT TERM EXIT
+
+for _ in $(seq 1 100); do
+	if ctl runs >/dev/null 2>&1; then break; fi
+	if ! kill -0 "$daemon" 2>/dev/null; then
+		echo "reproduce: replayd exited; its log:" >&2
+		cat "$TMP/replayd.log" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
+
+runs=(quadratic regression)
+ctl run start --name quadratic --preset quadratic --seed 1 >/dev/null
+ctl run start --name regression --preset regression --seed 1 >/dev/null
+for seed in $FIG3_SEEDS; do
+	name=paper-fig3
+	[ "$seed" != 1 ] && name=paper-fig3-seed$seed
+	extra=()
+	if [ -n "$FIG3_STEPS" ]; then
+		extra=(--steps "$FIG3_STEPS" --reset-at $((FIG3_STEPS / 2)))
+	fi
+	ctl run start --name "$name" --preset paper-fig3 --seed "$seed" "${extra[@]}" >/dev/null
+	runs+=("$name")
+done
+ctl status
+
+# Wait for each run (plain progress lines every 15 s), noting when it was
+# seen done.
+failed=()
+declare -A done_after
+for r in "${runs[@]}"; do
+	echo "reproduce: waiting for $r"
+	if ! ctl wait --run "$r" --interval 15s --timeout "$TIMEOUT"; then
+		failed+=("$r")
+	fi
+	done_after[$r]=$(($(date +%s) - start_epoch))
+done
+ctl status
+
+for r in "${runs[@]}"; do
+	ctl plot --run "$r" --out "$RESULTS/$r.png"
+	ctl trajectory --run "$r" -o csv >"$RESULTS/$r.csv"
+done
+
+# The store's bitwise re-execution check of every run.
+verify=()
+for r in "${runs[@]}"; do
+	verify+=("$(ctl verify --run "$r" 2>&1 || true)")
+done
+
+wall=$(($(date +%s) - start_epoch))
+blas=$(ldd "$BIN/replayd" 2>/dev/null | awk '/blas/ {print $1 " → " $3}' | paste -sd ';' -)
+[ -z "$blas" ] && blas="gonum (pure Go; replayd is not linked against OpenBLAS)"
+blas_alt=$(readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0 2>/dev/null || true)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit+=" (with uncommitted changes)"; fi
+pre=$TMP/preamble.md
+{
+	echo "Produced by \`$shown\` in $root."
+	echo
+	echo "- Started: $start_utc; wall time $((wall / 60)) min $((wall % 60)) s until the report (runs seen done after: $(for r in "${runs[@]}"; do printf '%s %s s, ' "$r" "${done_after[$r]}"; done | sed 's/, $//'))."
+	echo "- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)), $(uname -sr); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine was shared)."
+	echo "- BLAS backend of replayd: $blas${blas_alt:+ ($blas_alt)}; one BLAS thread per worker, $(nproc) workers."
+	echo "- Code: commit $commit, $(go version 2>/dev/null | cut -d' ' -f3-4)."
+	echo "- Runs: ${runs[*]} (presets quadratic, regression, paper-fig3; seed 1$([ "$FIG3_SEEDS" != 1 ] && echo ", paper-fig3 seeds $FIG3_SEEDS")$([ -n "$FIG3_STEPS" ] && echo "; paper-fig3 SHORTENED to $FIG3_STEPS steps"))."
+	if [ "${#failed[@]}" -gt 0 ]; then echo "- **Failed or timed out:** ${failed[*]}."; fi
+	echo "- Figures: $(for r in "${runs[@]}"; do printf '[%s](%s.png) ' "$r" "$r"; done)— forward (blue) vs backward (orange) training loss and test accuracy per step, anchors marked; trajectories in results/<run>.csv (not committed when large)."
+	echo "- \`replayctl verify\` (bitwise re-execution of the stored batch log):"
+	for v in "${verify[@]}"; do echo "  $v"; done
+} >"$pre"
+ctl report "${runs[@]/#/--run=}" --preamble "$pre" --out "$RESULTS/REPORT.md"
+
+stop
+echo "reproduce: done in $((($(date +%s) - start_epoch) / 60)) min; see $RESULTS/REPORT.md"
+if [ "${#failed[@]}" -gt 0 ]; then
+	echo "reproduce: failed runs: ${failed[*]}" >&2
+	exit 1
+fi
