@@ -10,6 +10,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/replay"
 )
 
 func seed(v uint64) *uint64 { return &v }
@@ -536,5 +537,57 @@ func TestResetTimingIndependent(t *testing.T) {
 	h.stop()
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFashionMNISTSmall runs a small classifier on the real data set:
+// cross-entropy, accuracies, and replay.Direct recomputations from the
+// stored anchors.
+func TestFashionMNISTSmall(t *testing.T) {
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	h.create(api.RunSpec{Name: "f", Dataset: "fashion-mnist", Model: "mlp:32", Steps: 60, Window: 16, Batch: 8, LR: 0.01, EvalSize: 200, EvalEvery: 5})
+	st := h.wait("f", ckpt.StateDone)
+	if st.Spec.Loss != "cross-entropy" || st.ForwardLoss == nil || st.BackwardLoss == nil {
+		t.Fatalf("status %+v", st)
+	}
+	checkAgainstOracle(t, h, "f")
+	var evals int
+	err := h.s.Trajectory(context.Background(), "f", "backward", 0, 0, 0, func(p api.Point) error {
+		if p.Step%5 == 0 {
+			evals++
+			if !(p.TestAcc >= 0 && p.TestAcc <= 1) || !(p.Loss > 0) {
+				return fmt.Errorf("step %d: loss %v acc %v", p.Step, p.Loss, p.TestAcc)
+			}
+		} else if !math.IsNaN(p.Loss) {
+			return fmt.Errorf("step %d: loss measured off the evaluation steps", p.Step)
+		}
+		return nil
+	})
+	if err != nil || evals != 12 {
+		t.Fatalf("trajectory: %d evaluations, %v", evals, err)
+	}
+	// replay.Direct from the stored anchor start of each result's segment.
+	o := newOracle(t, h.store, "f")
+	direct := replay.NewDirect(o.sgd)
+	bwd := metricsOf(t, h.store, "f", "backward", 0)
+	for _, n := range []int{1, 16, 17, 40, 60} {
+		m := bwd[n-1]
+		start := make([]float32, o.cfg.Dim)
+		if err := h.store.AnchorStart("f", m.Segment, start); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float32, o.cfg.Dim)
+		if _, err := direct.Eval(want, replay.Anchor{Step: m.Anchor, Start: start}, n); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := h.s.Params(context.Background(), "f", KindBackward, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("θ̃_%d differs from replay.Direct at %d", n, i)
+			}
+		}
 	}
 }
