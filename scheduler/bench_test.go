@@ -47,3 +47,29 @@ func BenchmarkBackwardFashionMNIST(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStopLatency measures how long Run takes to return after its
+// context is cancelled in the middle of the paper-fig3 run (full strategy:
+// jobs of hundreds of operator applications are in flight).
+func BenchmarkStopLatency(b *testing.B) {
+	var total time.Duration
+	for range b.N {
+		store := openStore(b, b.TempDir())
+		h := startHarness(b, store, DefaultOptions().WithWorkers(2))
+		h.create(api.RunSpec{Preset: "paper-fig3", Name: "stop"})
+		for {
+			st, _ := h.s.Status("stop")
+			if st.BackwardStep >= 150 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t0 := time.Now()
+		h.stop()
+		total += time.Since(t0)
+		if err := store.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "stop-ms")
+}
