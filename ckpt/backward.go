@@ -22,11 +22,6 @@ type AnchorRec struct {
 	From          string
 }
 
-type anchorRec struct {
-	Segment, Step int
-	From          string
-}
-
 // BackwardResult is a backward iterate of one segment at one step: its
 // metrics always, its parameters when Theta is not nil.
 type BackwardResult struct {
@@ -67,7 +62,7 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 		if a.Step > st.ForwardStep {
 			return fmt.Errorf("%w: anchor at step %d, log ends at %d", ErrBeyondForward, a.Step, st.ForwardStep)
 		}
-		var old anchorRec
+		var old AnchorRec
 		found, err := getRec(txn, runKey(name, kindAnchor, a.Segment), &old)
 		if err != nil {
 			return corrupt(name, "anchor", a.Segment, err)
@@ -75,7 +70,7 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 		if found && (old.Step != a.Step || old.From != a.From) {
 			return fmt.Errorf("%w: segment %d is anchored at step %d from %s", ErrAnchorExists, a.Segment, old.Step, old.From)
 		}
-		if err := setRec(txn, runKey(name, kindAnchor, a.Segment), anchorRec(a)); err != nil {
+		if err := setRec(txn, runKey(name, kindAnchor, a.Segment), a); err != nil {
 			return err
 		}
 		return txn.Set(runKey(name, kindAnchorData, a.Segment), rec)
@@ -110,7 +105,7 @@ func readAnchors(txn *badger.Txn, name string) ([]AnchorRec, error) {
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		seg := keyNum(it.Item().Key(), len(prefix), 0)
-		var a anchorRec
+		var a AnchorRec
 		found, err := getRecItem(it.Item(), &a)
 		if err == nil && found && a.Segment != seg {
 			err = fmt.Errorf("%w: anchor of segment %d under the key of segment %d", errLayout, a.Segment, seg)
@@ -118,7 +113,7 @@ func readAnchors(txn *badger.Txn, name string) ([]AnchorRec, error) {
 		if err != nil {
 			return nil, corrupt(name, "anchor", seg, err)
 		}
-		out = append(out, AnchorRec(a))
+		out = append(out, a)
 	}
 	return out, nil
 }
@@ -137,7 +132,7 @@ func (s *Store) AnchorStart(name string, segment int, dst []float32) error {
 }
 
 func readAnchorStart(txn *badger.Txn, name string, segment int, dst []float32) error {
-	var a anchorRec
+	var a AnchorRec
 	found, err := getRec(txn, runKey(name, kindAnchor, segment), &a)
 	if err != nil {
 		return corrupt(name, "anchor", segment, err)

@@ -154,7 +154,7 @@ func (s *Store) CreateRun(cfg RunConfig, theta0 []float32) error {
 		if err := setRec(txn, runKey(cfg.Name, kindState), RunState{State: StateRunning}); err != nil {
 			return err
 		}
-		if err := setRec(txn, runKey(cfg.Name, kindAnchor, 0), anchorRec{Segment: 0, Step: 0, From: FromInit}); err != nil {
+		if err := setRec(txn, runKey(cfg.Name, kindAnchor, 0), AnchorRec{Segment: 0, Step: 0, From: FromInit}); err != nil {
 			return err
 		}
 		return txn.Set(runKey(cfg.Name, kindCheckpoint, 0), encodeParams(0, theta0))
