@@ -112,4 +112,3 @@ func TestGCTimerReclaims(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
