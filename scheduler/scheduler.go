@@ -205,7 +205,7 @@ func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
 	if cfg.Name == "" {
 		base := spec.Preset
 		if base == "" {
-			base = strings.NewReplacer(":", "-", "x", "x").Replace(cfg.Model)
+			base = strings.ReplaceAll(cfg.Model, ":", "-")
 		}
 		for k := 1; ; k++ {
 			name := fmt.Sprintf("%s-%d", base, k)

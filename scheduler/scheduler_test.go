@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
@@ -388,6 +389,7 @@ func TestResumeBitwise(t *testing.T) {
 					if st.BackwardStep >= target || st.State != ckpt.StateRunning {
 						break
 					}
+					time.Sleep(time.Millisecond)
 				}
 				h.stop()
 				st, _ := h.s.Status("run")
@@ -488,6 +490,7 @@ func TestResetTimingIndependent(t *testing.T) {
 		if st.BackwardStep >= 150 {
 			break
 		}
+		time.Sleep(time.Millisecond)
 	}
 	if _, err := h.s.Reset("run", reset); err != nil {
 		t.Fatal(err)
@@ -497,6 +500,7 @@ func TestResetTimingIndependent(t *testing.T) {
 			if st, _ := h.s.Status("run"); st.BackwardStep >= 180 || st.State != ckpt.StateRunning {
 				break
 			}
+			time.Sleep(time.Millisecond)
 		}
 		h.stop()
 		if err := store.Close(); err != nil {
