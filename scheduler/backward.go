@@ -289,9 +289,15 @@ func (b *bwdLoop) iterate(dst []float32, n int) error {
 }
 
 func (b *bwdLoop) job(n, seg, anchorStep int, start []float32) Job {
+	// Under the adaptive policy the first reset_horizon steps of every
+	// anchor measure their losses, as the trial that kept the anchor did:
+	// so the stored metrics do not depend on whether those steps were
+	// computed in the trial or, after a crash between storing the anchor
+	// and its results, afterwards.
+	eval := evalDue(b.cfg, n) || b.cfg.ResetPolicy == PolicyImprove && n-anchorStep <= b.cfg.ResetHorizon
 	return Job{
 		Run: b.r.name, Step: n, Segment: seg, AnchorStep: anchorStep, Strategy: b.cfg.Strategy,
-		Eval: evalDue(b.cfg, n),
+		Eval: eval,
 		r:    b.r, env: b.env, ctx: b.genCtx, start: start, memo: b.memo, out: b.results, gen: b.gen,
 	}
 }
