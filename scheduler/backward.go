@@ -345,6 +345,11 @@ func (b *bwdLoop) next() (Job, bool, error) {
 			}
 			continue
 		}
+		if next > f && next <= b.cfg.Steps && b.inflight < b.maxFlight {
+			b.r.mu.Lock()
+			b.r.mu.hungry = true
+			b.r.mu.Unlock()
+		}
 		if next > f || next > b.cfg.Steps || b.inflight >= b.maxFlight {
 			return Job{}, false, nil
 		}
@@ -648,7 +653,13 @@ func (b *bwdLoop) trialNext() (Job, bool) {
 		side = 3 - side
 		n = t.next[side-1]
 	}
-	if n > t.n+t.h || n > f {
+	if n > t.n+t.h {
+		return Job{}, false
+	}
+	if n > f {
+		b.r.mu.Lock()
+		b.r.mu.hungry = true
+		b.r.mu.Unlock()
 		return Job{}, false
 	}
 	a := t.old

@@ -32,6 +32,7 @@ type run struct {
 		bwdLoss  *float64
 		cancel   context.CancelFunc // stops the goroutines; nil when idle
 		closed   bool               // being deleted: never start again
+		hungry   bool               // the backward loop waits for forward steps
 		done     chan struct{}      // closed when they have stopped
 		rate     float64            // operator applications per second (EWMA)
 		rateAt   time.Time
@@ -63,6 +64,13 @@ func (r *run) state() ckpt.RunState {
 func cloneState(st ckpt.RunState) ckpt.RunState {
 	st.PendingResets = slices.Clone(st.PendingResets)
 	return st
+}
+
+// hungry reports whether the backward loop waits for forward steps.
+func (r *run) hungry() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.hungry
 }
 
 // frontierFloor is the step the trainer's lag is measured from.

@@ -50,6 +50,7 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		st.ForwardStep = last
 		err := r.s.store.AppendForward(r.name, chunk, st)
 		if err == nil {
+			r.mu.hungry = false
 			r.mu.st.ForwardStep = last
 			if !math.IsNaN(lastLoss) {
 				r.mu.fwdLoss = ptr(lastLoss)
@@ -99,10 +100,9 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		chunk = append(chunk, ckpt.ForwardStep{Step: n, Batch: env.log.Batch(n), Metrics: m, HasMetrics: true})
 		copy(prev, theta)
 		ckptDue := n%cfg.CheckpointEvery == 0 || n == cfg.Steps
-		// Close to the frontier (at the start, after a reset) the workers
-		// may be waiting for this very step: log it now.
-		starving := n-r.frontierFloor() <= 2*r.s.opts.Workers
-		if ckptDue || len(chunk) >= forwardChunk || starving {
+		// The backward loop has run out of logged steps (at the start,
+		// after a reset): log this one now rather than at the chunk's end.
+		if ckptDue || len(chunk) >= forwardChunk || r.hungry() {
 			if err := flush(); err != nil {
 				return err
 			}
