@@ -2,11 +2,13 @@ package scheduler
 
 import (
 	"flag"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
 )
 
 var benchSteps = flag.Int("bench-steps", 128, "steps of the Fashion-MNIST benchmark run")
@@ -72,4 +74,53 @@ func BenchmarkStopLatency(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "stop-ms")
+}
+
+// BenchmarkRawOperators is the ceiling for BenchmarkBackwardFashionMNIST:
+// the paper's SGD operator applied by 1 and 2 goroutines with no scheduler
+// at all (each its own clone), in operator applications per second.
+func BenchmarkRawOperators(b *testing.B) {
+	train, _, err := nn.LoadDataset("fashion-mnist", "", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := nn.NewModel("mlp:500x5", train.In, train.Out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const steps = 64
+	log := make(nn.BatchLog, steps)
+	s := nn.NewSampler(train.N, 8, 1)
+	for i := range log {
+		log[i] = make([]int32, 8)
+		s.Batch(i+1, log[i])
+	}
+	sgd, err := nn.NewSGD(m, nn.CrossEntropy, train, 0.001, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, g := range []int{1, 2} {
+		b.Run(map[int]string{1: "goroutines=1", 2: "goroutines=2"}[g], func(b *testing.B) {
+			t0 := time.Now()
+			for range b.N {
+				var wg sync.WaitGroup
+				for range g {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						op := sgd.Clone()
+						th := make([]float32, m.Dim())
+						if err := m.Init(th, "he", 1); err != nil {
+							panic(err)
+						}
+						for k := 1; k <= steps; k++ {
+							op.Apply(k, th)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			b.ReportMetric(float64(b.N*g*steps)/time.Since(t0).Seconds(), "ops/s")
+		})
+	}
 }
