@@ -595,3 +595,56 @@ func TestFashionMNISTSmall(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashAfterResetAnchor builds by hand the store a crash leaves between
+// storing a manual reset's anchor and the state that applies it (the reset
+// still pending, the frontier not moved back), and checks that the resumed
+// run ends exactly as one whose reset went through.
+func TestCrashAfterResetAnchor(t *testing.T) {
+	spec := api.RunSpec{Name: "run", Dataset: "regression-sin", Model: "mlp:16", Steps: 120, Batch: 10, LR: 0.002, Window: 30, Seed: seed(4)}
+	reset := api.ResetRequest{At: 50, From: FromBackward}
+
+	ref := startHarness(t, openStore(t, t.TempDir()), testOptions())
+	ref.create(spec)
+	ref.wait("run", ckpt.StateDone)
+	if _, err := ref.s.Reset("run", reset); err != nil {
+		t.Fatal(err)
+	}
+	ref.wait("run", ckpt.StateDone)
+
+	store := openStore(t, t.TempDir())
+	h := startHarness(t, store, testOptions())
+	h.create(spec)
+	h.wait("run", ckpt.StateDone)
+	h.stop()
+	// The crash: anchor of the next segment at 50 (θ̃_50 of the lineage),
+	// state running with the reset pending and the frontier still at 120.
+	as, err := store.Anchors("run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOracle(t, store, "run")
+	s := o.strategy(t)
+	x := make([]float32, o.cfg.Dim)
+	if _, err := s.Backward(x, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutAnchor("run", ckpt.AnchorRec{Segment: len(as), Step: 50, From: FromBackward}, x); err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := store.Run("run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.State = ckpt.StateRunning
+	st.PendingResets = []ckpt.Reset{{Step: 50, From: FromBackward}}
+	if err := store.PutState("run", st); err != nil {
+		t.Fatal(err)
+	}
+	h = startHarness(t, store, testOptions())
+	got := h.wait("run", ckpt.StateDone)
+	if len(got.PendingReset) != 0 || got.Anchor.Step != 110 {
+		t.Fatalf("after recovery: %+v", got)
+	}
+	compareRuns(t, ref, h, "run")
+}
