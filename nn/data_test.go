@@ -25,7 +25,7 @@ func TestFashionMNIST(t *testing.T) {
 		{test, 10000, []int32{9, 2, 1, 1, 6, 1, 4, 6, 5, 7}, 33456, 24390},
 	} {
 		d := c.d
-		if d.N != c.n || d.In != 784 || d.Out != 10 || len(d.X) != c.n*784 || len(d.Y) != c.n*10 || len(d.Labels) != c.n {
+		if d.N != c.n || d.In != 784 || d.Out != 10 || d.X != nil || len(d.Pixels) != c.n*784 || len(d.Y) != c.n*10 || len(d.Labels) != c.n {
 			t.Fatalf("%d samples %d→%d, want %d 784→10", d.N, d.In, d.Out, c.n)
 		}
 		for i, l := range c.first {
@@ -52,9 +52,11 @@ func TestFashionMNIST(t *testing.T) {
 		if ysum != float64(c.n) {
 			t.Errorf("Y sums to %g, want %d (one-hot)", ysum, c.n)
 		}
+		x := make([]float32, 784)
 		for _, img := range []struct{ i, sum int }{{0, c.pixelSum0}, {c.n - 1, c.pixelSumLn}} {
 			var s float64
-			for _, v := range d.X[img.i*784 : (img.i+1)*784] {
+			d.Input(x, img.i)
+			for _, v := range x {
 				if v < 0 || v > 1 {
 					t.Fatalf("pixel %g outside [0, 1]", v)
 				}
@@ -99,9 +101,16 @@ func TestReadIDXGenerated(t *testing.T) {
 	if train.N != 3 || train.In != 6 || test.N != 2 || train.Name != "fashion-mnist" {
 		t.Fatalf("train %d×%d, test %d", train.N, train.In, test.N)
 	}
+	if train.X != nil || !bytes.Equal(train.Pixels, trainPix) {
+		t.Errorf("X %v, Pixels %v: want nil and the file's bytes %v", train.X, train.Pixels, trainPix)
+	}
+	x := make([]float32, train.In)
 	for i, b := range trainPix {
-		if want := float32(b) / 255; train.X[i] != want {
-			t.Errorf("X[%d] = %g, want %g", i, train.X[i], want)
+		if i%train.In == 0 {
+			train.Input(x, i/train.In)
+		}
+		if want := float32(b) / 255; x[i%train.In] != want {
+			t.Errorf("input %d of sample %d = %g, want %g", i%train.In, i/train.In, x[i%train.In], want)
 		}
 	}
 	for i, l := range []int32{4, 0, 9} {
@@ -234,8 +243,8 @@ func FuzzReadIDX(f *testing.F) {
 			}
 			return
 		}
-		if len(d.X) != d.N*d.In || len(d.Y) != d.N*10 || len(d.Labels) != d.N {
-			t.Fatalf("inconsistent data set: N %d In %d, %d/%d/%d", d.N, d.In, len(d.X), len(d.Y), len(d.Labels))
+		if d.X != nil || len(d.Pixels) != d.N*d.In || len(d.Y) != d.N*10 || len(d.Labels) != d.N {
+			t.Fatalf("inconsistent data set: N %d In %d, %d/%d/%d/%d", d.N, d.In, len(d.X), len(d.Pixels), len(d.Y), len(d.Labels))
 		}
 	})
 }

@@ -10,6 +10,15 @@
 // named "0.weight", "0.bias", "2.weight", … (Model.Tensors gives names,
 // shapes and offsets). The scalar model has one parameter, "theta" [1].
 //
+// # Data sets
+//
+// A Dataset stores its inputs either as float32 (X: the synthetic data
+// sets) or as bytes (Pixels: Fashion-MNIST, a quarter of the memory), never
+// both; everything in this package reads them through Dataset.Input, which
+// turns byte v into float32(v)/255 through one 256-entry table. The two
+// storages of the same images therefore give bitwise identical inputs,
+// steps and evaluations.
+//
 // # Operators
 //
 // SGD.Apply(k, θ) replaces θ by T_k(θ) = θ − η∇L_{b_k}(θ) in place, where

@@ -63,7 +63,7 @@ func (e *engine) forward(theta []float32, batch []int32) []float32 {
 	if e.m.in > 0 {
 		x := e.acts[0][:b*in]
 		for i, s := range batch {
-			copy(x[i*in:(i+1)*in], e.data.X[int(s)*in:(int(s)+1)*in])
+			e.data.Input(x[i*in:(i+1)*in], int(s))
 		}
 	}
 	last := len(e.m.layers) - 1

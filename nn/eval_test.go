@@ -33,7 +33,8 @@ func TestEvaluator(t *testing.T) {
 			// Logit o by the reference implementation: the loss of a
 			// single-sample data set with target e_o differs by a constant
 			// from −z_o, so compare through argmax of −refLoss.
-			one := &Dataset{N: 1, In: 6, Out: 4, X: d.X[int(i)*6 : int(i)*6+6], Y: make([]float32, 4)}
+			one := &Dataset{N: 1, In: 6, Out: 4, X: make([]float32, 6), Y: make([]float32, 4)}
+			d.Input(one.X, int(i))
 			one.Y[o] = 1
 			z[o] = -refLoss(m, CrossEntropy, one, theta64, []int32{0})
 		}

@@ -13,9 +13,11 @@ import (
 func refLoss(m *Model, loss Loss, d *Dataset, theta []float64, batch []int32) float64 {
 	var total float64
 	for _, s := range batch {
+		x := make([]float32, d.In)
+		d.Input(x, int(s))
 		a := make([]float64, d.In)
 		for j := range a {
-			a[j] = float64(d.X[int(s)*d.In+j])
+			a[j] = float64(x[j])
 		}
 		for l, ly := range m.layers {
 			z := make([]float64, ly.out)

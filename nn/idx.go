@@ -90,8 +90,8 @@ func openIDX(dir, base string) (*idxFile, error) {
 
 // ReadIDX reads a data set from uncompressed IDX streams: images (magic
 // 0x803, N×rows×cols unsigned bytes) and labels (magic 0x801, N bytes, each
-// < classes). Samples keep file order; pixels are scaled by 1/255; Y is
-// one-hot. The images are converted row by row, never held as bytes.
+// < classes). Samples keep file order; Y is one-hot. The pixels are kept as
+// bytes in Pixels (X is nil); Input scales them by 1/255.
 func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 	var ih [4]uint32
 	if err := binary.Read(images, binary.BigEndian, ih[:]); err != nil {
@@ -129,19 +129,11 @@ func ReadIDX(images, labels io.Reader, classes int) (*Dataset, error) {
 		}
 	}
 	d := &Dataset{N: n, In: in, Out: classes,
-		X: make([]float32, n*in), Y: make([]float32, n*classes), Labels: make([]int32, n)}
-	var scale [256]float32 // byte → byte/255, rounded once as float32(v)/255
-	for v := range scale {
-		scale[v] = float32(v) / 255
-	}
-	row := make([]byte, in)
+		Pixels: make([]uint8, n*in), Y: make([]float32, n*classes), Labels: make([]int32, n)}
+	// Row by row, so that a truncated file names the image it ends in.
 	for i := range n {
-		if _, err := io.ReadFull(images, row); err != nil {
+		if _, err := io.ReadFull(images, d.Pixels[i*in:(i+1)*in]); err != nil {
 			return nil, fmt.Errorf("image %d: %w: %w", i, ErrFormat, err)
-		}
-		x := d.X[i*in : (i+1)*in]
-		for j, v := range row {
-			x[j] = scale[v]
 		}
 	}
 	for i, c := range lab {

@@ -21,8 +21,10 @@ type SGD struct {
 	eng     *engine
 	lr      float64
 	batches Batches
-	// Affine-step scratch (see AffineStep), allocated on first use.
+	// Affine-step scratch (see AffineStep), allocated on first use: x
+	// holds one sample's inputs.
 	u, off []float64
+	x      []float32
 }
 
 // NewSGD returns the operators of model m trained with loss on data at
@@ -216,9 +218,12 @@ func (s *SGD) AffineStep(k int) (u []float64, b int, c float64, off []float64) {
 		s.u = make([]float64, nb*cols)
 	}
 	u = s.u[:nb*cols]
-	in := d.In
+	if cap(s.x) < d.In {
+		s.x = make([]float32, d.In)
+	}
+	x := s.x[:d.In]
 	for r, i := range batch {
-		x := d.X[int(i)*in : (int(i)+1)*in]
+		d.Input(x, int(i))
 		for j, v := range x {
 			u[r*cols+j] = float64(v)
 		}
