@@ -98,9 +98,10 @@
 // flight per run (1 for memo) and their results in its reorder buffer. So a
 // run holds at most 2·Workers + 4 parameter vectors (jobs, reorder buffer,
 // θ̃ at the frontier, the current anchor start, the trainer's θ and its
-// previous iterate) plus, during an adaptive trial, two more; the batch log
-// in memory is Steps × Batch int32. Nothing grows with the number of steps
-// computed. Results are written at least every 64 steps or 250 ms.
+// previous iterate), two more during an adaptive trial, Workers + 1
+// recycled ones, and each worker's scratch; the batch log in memory is
+// Steps × Batch int32. Nothing grows with the number of steps computed.
+// Results are written at least every 64 steps or 250 ms.
 //
 // # Event log
 //

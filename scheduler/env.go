@@ -119,7 +119,7 @@ func (s *Scheduler) newEnv(cfg ckpt.RunConfig) (*runEnv, error) {
 	env := &runEnv{
 		model: m, loss: loss, train: d.train, test: d.test,
 		log:      &batchLog{b: cfg.Batch, flat: make([]int32, cfg.Steps*cfg.Batch)},
-		free:     make(chan []float32, 8),
+		free:     make(chan []float32, s.opts.Workers+1),
 		trainIdx: nn.FixedSubset(d.train.N, cfg.EvalSize, cfg.Seed),
 		testIdx:  nn.FixedSubset(d.test.N, cfg.EvalSize, cfg.Seed),
 	}
