@@ -114,7 +114,9 @@ func (d *Dataset) Input(dst []float32, i int) {
 	in := d.In
 	dst = dst[:in]
 	if d.Pixels != nil {
-		for j, v := range d.Pixels[i*in : (i+1)*in] {
+		p := d.Pixels[i*in : (i+1)*in]
+		dst = dst[:len(p)] // lets the compiler drop the bounds check below
+		for j, v := range p {
 			dst[j] = pixelScale[v]
 		}
 		return
