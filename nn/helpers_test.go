@@ -20,7 +20,7 @@ var fmnist struct {
 	err         error
 }
 
-// fashionMNIST loads the real data set once per test binary (≈0.5 s, 220 MB).
+// fashionMNIST loads the real data set once per test binary (≈0.5 s, 55 MB).
 // The Debian package dataset-fashion-mnist is a test dependency (installed
 // by .ci/run), so a missing data set is a failure, not a skip.
 func fashionMNIST(tb testing.TB) (train, test *Dataset) {
