@@ -22,7 +22,7 @@ func runWait(e *env, c *command, args []string) error {
 	var timeout, interval time.Duration
 	fs.StringVar(&name, "run", "", "run name (may be left out when there is exactly one run)")
 	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0: wait forever)")
-	fs.DurationVar(&interval, "interval", time.Second, "how often to ask the daemon")
+	fs.DurationVar(&interval, "interval", time.Second, "how often to ask the daemon (default 10s when the output is not a terminal)")
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
 	}
@@ -48,6 +48,11 @@ func runWait(e *env, c *command, args []string) error {
 		progress = e.stderr
 	}
 	bar := e.isTerminal(progress)
+	if !bar && !fs.Changed("interval") {
+		// Plain lines go to logs and pipes: one every ten seconds is
+		// enough to follow a run without flooding the file.
+		interval = 10 * time.Second
+	}
 	var deadline <-chan time.Time
 	if timeout > 0 {
 		t := time.NewTimer(timeout)
