@@ -9,6 +9,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/replay"
 )
 
 // run is one run of the scheduler: its configuration, its state (the
@@ -237,8 +238,10 @@ func (r *run) status() api.RunStatus {
 	}
 	if st.State == ckpt.StateRunning && r.mu.cancel != nil {
 		rs.OpsPerSec = r.mu.rate
-		if r.mu.rate > 0 && r.mu.opsPerN > 0 {
-			rs.ETASeconds = float64(r.cfg.Steps-st.BackwardStep) * r.mu.opsPerN / r.mu.rate
+		if r.mu.rate > 0 {
+			if ops := remainingOps(r.cfg, st, r.mu.anchor.Step, r.mu.opsPerN); ops > 0 {
+				rs.ETASeconds = ops / r.mu.rate
+			}
 		}
 	}
 	return rs
@@ -273,3 +276,37 @@ func (r *run) noteOps(applied int, steps int) {
 }
 
 func ptr(v float64) *float64 { return &v }
+
+// remainingOps estimates the operator applications the run's backward
+// iterates still need, from the frontier to the last step. The cost of step
+// n is n − r(n) for the strategies that compose from an anchor r(n) (window,
+// full: the anchor moves at the pending manual resets and, for window, every
+// W steps), W for sliding, and the observed mean perN for memo, whose cost
+// depends on the data. A mean would be wrong for the others: the cost of
+// full grows with n, so a trajectory's remaining cost is quadratic.
+func remainingOps(cfg ckpt.RunConfig, st ckpt.RunState, anchor int, perN float64) float64 {
+	from := max(st.BackwardStep, cfg.BackwardFrom) + 1
+	switch cfg.Strategy {
+	case StrategyMemo:
+		return float64(cfg.Steps-from+1) * perN
+	case StrategySliding:
+		var ops float64
+		for n := from; n <= cfg.Steps; n++ {
+			ops += float64(min(n, cfg.Window))
+		}
+		return ops
+	}
+	resets := make(map[int]bool, len(st.PendingResets))
+	for _, p := range st.PendingResets {
+		resets[p.Step] = true
+	}
+	var ops float64
+	r := anchor
+	for n := from; n <= cfg.Steps; n++ {
+		if resets[n-1] || cfg.Strategy == StrategyWindow && replay.WindowResetDue(r, n, cfg.Window) {
+			r = n - 1
+		}
+		ops += float64(n - r)
+	}
+	return ops
+}

@@ -1,0 +1,41 @@
+package scheduler
+
+import (
+	"testing"
+
+	"github.com/replay-sgd/replay/ckpt"
+)
+
+// TestRemainingOps checks the ETA's cost model against sums done by hand:
+// full costs n at step n, window W restarts the count every W steps, a
+// pending reset restarts it at its step, sliding costs min(n, W).
+func TestRemainingOps(t *testing.T) {
+	cases := []struct {
+		name     string
+		strategy string
+		window   int
+		frontier int
+		anchor   int
+		resets   []int
+		want     float64
+	}{
+		{"full", StrategyFull, 4, 0, 0, nil, 55},                    // 1+…+10
+		{"full from 7", StrategyFull, 4, 7, 0, nil, 27},             // 8+9+10
+		{"full reset at 5", StrategyFull, 4, 0, 0, []int{5}, 30},    // (1+…+5) + (1+…+5)
+		{"window", StrategyWindow, 4, 0, 0, nil, 23},                // 1,2,3,4,1,2,3,4,1,2
+		{"window mid", StrategyWindow, 4, 5, 4, nil, 12},            // n=6..10 under anchors 4, 8: 2,3,4,1,2
+		{"window reset", StrategyWindow, 4, 0, 0, []int{2}, 23},     // anchors 0,2,6: 1,2,1,2,3,4,1,2,3,4
+		{"sliding", StrategySliding, 4, 0, 0, nil, 1 + 2 + 3 + 4*7}, // min(n, 4)
+		{"memo", StrategyMemo, 4, 6, 0, nil, 4 * 2.5},               // observed mean × steps left
+	}
+	for _, c := range cases {
+		cfg := ckpt.RunConfig{Strategy: c.strategy, Window: c.window, Steps: 10}
+		st := ckpt.RunState{BackwardStep: c.frontier}
+		for _, p := range c.resets {
+			st.PendingResets = append(st.PendingResets, ckpt.Reset{Step: p, From: FromBackward})
+		}
+		if got := remainingOps(cfg, st, c.anchor, 2.5); got != c.want {
+			t.Errorf("%s: remainingOps = %g, want %g", c.name, got, c.want)
+		}
+	}
+}
