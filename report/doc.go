@@ -23,7 +23,9 @@
 //
 // Verdicts are computed from the measures with the thresholds in
 // Thresholds (DefaultThresholds documents the values and why); nothing is
-// decided in advance. Each claim is "holds", "not shown" or "undetermined"
+// decided in advance. The default thresholds were fixed before the first
+// reproduce run was measured and were not tuned on its results;
+// replayctl report takes them as flags for anyone who disagrees. Each claim is "holds", "not shown" or "undetermined"
 // (not enough data, e.g. no reset or too few measured losses).
 //
 //   - (a) backward is more stable than forward: the backward loss-change SD

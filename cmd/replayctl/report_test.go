@@ -191,3 +191,33 @@ func TestReportHelp(t *testing.T) {
 		}
 	}
 }
+
+// The real daemon on the paper's §3.1 quadratic (ρ = 1 − ηa = 0.9): theory
+// says the backward iterates converge to a point (ρ^n), also again after a
+// reset, while the forward ones keep a stationary variance, so every claim
+// must hold; and the report must be what the daemon's data say.
+func TestE2EReportQuadratic(t *testing.T) {
+	d := startDaemon(t)
+	d.ctl(t, "run", "start", "--preset", "quadratic", "--name", "q", "--steps", "600", "--reset-at", "300",
+		"--strategy", "full", "--seed", "3").ok(t, "run start")
+	d.ctl(t, "wait", "--run", "q", "--timeout", "2m", "--interval", "100ms").ok(t, "wait")
+	out := filepath.Join(t.TempDir(), "r.md")
+	d.ctl(t, "report", "--out", out).ok(t, "report")
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"| `q` | holds | holds | holds |",
+		"| 1 | 300 (backward) | 301–600 | 100 |",
+		"SD of the training-loss change, steps 301–600 (299 / 299 differences)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| n/a | yes |") {
+		t.Errorf("displacement of the segment after the reset not fetched:\n%s", md)
+	}
+}
