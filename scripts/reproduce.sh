@@ -38,9 +38,9 @@ for v in FIG3_SEEDS FIG3_STEPS; do
 	fi
 done
 if [ -n "${MAKELEVEL:-}" ]; then
-	shown="make reproduce (which runs $cmdline after setup and build)"
+	shown="\`make reproduce\` (which runs \`$cmdline\` after setup and build)"
 else
-	shown="$cmdline"
+	shown="\`$cmdline\`"
 fi
 
 for b in replayd replayctl; do
@@ -129,7 +129,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit+=" (with uncommitted changes)"; fi
 pre=$TMP/preamble.md
 {
-	echo "Produced by \`$shown\` in $root."
+	echo "Produced by $shown in $root."
 	echo
 	echo "- Started: $start_utc; wall time $((wall / 60)) min $((wall % 60)) s until the report (runs seen done after: $(for r in "${runs[@]}"; do printf '%s %s s, ' "$r" "${done_after[$r]}"; done | sed 's/, $//'))."
 	echo "- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)), $(uname -sr); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine was shared)."
