@@ -139,7 +139,8 @@ func renderPlot(w io.Writer, st api.RunStatus, tr *trajectoryData, width, height
 	bottom.X.Label.Text = "step"
 	lowerF, lowerB := tr.fwdAcc, tr.bwdAcc
 	bottom.Y.Label.Text = "test accuracy"
-	if len(lowerF)+len(lowerB) == 0 {
+	accuracy := len(lowerF)+len(lowerB) > 0
+	if !accuracy {
 		lowerF, lowerB = tr.fwdTest, tr.bwdTest
 		bottom.Y.Label.Text = "test loss"
 	}
@@ -149,7 +150,9 @@ func renderPlot(w io.Writer, st api.RunStatus, tr *trajectoryData, width, height
 		p.Y.Label.TextStyle.Font.Size = vg.Points(12)
 		p.X.Tick.Label.Font.Size = vg.Points(10)
 		p.Y.Tick.Label.Font.Size = vg.Points(10)
-		p.Legend.Top = true
+		// Losses fall and accuracy rises: put each legend where its curves
+		// are not (top right over a loss, bottom right under an accuracy).
+		p.Legend.Top = p == top || !accuracy
 		p.Legend.TextStyle.Font.Size = vg.Points(11)
 		if len(anchors) > 0 {
 			p.Add(&anchorLines{steps: anchors})
@@ -221,11 +224,13 @@ func addCurves(p *plot.Plot, fwd, bwd plotter.XYs) error {
 func plotTitle(st api.RunStatus) string {
 	s := st.Spec
 	t := fmt.Sprintf("%s — %s on %s, lr %g, batch %d", st.Name, s.Model, s.Dataset, s.LR, s.Batch)
-	if st.Window > 0 {
-		t += fmt.Sprintf(", window %d", st.Window)
-	}
-	if st.Strategy != "" {
-		t += " (" + st.Strategy + ")"
+	switch st.Strategy {
+	case "full", "memo":
+		// No periodic reset: the window does not apply.
+		t += ", strategy " + st.Strategy
+	case "":
+	default:
+		t += fmt.Sprintf(", strategy %s, window %d", st.Strategy, st.Window)
 	}
 	return t
 }
