@@ -134,10 +134,10 @@ func BenchmarkSGDStepNoGEMM(b *testing.B) {
 // register-only scalar loop, as much as or more than when it streams
 // memory; GEMMs small enough to stay in L2 scale no better; and walking
 // the backward pass in blocks of weight rows (reading W once there instead
-// of twice) measured no gain, so it was not kept. The kernel set does
-// matter: OpenBLAS's AVX-512 kernels (its own choice when
-// OPENBLAS_CORETYPE is unset) make the step about a fifth faster here than
-// the Haswell (AVX2) ones, on 1 and 2 goroutines alike.
+// of twice) measured no gain, so it was not kept. OpenBLAS's kernel set
+// matters more: with OPENBLAS_CORETYPE=SkylakeX (AVX-512) the step runs
+// about a fifth faster here than with Haswell (AVX2), on 1 and 2
+// goroutines alike.
 func BenchmarkSGDStepParallel(b *testing.B) {
 	sgd, theta, log := benchSGD(b)
 	for _, g := range []int{1, 2} {
