@@ -22,10 +22,13 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/replayd ./cmd/replayctl
 	CGO_ENABLED=0 $(GO) build ./...
 
-## test: everything CI runs: formatting, vet, the pure-Go build, the whole suite.
+## test: everything CI runs: formatting, vet, the pure-Go build, the whole
+## suite, and the race detector over the packages that share state between
+## goroutines (-short there keeps only their slowest loops shorter).
 test: setup lint
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -short -timeout 20m ./ckpt/ ./scheduler/ ./server/ ./api/
 
 test-short:
 	$(GO) test -count=1 -short ./...

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if cfg.memLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(cfg.memLimitMiB) << 20)
+	}
 
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -110,7 +114,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if ep.network == "tcp" {
 		where = ln.Addr().String() // the port chosen for ":0"
 	}
-	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir,
+	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir, "memory_limit_mib", cfg.memLimitMiB,
 		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
 	if ready != nil {
 		ready(where)

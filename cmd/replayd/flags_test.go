@@ -58,6 +58,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
 		{[]string{"--max-lag", "-1"}, "--max-lag"},
+		{[]string{"--memory-limit", "-5"}, "--memory-limit -5"},
 		{[]string{"extra"}, "unexpected argument"},
 		{[]string{"--auth-token", "a b"}, "white space"},
 		{[]string{"--window", "0", "--workers", "0"}, "--window 0: must be ≥ 1; --workers 0"},
@@ -87,5 +88,21 @@ func TestHelp(t *testing.T) {
 	out.Reset()
 	if err := run([]string{"-h"}, &out, &bytes.Buffer{}); err != nil || !strings.Contains(out.String(), "Usage") {
 		t.Fatalf("run -h: %v %q", err, out.String())
+	}
+}
+
+// TestMemoryLimit: the soft heap limit defaults to defaultMemLimitMiB, a flag
+// changes it, and GOMEMLIMIT (the Go runtime's own knob) wins over both.
+func TestMemoryLimit(t *testing.T) {
+	t.Setenv("REPLAYD_DATA_DIR", t.TempDir())
+	if c, err := parseFlags(nil, &bytes.Buffer{}); err != nil || c.memLimitMiB != defaultMemLimitMiB {
+		t.Fatalf("default: %d, %v", c.memLimitMiB, err)
+	}
+	if c, err := parseFlags([]string{"--memory-limit", "0"}, &bytes.Buffer{}); err != nil || c.memLimitMiB != 0 {
+		t.Fatalf("--memory-limit 0: %d, %v", c.memLimitMiB, err)
+	}
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	if c, err := parseFlags([]string{"--memory-limit", "100"}, &bytes.Buffer{}); err != nil || c.memLimitMiB != -1 {
+		t.Fatalf("with GOMEMLIMIT: %d, %v", c.memLimitMiB, err)
 	}
 }
