@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/replay-sgd/replay/api"
@@ -11,30 +12,34 @@ var pauseCmd = command{
 	synopsis: "RUN",
 	summary:  "pause a run's forward training and backward jobs (state is kept on disk)",
 	example:  "replayctl pause fmnist",
-	run:      runPause,
+	run:      stateChange((*api.Client).Pause),
 }
 
-func runPause(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	if err := e.parse(c, fs, args); err != nil {
-		return helped(err)
+// stateChange is the body of pause and resume: one API call on RUN, then
+// the run's new state.
+func stateChange(call func(*api.Client, context.Context, string) (api.RunStatus, error)) func(*env, *command, []string) error {
+	return func(e *env, c *command, args []string) error {
+		fs := e.flags(c)
+		if err := e.parse(c, fs, args); err != nil {
+			return helped(err)
+		}
+		name, err := oneArg(c, fs.Args())
+		if err != nil {
+			return err
+		}
+		cl := e.client()
+		// Like --run elsewhere, RUN may be left out when there is one run.
+		if name, err = e.resolveRunHint(cl, name, "RUN"); err != nil {
+			return err
+		}
+		st, err := call(cl, e.ctx, name)
+		if err != nil {
+			return err
+		}
+		if e.g.output == "table" {
+			_, err := fmt.Fprintf(e.stdout, "run %s: %s (forward %d/%d, backward %d)\n", st.Name, st.State, st.ForwardStep, st.Steps, st.BackwardStep)
+			return err
+		}
+		return writeStatuses(e, []api.RunStatus{st})
 	}
-	name, err := oneArg(c, fs.Args())
-	if err != nil {
-		return err
-	}
-	cl := e.client()
-	// Like --run elsewhere, RUN may be left out when there is one run.
-	if name, err = e.resolveRunHint(cl, name, "RUN"); err != nil {
-		return err
-	}
-	st, err := cl.Pause(e.ctx, name)
-	if err != nil {
-		return err
-	}
-	if e.g.output == "table" {
-		_, err := fmt.Fprintf(e.stdout, "run %s: %s (forward %d/%d, backward %d)\n", st.Name, st.State, st.ForwardStep, st.Steps, st.BackwardStep)
-		return err
-	}
-	return writeStatuses(e, []api.RunStatus{st})
 }
