@@ -97,6 +97,8 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 		b.memo = newMemo(env, s.opts.MemoBudget)
 	}
 	b.results = make(chan *result, b.maxFlight)
+	s.loops.Add(1)
+	defer s.loops.Add(-1)
 	sgd := env.proto.Clone()
 	ops := &cancelOps{ops: sgd, ctx: ctx}
 	b.wr = &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: env.evaluators()}
@@ -345,12 +347,12 @@ func (b *bwdLoop) next() (Job, bool, error) {
 			}
 			continue
 		}
-		if next > f && next <= b.cfg.Steps && b.inflight < b.maxFlight {
+		if next > f && next <= b.cfg.Steps && b.inflight < b.flightLimit() {
 			b.r.mu.Lock()
 			b.r.mu.hungry = true
 			b.r.mu.Unlock()
 		}
-		if next > f || next > b.cfg.Steps || b.inflight >= b.maxFlight {
+		if next > f || next > b.cfg.Steps || b.inflight >= b.flightLimit() {
 			return Job{}, false, nil
 		}
 		return b.job(next, last.seg, last.step, last.start), true, nil
@@ -637,10 +639,25 @@ func (b *bwdLoop) startTrial(n, h int, from, reason string, manual *ckpt.Reset, 
 	b.trial = t
 }
 
+// flightLimit is how many jobs the loop may have in flight now: maxFlight
+// when it is the only backward loop, else its share of the workers (at
+// least one). The workers take waiting jobs first come, first served, so
+// without the share a run of long jobs (strategy full: up to n applications
+// each) would hold every worker, and a run of short jobs beside it would get
+// one job through each time a long one ends. Which worker computes a job
+// never reaches a stored number, so the share changes only the timing.
+func (b *bwdLoop) flightLimit() int {
+	n := int(b.s.loops.Load())
+	if n <= 1 {
+		return b.maxFlight
+	}
+	return min(b.maxFlight, max(1, b.s.opts.Workers/n))
+}
+
 // trialNext dispatches the trial's jobs, alternating sides step by step.
 func (b *bwdLoop) trialNext() (Job, bool) {
 	t := b.trial
-	if b.inflight >= b.maxFlight {
+	if b.inflight >= b.flightLimit() {
 		return Job{}, false
 	}
 	f := b.r.state().ForwardStep

@@ -39,3 +39,22 @@ func TestRemainingOps(t *testing.T) {
 		}
 	}
 }
+
+// TestFlightLimit: a backward loop alone may fill its whole window of jobs;
+// beside others it keeps at most its share of the workers, and never less
+// than one job.
+func TestFlightLimit(t *testing.T) {
+	s := &Scheduler{opts: DefaultOptions().WithWorkers(4)}
+	b := &bwdLoop{s: s, maxFlight: 8}
+	for _, c := range []struct{ loops, want int }{{1, 8}, {2, 2}, {3, 1}, {4, 1}, {9, 1}} {
+		s.loops.Store(int32(c.loops))
+		if got := b.flightLimit(); got != c.want {
+			t.Errorf("4 workers, %d loops: limit %d, want %d", c.loops, got, c.want)
+		}
+	}
+	b.maxFlight = 1 // memo: sequential whatever the share
+	s.loops.Store(1)
+	if got := b.flightLimit(); got != 1 {
+		t.Errorf("memo alone: limit %d, want 1", got)
+	}
+}

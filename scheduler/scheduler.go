@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
@@ -25,6 +26,9 @@ type Scheduler struct {
 
 	jobs chan Job // unbuffered: a job is handed to a free worker
 	wg   sync.WaitGroup
+	// loops counts the backward loops running now; each may keep at most
+	// its fair share of the workers busy (bwdLoop.flightLimit).
+	loops atomic.Int32
 
 	evMu sync.Mutex // serialises Options.Events
 
