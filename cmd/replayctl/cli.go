@@ -278,6 +278,18 @@ func oneArg(c *command, args []string) (string, error) {
 	return "", usagef("%s: unexpected arguments %q (see replayctl %s --help)", c.name, args[1:], c.name)
 }
 
+// parseRunArg parses the command line of a command whose only argument is
+// an optional RUN and which has no flags of its own (status, pause, resume,
+// delete). It returns "" when RUN is left out, and errHelped after --help
+// (pass the error through helped).
+func (e *env) parseRunArg(c *command, args []string) (string, error) {
+	fs := e.flags(c)
+	if err := e.parse(c, fs, args); err != nil {
+		return "", err
+	}
+	return oneArg(c, fs.Args())
+}
+
 // noArgs rejects positional arguments.
 func noArgs(c *command, args []string) error {
 	if len(args) > 0 {

@@ -13,13 +13,9 @@ var deleteCmd = command{
 }
 
 func runDelete(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	if err := e.parse(c, fs, args); err != nil {
-		return helped(err)
-	}
-	name, err := oneArg(c, fs.Args())
+	name, err := e.parseRunArg(c, args)
 	if err != nil {
-		return err
+		return helped(err)
 	}
 	// Deleting is not undoable: unlike the other commands, the run is
 	// never guessed.

@@ -19,13 +19,9 @@ var pauseCmd = command{
 // the run's new state.
 func stateChange(call func(*api.Client, context.Context, string) (api.RunStatus, error)) func(*env, *command, []string) error {
 	return func(e *env, c *command, args []string) error {
-		fs := e.flags(c)
-		if err := e.parse(c, fs, args); err != nil {
-			return helped(err)
-		}
-		name, err := oneArg(c, fs.Args())
+		name, err := e.parseRunArg(c, args)
 		if err != nil {
-			return err
+			return helped(err)
 		}
 		cl := e.client()
 		// Like --run elsewhere, RUN may be left out when there is one run.

@@ -23,13 +23,9 @@ var statusCmd = command{
 }
 
 func runStatus(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	if err := e.parse(c, fs, args); err != nil {
-		return helped(err)
-	}
-	name, err := oneArg(c, fs.Args())
+	name, err := e.parseRunArg(c, args)
 	if err != nil {
-		return err
+		return helped(err)
 	}
 	cl := e.client()
 	var runs []api.RunStatus
