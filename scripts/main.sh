@@ -9,24 +9,10 @@ BIN=${BIN:-bin}
 WINDOW=${WINDOW:-256}
 PRESET=${PRESET:-fmnist-mlp}
 
-"$BIN/replayd" --window "$WINDOW" --run-preset "$PRESET" &
-daemon=$!
-stop() {
-	trap - INT TERM EXIT
-	if kill -0 "$daemon" 2>/dev/null; then
-		echo "stopping replayd (pid $daemon)…"
-		kill -TERM "$daemon" 2>/dev/null || true
-		wait "$daemon" 2>/dev/null || true
-	fi
-}
-trap stop INT TERM EXIT
-
-# Wait for the daemon to answer (it creates the run itself on first start).
-for _ in $(seq 1 100); do
-	if "$BIN/replayctl" status >/dev/null 2>&1; then break; fi
-	if ! kill -0 "$daemon" 2>/dev/null; then wait "$daemon"; exit 1; fi
-	sleep 0.1
-done
+# shellcheck source=scripts/daemon.sh
+. scripts/daemon.sh
+# The daemon creates the run itself on first start.
+daemon_start - --window "$WINDOW" --run-preset "$PRESET"
 "$BIN/replayctl" status
 echo "following the run; Ctrl-C stops the daemon (a later 'make run' resumes it)"
 if "$BIN/replayctl" wait; then

@@ -60,27 +60,9 @@ export REPLAYD_ADDR="unix:$sock"
 ctl() { "$BIN/replayctl" "$@"; }
 
 echo "reproduce: starting replayd on $data (log: $TMP/replayd.log)"
-"$BIN/replayd" --data-dir "$data" --listen "unix:$sock" 2>"$TMP/replayd.log" &
-daemon=$!
-stop() {
-	trap - INT TERM EXIT
-	if kill -0 "$daemon" 2>/dev/null; then
-		echo "reproduce: stopping replayd (pid $daemon)"
-		kill -TERM "$daemon" 2>/dev/null || true
-		wait "$daemon" 2>/dev/null || true
-	fi
-}
-trap stop INT TERM EXIT
-
-for _ in $(seq 1 100); do
-	if ctl runs >/dev/null 2>&1; then break; fi
-	if ! kill -0 "$daemon" 2>/dev/null; then
-		echo "reproduce: replayd exited; its log:" >&2
-		cat "$TMP/replayd.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+# shellcheck source=scripts/daemon.sh
+. "$root/scripts/daemon.sh"
+daemon_start "$TMP/replayd.log" --data-dir "$data" --listen "unix:$sock"
 
 runs=(quadratic regression)
 ctl run start --name quadratic --preset quadratic --seed 1 >/dev/null
@@ -143,7 +125,7 @@ pre=$TMP/preamble.md
 } >"$pre"
 ctl report "${runs[@]/#/--run=}" --preamble "$pre" --out "$RESULTS/REPORT.md"
 
-stop
+daemon_stop
 echo "reproduce: done in $((($(date +%s) - start_epoch) / 60)) min; see $RESULTS/REPORT.md"
 if [ "${#failed[@]}" -gt 0 ]; then
 	echo "reproduce: failed runs: ${failed[*]}" >&2
