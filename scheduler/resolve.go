@@ -152,12 +152,12 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 			for _, p := range Presets() {
 				names = append(names, p.Name)
 			}
-			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", s.Preset, strings.Join(names, ", "), ErrInvalid)
+			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", clip(s.Preset), strings.Join(names, ", "), ErrInvalid)
 		}
 		s = overlay(p.Spec, spec)
 	}
 	if s.Name != "" && (len(s.Name) > maxNameLen || !nameRE.MatchString(s.Name)) {
-		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name, maxNameLen)
+		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", clip(s.Name), maxNameLen)
 	}
 	if s.Dataset == "" {
 		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")
@@ -167,32 +167,35 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	}
 	in, out, ntrain, okData := datasetShape(s.Dataset)
 	if s.Dataset != "" && !okData {
-		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", s.Dataset)
+		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", clip(s.Dataset))
 	}
 	if s.DataPath != "" && s.Dataset != "fashion-mnist" {
 		bad("data_path applies to fashion-mnist only")
 	}
+	// The size is counted from the spec, without building the model: a
+	// spec of a trillion parameters costs nothing to refuse (admission
+	// control then checks it against the daemon's limits).
 	dim := 0
 	if s.Model != "" && okData {
-		m, err := nn.NewModel(s.Model, in, out)
+		n, err := nn.CountParams(s.Model, in, out)
 		if err != nil {
-			bad("model %q: %v", s.Model, err)
+			bad("%v", err)
 		} else {
-			dim = m.Dim()
+			dim = int(n)
 		}
 	}
 	if s.Init == "" {
 		s.Init = nn.InitHe
 	}
 	if !slices.Contains([]string{nn.InitHe, nn.InitLeCun, nn.InitGlorot, nn.InitTorch}, s.Init) {
-		bad("init %q: want he, lecun, glorot or torch", s.Init)
+		bad("init %q: want he, lecun, glorot or torch", clip(s.Init))
 	}
 	if s.Loss == "" && s.Model != "" && s.Dataset != "" {
 		s.Loss = nn.DefaultLoss(s.Model, s.Dataset)
 	}
 	if s.Loss != "" {
 		if _, err := nn.ParseLoss(s.Loss); err != nil {
-			bad("loss %q: want cross-entropy, mse or quadratic", s.Loss)
+			bad("loss %q: want cross-entropy, mse or quadratic", clip(s.Loss))
 		} else if s.Loss == "cross-entropy" && okData && out < 2 {
 			bad("loss cross-entropy needs a classification data set, %s has one output", s.Dataset)
 		}
@@ -232,13 +235,13 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 		s.Strategy = StrategyWindow
 	}
 	if !slices.Contains([]string{StrategyWindow, StrategySliding, StrategyFull, StrategyMemo}, s.Strategy) {
-		bad("strategy %q: want window, sliding, full or memo", s.Strategy)
+		bad("strategy %q: want window, sliding, full or memo", clip(s.Strategy))
 	}
 	if s.ResetFrom == "" {
 		s.ResetFrom = FromBackward
 	}
 	if s.ResetFrom != FromBackward && s.ResetFrom != FromForward {
-		bad("reset_from %q: want backward or forward", s.ResetFrom)
+		bad("reset_from %q: want backward or forward", clip(s.ResetFrom))
 	}
 	if s.ResetPolicy == "" {
 		s.ResetPolicy = PolicyFixed
@@ -250,7 +253,7 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 			bad("reset_policy improve needs strategy window or full, not %s", s.Strategy)
 		}
 	default:
-		bad("reset_policy %q: want fixed or improve", s.ResetPolicy)
+		bad("reset_policy %q: want fixed or improve", clip(s.ResetPolicy))
 	}
 	if s.ResetHorizon == 0 {
 		s.ResetHorizon = min(max(s.Window, 1), DefaultHorizonCap)
