@@ -208,7 +208,7 @@ func (s *Scheduler) get(name string) (*run, error) {
 	defer s.mu.Unlock()
 	r, ok := s.mu.runs[name]
 	if !ok {
-		return nil, fmt.Errorf("run %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("run %q: %w", clip(name), ErrNotFound)
 	}
 	return r, nil
 }
