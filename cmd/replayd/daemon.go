@@ -99,8 +99,6 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	log.Info("admission limits per run", "max_run_memory", scheduler.FormatBytes(maxMem), "max_run_disk", scheduler.FormatBytes(maxDisk),
-		"max_params", scheduler.MaxParamsForValueSize(storeOpts.ValueLogFileSize), "query_slots", cfg.querySlots)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := sched.Register(reg); err != nil {
@@ -126,7 +124,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		where = ln.Addr().String() // the port chosen for ":0"
 	}
 	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir, "memory_limit_mib", cfg.memLimitMiB,
-		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
+		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid(),
+		"max_run_memory", scheduler.FormatBytes(maxMem), "max_run_disk", scheduler.FormatBytes(maxDisk),
+		"max_params", scheduler.MaxParamsForValueSize(storeOpts.ValueLogFileSize), "query_slots", cfg.querySlots)
 	if ready != nil {
 		ready(where)
 	}
