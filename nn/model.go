@@ -163,7 +163,7 @@ func SizeOf(spec string, in, out int) (SpecSize, error) {
 // countParams counts as CountParams does and calls group, if not nil, with
 // each hidden group (width, repeat) once its parameters are counted (so
 // width×repeat cannot overflow).
-func countParams(spec string, in, out int, group func(w, r int64)) (int64, error) {
+func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, error) {
 	if in < 0 || out < 1 || int64(in) > MaxParams || int64(out) > MaxParams {
 		return 0, fmt.Errorf("model %q with %d inputs and %d outputs: %w", clip(spec), in, out, ErrShape)
 	}
@@ -181,8 +181,33 @@ func countParams(spec string, in, out int, group func(w, r int64)) (int64, error
 	if len(spec) > maxSpecLen {
 		return 0, fmt.Errorf("model spec of %d bytes: longer than %d: %w", len(spec), maxSpecLen, ErrSpec)
 	}
+	// First the groups, their layers and the parameters in float64 (no
+	// overflow: at most maxSpecLen/2 groups of at most MaxParams layers),
+	// so that a refusal can name the size.
+	type group struct{ w, r int64 }
+	var groups []group
+	layers := int64(1) // the output layer
+	approx, prevF := 0.0, float64(in)
+	for _, g := range strings.Split(spec[len("mlp:"):], ",") {
+		w, r, err := parseGroup(g)
+		if err != nil {
+			return 0, fmt.Errorf("model %q: %w", clip(spec), err)
+		}
+		groups = append(groups, group{w, r})
+		layers += r
+		wf := float64(w)
+		approx += prevF*wf + wf + float64(r-1)*(wf*wf+wf)
+		prevF = wf
+	}
+	approx += prevF*float64(out) + float64(out)
+	if layers > MaxLayers {
+		return 0, fmt.Errorf("model %q has %d layers, more than the limit of %d: %w", clip(spec), layers, MaxLayers, ErrSpec)
+	}
+	if approx > MaxParams {
+		return 0, fmt.Errorf("model %q has %.3g parameters, more than the limit of %d: %w", clip(spec), approx, int64(MaxParams), ErrSpec)
+	}
+	// Then exactly, each step still checked.
 	var total int64
-	layers := int64(0)
 	prev := int64(in)
 	add := func(n int64) error {
 		if total > MaxParams-n {
@@ -191,14 +216,8 @@ func countParams(spec string, in, out int, group func(w, r int64)) (int64, error
 		total += n
 		return nil
 	}
-	for _, g := range strings.Split(spec[len("mlp:"):], ",") {
-		w, r, err := parseGroup(g)
-		if err != nil {
-			return 0, fmt.Errorf("model %q: %w", clip(spec), err)
-		}
-		if layers += r; layers > MaxLayers-1 { // the output layer comes on top
-			return 0, fmt.Errorf("model %q: more than %d layers: %w", clip(spec), MaxLayers, ErrSpec)
-		}
+	for _, g := range groups {
+		w, r := g.w, g.r
 		// The first layer of the group maps prev→w, the r−1 others w→w.
 		first, err := mulAdd(prev, w, w, spec)
 		if err != nil {
@@ -220,8 +239,8 @@ func countParams(spec string, in, out int, group func(w, r int64)) (int64, error
 				return 0, err
 			}
 		}
-		if group != nil {
-			group(w, r)
+		if onGroup != nil {
+			onGroup(w, r)
 		}
 		prev = w
 	}

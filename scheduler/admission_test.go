@@ -87,8 +87,8 @@ func TestAdmissionRefuses(t *testing.T) {
 		{api.RunSpec{Dataset: "fashion-mnist", Model: "mlp:32", Batch: 1000, Steps: 10_000_000},
 			[]string{"of disk", "batch log 38.", "limit of 8.00 GiB", "--max-run-disk"}},
 		{api.RunSpec{Preset: "regression", Model: "mlp:100000x100"}, []string{"1000", "parameters", "more than the limit of 16777211"}},
-		{api.RunSpec{Preset: "regression", Model: "mlp:1x300000000"}, []string{"more than 1024 layers"}},
-		{api.RunSpec{Preset: "regression", Model: "mlp:4000000000x2"}, []string{"more than 1099511627776 parameters"}},
+		{api.RunSpec{Preset: "regression", Model: "mlp:1x300000000"}, []string{"300000001 layers", "more than the limit of 1024"}},
+		{api.RunSpec{Preset: "regression", Model: "mlp:4000000000x2"}, []string{"1.6e+19 parameters", "more than the limit of 1099511627776"}},
 		{api.RunSpec{Preset: "regression", Model: "mlp:20000x2"}, []string{"400080001 parameters", "more than the limit of 16777211"}},
 		// Memory: a coalescence memo over the limit.
 		{api.RunSpec{Preset: "regression", Strategy: StrategyMemo, Name: "m"}, nil},
