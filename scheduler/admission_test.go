@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/nn"
@@ -457,5 +459,52 @@ func TestQuerySlots(t *testing.T) {
 	defer mu.Unlock()
 	if maxActive > slots || entered != slots {
 		t.Fatalf("%d recomputations at once, %d entered; want ≤ %d", maxActive, entered, slots)
+	}
+}
+
+// A run whose record is corrupt is failed in memory with the reason; New
+// serves the others. Today New returned the error and replayd exited.
+func TestCorruptRunNotFatal(t *testing.T) {
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	s0, err := New(store, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bad", "good"} {
+		if _, err := s0.Create(api.RunSpec{Name: name, Preset: "quadratic", Steps: 40}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Garble the config record of "bad" (key "r" name 0x00 'C', ckpt's
+	// layout) behind the store's back.
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("rbad\x00C"), []byte("not msgpack"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store = openStore(t, dir)
+	defer store.Close()
+	h := startHarness(t, store, testOptions())
+	st, err := h.s.Status("bad")
+	if err != nil || st.State != ckpt.StateFailed || !strings.Contains(st.Reason, "cannot load") {
+		t.Fatalf("bad: %+v %v", st, err)
+	}
+	h.wait("good", ckpt.StateDone)
+	if _, err := h.s.Resume("bad"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("resume of the corrupt run: %v", err)
+	}
+	if _, _, err := h.s.Params(context.Background(), "bad", KindForward, 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("params of the corrupt run: %v", err)
 	}
 }

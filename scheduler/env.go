@@ -205,11 +205,21 @@ func (s *Scheduler) loadData(ctx context.Context, cfg ckpt.RunConfig) (dataPair,
 	return l.p, nil
 }
 
-// newEnv builds a run's environment. It checks the run against the
-// admission limits first, so that no run over them allocates anything.
+// newEnv builds the environment a run computes in. It checks the run
+// against the admission limits first, so that no run over them allocates
+// anything.
 func (s *Scheduler) newEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, error) {
 	if _, err := admit(cfg, s.opts); err != nil {
 		return nil, err
+	}
+	return s.buildEnv(ctx, cfg)
+}
+
+// buildEnv builds a run's environment without the admission check: for
+// queries, which hold one model's worth of it, not the run's.
+func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, error) {
+	if cfg.Dim <= 0 || int64(cfg.Dim) > nn.MaxParams {
+		return nil, fmt.Errorf("run %q has %d parameters: %w", clip(cfg.Name), cfg.Dim, ErrInvalid)
 	}
 	d, err := s.loadData(ctx, cfg)
 	if err != nil {

@@ -244,7 +244,7 @@ func (s *Scheduler) queryEnv(ctx context.Context, r *run) (*runEnv, error) {
 	if env != nil {
 		return env, nil
 	}
-	return s.newEnv(ctx, r.cfg)
+	return s.buildEnv(ctx, r.cfg)
 }
 
 // acquireQuery takes a query slot for a recomputation, or fails at once
