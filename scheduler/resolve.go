@@ -188,14 +188,14 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 		s.Init = nn.InitHe
 	}
 	if !slices.Contains([]string{nn.InitHe, nn.InitLeCun, nn.InitGlorot, nn.InitTorch}, s.Init) {
-		bad("init %q: want he, lecun, glorot or torch", clip(s.Init))
+		bad("init %q: want he, lecun, glorot or torch", s.Init)
 	}
 	if s.Loss == "" && s.Model != "" && s.Dataset != "" {
 		s.Loss = nn.DefaultLoss(s.Model, s.Dataset)
 	}
 	if s.Loss != "" {
 		if _, err := nn.ParseLoss(s.Loss); err != nil {
-			bad("loss %q: want cross-entropy, mse or quadratic", clip(s.Loss))
+			bad("loss %q: want cross-entropy, mse or quadratic", s.Loss)
 		} else if s.Loss == "cross-entropy" && okData && out < 2 {
 			bad("loss cross-entropy needs a classification data set, %s has one output", s.Dataset)
 		}
@@ -235,13 +235,13 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 		s.Strategy = StrategyWindow
 	}
 	if !slices.Contains([]string{StrategyWindow, StrategySliding, StrategyFull, StrategyMemo}, s.Strategy) {
-		bad("strategy %q: want window, sliding, full or memo", clip(s.Strategy))
+		bad("strategy %q: want window, sliding, full or memo", s.Strategy)
 	}
 	if s.ResetFrom == "" {
 		s.ResetFrom = FromBackward
 	}
 	if s.ResetFrom != FromBackward && s.ResetFrom != FromForward {
-		bad("reset_from %q: want backward or forward", clip(s.ResetFrom))
+		bad("reset_from %q: want backward or forward", s.ResetFrom)
 	}
 	if s.ResetPolicy == "" {
 		s.ResetPolicy = PolicyFixed
@@ -253,7 +253,7 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 			bad("reset_policy improve needs strategy window or full, not %s", s.Strategy)
 		}
 	default:
-		bad("reset_policy %q: want fixed or improve", clip(s.ResetPolicy))
+		bad("reset_policy %q: want fixed or improve", s.ResetPolicy)
 	}
 	if s.ResetHorizon == 0 {
 		s.ResetHorizon = min(max(s.Window, 1), DefaultHorizonCap)
