@@ -168,4 +168,8 @@
 // Events about a state change are written under the same lock, so the
 // event log orders them as the state changes happened. Lock order:
 // Scheduler.mu before run.mu; no lock is held while waiting for a job.
+// Scheduler.dataMu guards the map of data-set loads only: a load runs in
+// its own goroutine, outside every lock, and its waiters give up at their
+// own deadline (Options.DataTimeout), so a hung file system blocks only the
+// runs of that data set.
 package scheduler
