@@ -26,8 +26,8 @@ import (
 
 // limitRule is the flag help's statement of the defaults.
 const (
-	memoryRule = "most memory one run may need (estimate at creation; 0: none) (default: half the machine's memory, at most 4 × --memory-limit but ≥ 1 GiB)"
-	diskRule   = "most disk one run may need (estimate at creation; 0: none) (default: half the free space of --data-dir at start)"
+	memoryRule = "most memory one run may need (estimate at creation; 0: none) (default half the machine's memory, at most 4 × --memory-limit but ≥ 1 GiB)"
+	diskRule   = "most disk one run may need (estimate at creation; 0: none) (default half the free space of --data-dir at start)"
 )
 
 // defaultRunMemory is the default of --max-run-memory for a machine of
@@ -85,7 +85,7 @@ type byteSize struct {
 
 func (b *byteSize) String() string {
 	if !b.set {
-		return "auto"
+		return "" // derived at start; the flag's help states the rule
 	}
 	return strconv.FormatInt(b.n, 10)
 }
