@@ -240,3 +240,73 @@ func (d *daemon) waitState(name, state string) api.RunStatus {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Concurrent recomputations through the daemon: with one query slot, 20
+// clients asking for a forward iterate between checkpoints (≈ 1000 SGD
+// steps of a 784-128-10 MLP, batch 32, each) get either the iterate or
+// a 503 with Retry-After, never more than one recomputation at a time; the
+// slot is held for the whole replay (hundreds of milliseconds on any
+// machine here), far longer than the 20 requests take to arrive. Today
+// every request recomputes at once.
+func TestQueriesSaturate(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--query-slots", "1", "--workers", "1")
+	spec := api.RunSpec{Name: "f", Dataset: "fashion-mnist", Model: "mlp:128", Batch: 32, Steps: 1000,
+		CheckpointEvery: 1000, BackwardFrom: 999, EvalEvery: 1000, EvalSize: 100}
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone("f")
+	const clients = 20
+	type answer struct {
+		code  int
+		retry string
+		body  string
+	}
+	answers := make(chan answer, clients)
+	begin := time.Now()
+	var lastBusy, okAt time.Duration
+	hc := &http.Client{Transport: &http.Transport{DialContext: unixDialer(d.sock), MaxConnsPerHost: clients}}
+	defer hc.CloseIdleConnections()
+	for range clients {
+		go func() {
+			resp, err := hc.Get("http://replayd/v1/runs/f/params?kind=forward&step=999")
+			if err != nil {
+				answers <- answer{code: -1, body: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			answers <- answer{resp.StatusCode, resp.Header.Get("Retry-After"), b.String()}
+		}()
+	}
+	var ok, busy int
+	var first string
+	for range clients {
+		a := <-answers
+		switch {
+		case a.code == http.StatusOK:
+			okAt = time.Since(begin)
+			if ok++; first == "" {
+				first = a.body
+			} else if a.body != first {
+				t.Error("two answers with different parameters")
+			}
+		case a.code == http.StatusServiceUnavailable && a.retry != "" && strings.Contains(a.body, "busy"):
+			busy++
+			lastBusy = time.Since(begin)
+		default:
+			t.Errorf("answer %d (Retry-After %q): %.200s", a.code, a.retry, a.body)
+		}
+	}
+	// For the record (not asserted): how far apart the refusals and the
+	// recomputation were.
+	t.Logf("%d answers with the parameters (the last after %v), %d busy (the last after %v)", ok, okAt, busy, lastBusy)
+	if ok < 1 || busy < 1 {
+		t.Fatalf("%d ok, %d busy: want the slot to serve one and refuse others", ok, busy)
+	}
+	// The slot is free again: the next request gets the iterate.
+	if got := d.params("f", "forward", 999); string(got) != first {
+		t.Fatal("parameters after the burst differ")
+	}
+}
