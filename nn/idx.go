@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // IDX magic numbers: unsigned bytes, 3 dimensions (images) or 1 (labels).
@@ -65,11 +66,30 @@ func (f *idxFile) Close() error {
 	return f.f.Close()
 }
 
+// openRegular opens path for reading if it is a regular file. The open does
+// not block (O_NONBLOCK): a FIFO or a device in the data directory is an
+// error at once rather than a read that waits for a writer forever.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%v): %w", path, fi.Mode().Type(), ErrFormat)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 func openIDX(dir, base string) (*idxFile, error) {
 	path := filepath.Join(dir, base+".gz")
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		if f, err = os.Open(filepath.Join(dir, base)); err == nil {
+		if f, err = openRegular(filepath.Join(dir, base)); err == nil {
 			return &idxFile{Reader: bufio.NewReaderSize(f, 1<<16), f: f}, nil
 		}
 	}
@@ -77,6 +97,9 @@ func openIDX(dir, base string) (*idxFile, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s missing in %s (install the Debian package dataset-fashion-mnist, or give the directory holding the IDX files): %w",
 				ErrNoData, base+".gz", dir, err)
+		}
+		if errors.Is(err, ErrFormat) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Tensor names one block of a flat parameter vector, as PyTorch's
@@ -66,9 +67,13 @@ type Model struct {
 //     <widths> is a list of groups separated by ',' each "W" (one layer of
 //     width W) or "WxR" (R layers of width W): "mlp:500x5" is five hidden
 //     layers of 500, "mlp:32" one of 32, "mlp:64x2,32" widths 64, 64, 32.
+//
+// NewModel first counts the parameters with CountParams, so a spec beyond
+// MaxLayers layers or MaxParams parameters is an error before anything is
+// allocated.
 func NewModel(spec string, in, out int) (*Model, error) {
-	if in < 0 || out < 1 {
-		return nil, fmt.Errorf("model %q with %d inputs and %d outputs: %w", spec, in, out, ErrShape)
+	if _, err := CountParams(spec, in, out); err != nil {
+		return nil, err
 	}
 	m := &Model{spec: spec, in: in, out: out}
 	var widths []int
@@ -87,10 +92,10 @@ func NewModel(spec string, in, out int) (*Model, error) {
 		m.kind = kindMLP
 		var err error
 		if widths, err = parseWidths(spec[len("mlp:"):]); err != nil {
-			return nil, fmt.Errorf("model %q: %w", spec, err)
+			return nil, fmt.Errorf("model %q: %w", clip(spec), err)
 		}
 	default:
-		return nil, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", spec, ErrSpec)
+		return nil, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", clip(spec), ErrSpec)
 	}
 	prev := in
 	for _, w := range append(widths, out) {
@@ -101,6 +106,192 @@ func NewModel(spec string, in, out int) (*Model, error) {
 		prev = w
 	}
 	return m, nil
+}
+
+// Structural limits of a model spec, checked by CountParams (and so by
+// NewModel) before any allocation. MaxParams keeps every count and offset
+// far from integer overflow; the daemon's own limits (the store's value size,
+// its memory budget) are much lower and checked by its admission control.
+const (
+	MaxLayers = 1024
+	MaxParams = 1 << 40
+)
+
+// maxSpecLen bounds the spec string a model may have (long enough for any
+// list of MaxLayers widths written out).
+const maxSpecLen = 8 << 10
+
+// CountParams returns the number of parameters of the model NewModel(spec,
+// in, out) would build, in time proportional to the length of spec and
+// without allocating per layer: a group "WxR" is counted in closed form.
+// Every product is checked against MaxParams before it is formed, so no
+// spec can overflow. A spec with more than MaxLayers affine layers or more
+// than MaxParams parameters is an error wrapping ErrSpec; a malformed spec
+// wraps ErrSpec, a bad in/out ErrShape (as NewModel).
+func CountParams(spec string, in, out int) (int64, error) {
+	sz, err := SizeOf(spec, in, out)
+	return sz.Params, err
+}
+
+// SpecSize is what a model spec costs, counted without building the model.
+type SpecSize struct {
+	// Params is the length of the flat parameter vector (Model.Dim).
+	Params int64
+	// Units is the number of outputs of all affine layers, the hidden
+	// widths and the output: the scratch space of a pass over a batch of b
+	// samples is about b × (In + 2 Units) floats (activations and deltas).
+	Units int64
+	// Layers is the number of affine layers.
+	Layers int
+}
+
+// SizeOf is CountParams with the other sizes of the spec (see SpecSize).
+func SizeOf(spec string, in, out int) (SpecSize, error) {
+	units := int64(out)
+	if spec == "scalar" {
+		n, err := countParams(spec, in, out, nil)
+		return SpecSize{Params: n, Units: 1, Layers: 1}, err
+	}
+	layers := 1
+	n, err := countParams(spec, in, out, func(w, r int64) { units += w * r; layers += int(r) })
+	if err != nil {
+		return SpecSize{}, err
+	}
+	return SpecSize{Params: n, Units: units, Layers: layers}, nil
+}
+
+// countParams counts as CountParams does and calls group, if not nil, with
+// each hidden group (width, repeat) once its parameters are counted (so
+// width×repeat cannot overflow).
+func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, error) {
+	if in < 0 || out < 1 || int64(in) > MaxParams || int64(out) > MaxParams {
+		return 0, fmt.Errorf("model %q with %d inputs and %d outputs: %w", clip(spec), in, out, ErrShape)
+	}
+	switch {
+	case spec == "linear":
+		return mulAdd(int64(in), int64(out), int64(out), spec)
+	case spec == "scalar":
+		if out != 1 {
+			return 0, fmt.Errorf("model scalar has one output, the data has %d: %w", out, ErrShape)
+		}
+		return 1, nil
+	case !strings.HasPrefix(spec, "mlp:"):
+		return 0, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", clip(spec), ErrSpec)
+	}
+	if len(spec) > maxSpecLen {
+		return 0, fmt.Errorf("model spec of %d bytes: longer than %d: %w", len(spec), maxSpecLen, ErrSpec)
+	}
+	// First the groups, their layers and the parameters in float64 (no
+	// overflow: at most maxSpecLen/2 groups of at most MaxParams layers),
+	// so that a refusal can name the size.
+	type group struct{ w, r int64 }
+	var groups []group
+	layers := int64(1) // the output layer
+	approx, prevF := 0.0, float64(in)
+	for _, g := range strings.Split(spec[len("mlp:"):], ",") {
+		w, r, err := parseGroup(g)
+		if err != nil {
+			return 0, fmt.Errorf("model %q: %w", clip(spec), err)
+		}
+		groups = append(groups, group{w, r})
+		layers += r
+		wf := float64(w)
+		approx += prevF*wf + wf + float64(r-1)*(wf*wf+wf)
+		prevF = wf
+	}
+	approx += prevF*float64(out) + float64(out)
+	if layers > MaxLayers {
+		return 0, fmt.Errorf("model %q has %d layers, more than the limit of %d: %w", clip(spec), layers, MaxLayers, ErrSpec)
+	}
+	if approx > MaxParams {
+		return 0, fmt.Errorf("model %q has %.3g parameters, more than the limit of %d: %w", clip(spec), approx, int64(MaxParams), ErrSpec)
+	}
+	// Then exactly, each step still checked.
+	var total int64
+	prev := int64(in)
+	add := func(n int64) error {
+		if total > MaxParams-n {
+			return fmt.Errorf("model %q: more than %d parameters: %w", clip(spec), int64(MaxParams), ErrSpec)
+		}
+		total += n
+		return nil
+	}
+	for _, g := range groups {
+		w, r := g.w, g.r
+		// The first layer of the group maps prev→w, the r−1 others w→w.
+		first, err := mulAdd(prev, w, w, spec)
+		if err != nil {
+			return 0, err
+		}
+		if err := add(first); err != nil {
+			return 0, err
+		}
+		if r > 1 {
+			each, err := mulAdd(w, w, w, spec)
+			if err != nil {
+				return 0, err
+			}
+			rest, err := mulAdd(each, r-1, 0, spec)
+			if err != nil {
+				return 0, err
+			}
+			if err := add(rest); err != nil {
+				return 0, err
+			}
+		}
+		if onGroup != nil {
+			onGroup(w, r)
+		}
+		prev = w
+	}
+	last, err := mulAdd(prev, int64(out), int64(out), spec)
+	if err != nil {
+		return 0, err
+	}
+	if err := add(last); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// mulAdd returns a·b + c for non-negative operands, or an error if the
+// result would exceed MaxParams.
+func mulAdd(a, b, c int64, spec string) (int64, error) {
+	if a != 0 && b > (MaxParams-c)/a {
+		return 0, fmt.Errorf("model %q: more than %d parameters: %w", clip(spec), int64(MaxParams), ErrSpec)
+	}
+	return a*b + c, nil
+}
+
+// parseGroup parses one group "W" or "WxR" of an MLP spec, each number in
+// [1, MaxParams].
+func parseGroup(g string) (w, r int64, err error) {
+	ws, rs, rep := strings.Cut(g, "x")
+	w, err = strconv.ParseInt(ws, 10, 64)
+	if err != nil || w < 1 || w > MaxParams {
+		return 0, 0, fmt.Errorf("bad width %q: %w", clip(ws), ErrSpec)
+	}
+	r = 1
+	if rep {
+		if r, err = strconv.ParseInt(rs, 10, 64); err != nil || r < 1 || r > MaxParams {
+			return 0, 0, fmt.Errorf("bad repeat count %q: %w", clip(rs), ErrSpec)
+		}
+	}
+	return w, r, nil
+}
+
+// clip shortens s for an error message: a spec or a name of any length is
+// echoed back in at most 64 bytes.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
 }
 
 func parseWidths(s string) ([]int, error) {

@@ -6,12 +6,47 @@
 // # Run lifecycle
 //
 // Create resolves an api.RunSpec (Resolve: preset, then explicit fields,
-// then defaults; every problem reported in one ErrInvalid error), loads the
-// data set, draws θ0 and stores the run (ckpt.CreateRun: checkpoint 0 and
-// anchor segment 0 = (0, θ0, "init")) with its configured resets pending.
-// States: running → done, or failed (divergence, store error); running ⇄
-// paused by request. A reset of a done run makes it running again until
-// the recomputed iterates are stored; a failed run stays failed.
+// then defaults; every problem reported in one ErrInvalid error; the model's
+// size is counted from the spec, nn.CountParams, never by building it),
+// checks it against the admission limits (below), loads the data set, draws
+// θ0 and stores the run (ckpt.CreateRun: checkpoint 0 and anchor segment
+// 0 = (0, θ0, "init")) with its configured resets pending. A refused spec
+// changes nothing in the store.
+// States: running → done, or failed (divergence, store error, or a failure
+// to start); running ⇄ paused by request. A reset of a done run makes it
+// running again until the recomputed iterates are stored.
+//
+// A run that cannot start — its records cannot be read, it is over the
+// limits, its data set cannot be loaded — is failed with FailedStep 0 and
+// the reason, and the others go on: New never fails for one run, so the
+// daemon never crash-loops on its own store. Resume revives such a run once
+// its cause is gone (records, limits and data set are checked again). A run
+// that failed while computing (FailedStep ≥ 1: divergence, a store error at
+// a step) stays failed: it would fail the same way again.
+//
+// # Admission control
+//
+// Before a run is stored or started, its needs are estimated from its
+// configuration alone (admission.go): memory — the parameter vectors of the
+// bounds below, every goroutine's scratch, the memo, the batch log's epochs,
+// the data set — and disk — checkpoints every checkpoint_every, the batch
+// log, three metrics records per step, anchors. A run whose model exceeds
+// Options.MaxParams (one parameter vector must fit one store value), or whose
+// estimate exceeds MaxRunMemory or MaxRunDisk, is refused with ErrTooLarge
+// (an ErrInvalid) and one line naming the estimate, its largest part and the
+// limit. The estimate bounds what the run holds at once, not the collector's
+// headroom or Badger's write amplification.
+//
+// # Queries
+//
+// Params and Verify recompute (forward from a checkpoint, backward from an
+// anchor, every checkpoint interval) in the run's own environment while it
+// computes, else in a new one; the batch log is never reloaded. Every such
+// recomputation holds one of Options.QuerySlots slots; a query that finds
+// them all taken fails at once with ErrBusy (the server's 503 with
+// Retry-After), so queries never take more than QuerySlots cores from
+// training. Stored iterates (checkpoints, kept backward iterates) need no
+// slot.
 //
 // Run(ctx) starts every running run and returns when ctx is done, after
 // every run has stopped: jobs in flight are cancelled (operators check the
@@ -99,8 +134,12 @@
 // run holds at most 2·Workers + 4 parameter vectors (jobs, reorder buffer,
 // θ̃ at the frontier, the current anchor start, the trainer's θ and its
 // previous iterate), two more during an adaptive trial, Workers + 1
-// recycled ones, and each worker's scratch; the batch log in memory is
-// Steps × Batch int32. Nothing grows with the number of steps computed.
+// recycled ones, and each worker's scratch. The batch log in memory is the
+// sampler's batches of at most Workers + QuerySlots + 3 whole epochs
+// (computed from the seed on first use, replaced by clock), each at most
+// the training split's size in int32, never Steps × Batch; the operators
+// read it, never the stored log (the same numbers: TestResumeBitwise).
+// Nothing grows with the number of steps.
 // Results are written at least every 64 steps or 250 ms.
 //
 // # Event log
@@ -114,6 +153,7 @@
 //	adaptive step=N reason=window|manual decision=kept|rejected new_loss=L old_loss=L horizon=H
 //	done forward=N backward=N
 //	failed step=N reason="…"
+//	resumed after failure                             (Resume of a run that failed to start)
 //	deleted
 //
 // The events of one run come in a deterministic order (testdata/*.golden).
@@ -128,4 +168,8 @@
 // Events about a state change are written under the same lock, so the
 // event log orders them as the state changes happened. Lock order:
 // Scheduler.mu before run.mu; no lock is held while waiting for a job.
+// Scheduler.dataMu guards the map of data-set loads only: a load runs in
+// its own goroutine, outside every lock, and its waiters give up at their
+// own deadline (Options.DataTimeout), so a hung file system blocks only the
+// runs of that data set.
 package scheduler

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/nn"
@@ -12,9 +15,8 @@ import (
 )
 
 // runEnv is what a run needs to compute: model, data, batch log, operators.
-// It is built once per start of a run and only read afterwards, except for
-// the batch log, whose slot k is written by the trainer before step k is
-// published (under run.mu) and read by others only after that.
+// It is built once per start of a run and only read afterwards (the batch
+// log is safe for concurrent use).
 type runEnv struct {
 	model             *nn.Model
 	loss              nn.Loss
@@ -49,16 +51,88 @@ func (e *runEnv) putBuf(b []float32) {
 	}
 }
 
-// batchLog is the batch log of a run in memory, steps×batch int32 indices
-// preallocated from the run's configuration (8 MB for a million steps of
-// batch 2): a concurrency-safe nn.Batches without re-deriving permutations.
+// batchLog is a run's batch log as its operators read it: a
+// concurrency-safe nn.Batches over the run's sampler. The batches are a
+// pure function of the seed (nn.Sampler), the same the trainer stores, so
+// the log in memory is never Steps × Batch: it keeps the batches of a few
+// whole epochs (slots), each computed once from the sampler when a step of
+// it is first asked for, and replaced by clock when a new epoch is needed.
+// The stored batch log is the record of the run (export, Verify checks it
+// against the sampler); nothing is read back from it to compute.
+//
+// Reads are lock-free (each slot is an immutable epoch published through an
+// atomic pointer; a returned slice stays valid after its epoch is evicted,
+// as evicted epochs are never reused); a miss computes the epoch under mu.
 type batchLog struct {
-	b    int
-	flat []int32
+	b, perEpoch int
+	slots       []atomic.Pointer[epochBatches]
+
+	mu      sync.Mutex
+	sampler *nn.Sampler // used under mu only
+	hand    int         // the clock hand over slots, under mu
 }
 
-// Batch implements nn.Batches for 1 ≤ k ≤ steps.
-func (l *batchLog) Batch(k int) []int32 { return l.flat[(k-1)*l.b : k*l.b : k*l.b] }
+// epochBatches is the batches of one epoch: batch j at idx[j·b : (j+1)·b].
+type epochBatches struct {
+	epoch int
+	idx   []int32
+	used  atomic.Bool // clock bit: read since the hand last passed
+}
+
+// newBatchLog returns the batch log of a run over n training samples with
+// batch b and seed, keeping at most slots epochs (≥ 1).
+func newBatchLog(n, b int, seed uint64, slots int) *batchLog {
+	sampler := nn.NewSampler(n, b, seed)
+	return &batchLog{b: b, perEpoch: sampler.StepsPerEpoch(), slots: make([]atomic.Pointer[epochBatches], max(1, slots)), sampler: sampler}
+}
+
+// Batch implements nn.Batches for k ≥ 1.
+func (l *batchLog) Batch(k int) []int32 {
+	if k < 1 {
+		panic(fmt.Sprintf("scheduler: batch of step %d", k))
+	}
+	e, j := (k-1)/l.perEpoch, (k-1)%l.perEpoch
+	p := l.lookup(e)
+	if p == nil {
+		p = l.fill(e)
+	}
+	return p.idx[j*l.b : (j+1)*l.b : (j+1)*l.b]
+}
+
+func (l *batchLog) lookup(e int) *epochBatches {
+	for i := range l.slots {
+		if p := l.slots[i].Load(); p != nil && p.epoch == e {
+			if !p.used.Load() {
+				p.used.Store(true)
+			}
+			return p
+		}
+	}
+	return nil
+}
+
+// fill computes epoch e and publishes it in the slot the clock hand
+// chooses: the first one not used since the hand last passed it.
+func (l *batchLog) fill(e int) *epochBatches {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.lookup(e); p != nil {
+		return p // another goroutine filled it meanwhile
+	}
+	p := &epochBatches{epoch: e, idx: make([]int32, l.perEpoch*l.b)}
+	for j := range l.perEpoch {
+		l.sampler.Batch(e*l.perEpoch+j+1, p.idx[j*l.b:])
+	}
+	p.used.Store(true)
+	for {
+		i := l.hand
+		l.hand = (l.hand + 1) % len(l.slots)
+		if old := l.slots[i].Load(); old == nil || !old.used.Swap(false) {
+			l.slots[i].Store(p)
+			return p
+		}
+	}
+}
 
 var _ nn.Batches = (*batchLog)(nil)
 
@@ -71,8 +145,23 @@ type dataKey struct {
 
 type dataPair struct{ train, test *nn.Dataset }
 
-// loadData returns the (shared, read-only) splits of a run's data set.
-func (s *Scheduler) loadData(cfg ckpt.RunConfig) (dataPair, error) {
+// dataLoad is one load of a data set: done is closed when p and err are set.
+// A failed load is forgotten (a later one tries again); a loaded data set
+// stays for the scheduler's life.
+type dataLoad struct {
+	done chan struct{}
+	p    dataPair
+	err  error
+}
+
+// loadData returns the (shared, read-only) splits of a run's data set. A
+// data set is loaded once per key, outside any lock that others need: the
+// first request starts the load, every request for the same key waits for
+// it until its own ctx or Options.DataTimeout ends, and requests for other
+// data sets do not wait at all. A load stuck in the file system (a hung
+// mount) keeps only its own key waiting; nn opens regular files only, so a
+// FIFO is an error, not a hang.
+func (s *Scheduler) loadData(ctx context.Context, cfg ckpt.RunConfig) (dataPair, error) {
 	k := dataKey{name: cfg.Dataset, seed: cfg.Seed}
 	if cfg.Dataset == "fashion-mnist" {
 		k.seed = 0
@@ -82,43 +171,77 @@ func (s *Scheduler) loadData(cfg ckpt.RunConfig) (dataPair, error) {
 		}
 	}
 	s.dataMu.Lock()
-	defer s.dataMu.Unlock()
-	if p, ok := s.data[k]; ok {
-		return p, nil
+	l, ok := s.data[k]
+	if !ok {
+		l = &dataLoad{done: make(chan struct{})}
+		s.data[k] = l
+		go func() {
+			train, test, err := nn.LoadDataset(k.name, k.dir, cfg.Seed)
+			l.p, l.err = dataPair{train, test}, err
+			if err != nil {
+				s.dataMu.Lock()
+				if s.data[k] == l {
+					delete(s.data, k)
+				}
+				s.dataMu.Unlock()
+			}
+			close(l.done)
+		}()
 	}
-	train, test, err := nn.LoadDataset(k.name, k.dir, cfg.Seed)
-	if err != nil {
-		return dataPair{}, fmt.Errorf("load data set %s: %w", cfg.Dataset, err)
+	s.dataMu.Unlock()
+	timeout := s.opts.dataTimeout()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return dataPair{}, fmt.Errorf("load data set %s: %w", cfg.Dataset, ctx.Err())
+	case <-t.C:
+		return dataPair{}, fmt.Errorf("load data set %s from %s: not loaded after %v", cfg.Dataset, clip(k.dir), timeout)
 	}
-	p := dataPair{train, test}
-	s.data[k] = p
-	return p, nil
+	if l.err != nil {
+		return dataPair{}, fmt.Errorf("load data set %s: %w", cfg.Dataset, l.err)
+	}
+	return l.p, nil
 }
 
-// newEnv builds a run's environment. The batch log is empty: the caller
-// fills the logged steps.
-func (s *Scheduler) newEnv(cfg ckpt.RunConfig) (*runEnv, error) {
-	d, err := s.loadData(cfg)
+// newEnv builds the environment a run computes in. It checks the run
+// against the admission limits first, so that no run over them allocates
+// anything.
+func (s *Scheduler) newEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, error) {
+	if _, err := admit(cfg, s.opts); err != nil {
+		return nil, err
+	}
+	return s.buildEnv(ctx, cfg)
+}
+
+// buildEnv builds a run's environment without the admission check: for
+// queries, which hold one model's worth of it, not the run's.
+func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, error) {
+	if cfg.Dim <= 0 || int64(cfg.Dim) > nn.MaxParams {
+		return nil, fmt.Errorf("run %q has %d parameters: %w", clip(cfg.Name), cfg.Dim, ErrInvalid)
+	}
+	d, err := s.loadData(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m, err := nn.NewModel(cfg.Model, d.train.In, d.train.Out)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", cfg.Model, err)
+		return nil, fmt.Errorf("model %s: %w", clip(cfg.Model), err)
 	}
 	if m.Dim() != cfg.Dim {
-		return nil, fmt.Errorf("model %s has %d parameters, the run %d", cfg.Model, m.Dim(), cfg.Dim)
+		return nil, fmt.Errorf("model %s has %d parameters, the run %d", clip(cfg.Model), m.Dim(), cfg.Dim)
 	}
 	loss, err := nn.ParseLoss(cfg.Loss)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Batch > d.train.N {
-		return nil, fmt.Errorf("batch %d exceeds the %d training samples", cfg.Batch, d.train.N)
+	if cfg.Batch < 1 || cfg.Batch > d.train.N {
+		return nil, fmt.Errorf("batch %d not in [1, %d training samples]", cfg.Batch, d.train.N)
 	}
 	env := &runEnv{
 		model: m, loss: loss, train: d.train, test: d.test,
-		log:      &batchLog{b: cfg.Batch, flat: make([]int32, cfg.Steps*cfg.Batch)},
+		log:      newBatchLog(d.train.N, cfg.Batch, cfg.Seed, batchLogSlots(s.opts)),
 		free:     make(chan []float32, s.opts.Workers+1),
 		trainIdx: nn.FixedSubset(d.train.N, cfg.EvalSize, cfg.Seed),
 		testIdx:  nn.FixedSubset(d.test.N, cfg.EvalSize, cfg.Seed),
@@ -128,6 +251,13 @@ func (s *Scheduler) newEnv(cfg ckpt.RunConfig) (*runEnv, error) {
 		return nil, err
 	}
 	return env, nil
+}
+
+// setEnv publishes the environment of the run's computation (nil: none).
+func (r *run) setEnv(e *runEnv) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.env = e
 }
 
 // evaluators is one goroutine's loss evaluators of a run.

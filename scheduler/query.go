@@ -130,15 +130,25 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 	if step < 0 || step > r.cfg.Steps {
 		return nil, nil, fmt.Errorf("step %d: run %q has steps 0..%d: %w", step, name, r.cfg.Steps, ErrInvalid)
 	}
-	env, err := s.queryEnv(r, st.ForwardStep)
+	if kind == KindForward && step > st.ForwardStep {
+		return nil, nil, fmt.Errorf("forward step %d of %q not trained yet (at %d): %w", step, name, st.ForwardStep, ErrNotFound)
+	}
+	env, err := s.queryEnv(ctx, r)
 	if err != nil {
 		return nil, nil, err
 	}
 	theta := make([]float32, r.cfg.Dim)
 	if kind == KindForward {
-		if step > st.ForwardStep {
-			return nil, nil, fmt.Errorf("forward step %d of %q not trained yet (at %d): %w", step, name, st.ForwardStep, ErrNotFound)
+		if step%r.cfg.CheckpointEvery == 0 || step == 0 {
+			if err := s.store.Checkpoint(name, step, theta); err == nil {
+				return env.model, theta, nil
+			}
 		}
+		release, err := s.acquireQuery()
+		if err != nil {
+			return nil, nil, err
+		}
+		defer release()
 		c := newForwardCursor(s.store, &r.cfg, env.proto.Clone())
 		if err := c.Forward(theta, step); err != nil {
 			return nil, nil, storeErr(name, err)
@@ -193,6 +203,11 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 	if err := s.store.AnchorStart(name, seg, start); err != nil {
 		return nil, nil, storeErr(name, err)
 	}
+	release, err := s.acquireQuery()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
 	ops := &cancelOps{ops: env.proto.Clone(), ctx: ctx}
 	j := Job{Run: name, Step: step, Segment: seg, AnchorStep: anchorAt, Strategy: r.cfg.Strategy, r: r, env: env, ctx: ctx, start: start}
 	if j.Strategy == StrategyMemo {
@@ -215,17 +230,41 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 	return env.model, theta, nil
 }
 
-// queryEnv is an environment for queries: the run's data and a batch log
-// filled up to step f.
-func (s *Scheduler) queryEnv(r *run, f int) (*runEnv, error) {
-	env, err := s.newEnv(r.cfg)
-	if err != nil {
-		return nil, err
+// queryEnv is the environment a query computes in: the run's own while it
+// computes (nothing is built or loaded per request), else a new one (the
+// data set is cached and the batch log is lazy, so this costs the model's
+// construction only).
+func (s *Scheduler) queryEnv(ctx context.Context, r *run) (*runEnv, error) {
+	if r.broken {
+		return nil, fmt.Errorf("run %q cannot be loaded: %w", clip(r.name), ErrConflict)
 	}
-	if err := r.loadLogTo(env, f); err != nil {
-		return nil, err
+	r.mu.Lock()
+	env := r.mu.env
+	r.mu.Unlock()
+	if env != nil {
+		return env, nil
 	}
-	return env, nil
+	return s.buildEnv(ctx, r.cfg)
+}
+
+// acquireQuery takes a query slot for a recomputation, or fails at once
+// with ErrBusy when all Options.QuerySlots are taken: a query waits for no
+// other, and never takes more than the slots' cores from training. The
+// returned func gives the slot back.
+func (s *Scheduler) acquireQuery() (release func(), err error) {
+	select {
+	case s.query <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("all %d slots for recomputations are busy, try again: %w", cap(s.query), ErrBusy)
+	}
+	n := s.queryActive.Add(1)
+	if h := s.queryHook; h != nil {
+		h(int(n))
+	}
+	return func() {
+		s.queryActive.Add(-1)
+		<-s.query
+	}, nil
 }
 
 // Batches returns the batch log as a rows×cols matrix of int64, step 1
@@ -259,10 +298,16 @@ func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, 
 	if err != nil {
 		return api.VerifyReport{}, err
 	}
-	env, err := s.newEnv(r.cfg)
+	env, err := s.queryEnv(ctx, r)
 	if err != nil {
 		return api.VerifyReport{}, err
 	}
+	// Verify re-executes every checkpoint interval: one query slot.
+	release, err := s.acquireQuery()
+	if err != nil {
+		return api.VerifyReport{}, err
+	}
+	defer release()
 	sgd := env.proto.Clone()
 	rep, err := s.store.Verify(name, func(theta []float32, from int, batches [][]int32) error {
 		for _, b := range batches {

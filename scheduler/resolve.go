@@ -152,12 +152,12 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 			for _, p := range Presets() {
 				names = append(names, p.Name)
 			}
-			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", s.Preset, strings.Join(names, ", "), ErrInvalid)
+			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", clip(s.Preset), strings.Join(names, ", "), ErrInvalid)
 		}
 		s = overlay(p.Spec, spec)
 	}
 	if s.Name != "" && (len(s.Name) > maxNameLen || !nameRE.MatchString(s.Name)) {
-		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name, maxNameLen)
+		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", clip(s.Name), maxNameLen)
 	}
 	if s.Dataset == "" {
 		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")
@@ -167,18 +167,21 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	}
 	in, out, ntrain, okData := datasetShape(s.Dataset)
 	if s.Dataset != "" && !okData {
-		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", s.Dataset)
+		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", clip(s.Dataset))
 	}
 	if s.DataPath != "" && s.Dataset != "fashion-mnist" {
 		bad("data_path applies to fashion-mnist only")
 	}
+	// The size is counted from the spec, without building the model: a
+	// spec of a trillion parameters costs nothing to refuse (admission
+	// control then checks it against the daemon's limits).
 	dim := 0
 	if s.Model != "" && okData {
-		m, err := nn.NewModel(s.Model, in, out)
+		n, err := nn.CountParams(s.Model, in, out)
 		if err != nil {
-			bad("model %q: %v", s.Model, err)
+			bad("%v", err)
 		} else {
-			dim = m.Dim()
+			dim = int(n)
 		}
 	}
 	if s.Init == "" {

@@ -24,6 +24,9 @@ type run struct {
 	// fwdKick wakes the trainer (the frontier moved); bwdKick wakes the
 	// backward loop (forward steps logged, a reset requested).
 	fwdKick, bwdKick chan struct{}
+	// broken: the run's records could not be read; cfg holds the name
+	// only and the run never starts (Resume reads it again).
+	broken bool
 
 	mu struct {
 		sync.Mutex
@@ -39,6 +42,7 @@ type run struct {
 		rateAt   time.Time
 		opsSince int64
 		opsPerN  float64 // mean applications per backward step
+		env      *runEnv // while computing: shared with queries (Params)
 	}
 }
 
@@ -86,7 +90,7 @@ func (r *run) frontierFloor() int {
 func (r *run) start(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.mu.cancel != nil || r.mu.closed {
+	if r.mu.cancel != nil || r.mu.closed || r.broken {
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -123,14 +127,16 @@ func (r *run) stop() {
 // work builds the environment and runs the trainer and the backward loop
 // until the run is done, failed or ctx is cancelled.
 func (r *run) work(ctx context.Context) {
-	env, err := r.s.newEnv(r.cfg)
-	if err == nil {
-		err = r.loadLog(env)
-	}
+	env, err := r.s.newEnv(ctx, r.cfg)
 	if err != nil {
-		r.fail(0, fmt.Sprintf("cannot start: %v", err))
+		// Step 0 marks a failure to start, which Resume may undo.
+		if ctx.Err() == nil {
+			r.fail(0, fmt.Sprintf("cannot start: %v", err))
+		}
 		return
 	}
+	r.setEnv(env)
+	defer r.setEnv(nil)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -149,28 +155,6 @@ func (r *run) work(ctx context.Context) {
 	}
 	cancel()
 	wg.Wait()
-}
-
-// loadLog fills the in-memory batch log with the logged steps.
-func (r *run) loadLog(env *runEnv) error { return r.loadLogTo(env, r.state().ForwardStep) }
-
-// loadLogTo fills the in-memory batch log with steps 1..f.
-func (r *run) loadLogTo(env *runEnv, f int) error {
-	const chunk = 4096
-	for from := 1; from <= f; from += chunk {
-		to := min(f, from+chunk-1)
-		b, err := r.s.store.Batches(r.name, from, to)
-		if err != nil {
-			return fmt.Errorf("load batch log: %w", err)
-		}
-		for i, idx := range b {
-			if len(idx) != r.cfg.Batch {
-				return fmt.Errorf("load batch log: step %d has %d indices, want %d", from+i, len(idx), r.cfg.Batch)
-			}
-			copy(env.log.Batch(from+i), idx)
-		}
-	}
-	return nil
 }
 
 // update changes the run's state under mu and stores it. If fn returns

@@ -32,8 +32,16 @@ type Scheduler struct {
 
 	evMu sync.Mutex // serialises Options.Events
 
-	dataMu sync.Mutex
-	data   map[dataKey]dataPair
+	dataMu sync.Mutex // guards data only; never held while loading
+	data   map[dataKey]*dataLoad
+
+	// query holds a token per recomputation running for a query (Params,
+	// Verify): at most Options.QuerySlots at once.
+	query       chan struct{}
+	queryActive atomic.Int32
+	// queryHook, if set (tests), is called with the number of
+	// recomputations running once a query has taken its slot.
+	queryHook func(active int)
 
 	mu struct {
 		sync.Mutex
@@ -52,7 +60,8 @@ func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Scheduler{store: store, opts: opts, log: opts.Logger, jobs: make(chan Job), data: map[dataKey]dataPair{}}
+	s := &Scheduler{store: store, opts: opts, log: opts.Logger, jobs: make(chan Job),
+		data: map[dataKey]*dataLoad{}, query: make(chan struct{}, opts.querySlots())}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -62,17 +71,44 @@ func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: list runs: %w", err)
 	}
+	// One bad run never keeps the others from being served: a run whose
+	// records cannot be read, or that is over the limits, is failed with
+	// the reason (step 0: it can be resumed once the cause is fixed).
 	for _, name := range names {
-		cfg, st, err := store.Run(name)
+		r, err := s.loadRun(name)
 		if err != nil {
-			return nil, fmt.Errorf("scheduler: load run %q: %w", name, err)
+			s.log.Error("run cannot be loaded", "run", name, "err", err)
 		}
-		r := newRun(s, cfg, st)
 		s.mu.runs[name] = r
-		r.loadSummary()
 	}
 	return s, nil
 }
+
+// loadRun reads a run from the store and checks a running one against the
+// admission limits. A run that cannot be read is returned failed in memory
+// only (its records stay as they are for `replayctl verify`); one over the
+// limits is marked failed in the store. The error says what went wrong.
+func (s *Scheduler) loadRun(name string) (*run, error) {
+	cfg, st, err := s.store.Run(name)
+	if err != nil {
+		err = fmt.Errorf("load run %q: %w", clip(name), err)
+		r := newRun(s, ckpt.RunConfig{Name: name}, ckpt.RunState{State: ckpt.StateFailed, Reason: "cannot load: " + oneLine(err.Error())})
+		r.broken = true
+		return r, err
+	}
+	r := newRun(s, cfg, st)
+	r.loadSummary()
+	if st.State == ckpt.StateRunning {
+		if _, aerr := admit(cfg, s.opts); aerr != nil {
+			r.fail(0, "cannot start: "+oneLine(aerr.Error()))
+			return r, aerr
+		}
+	}
+	return r, nil
+}
+
+// oneLine folds a message to one line (joined errors have several).
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // loadSummary fills the status fields that come from the store (anchor,
 // last losses) for a run that is not computing.
@@ -172,7 +208,7 @@ func (s *Scheduler) get(name string) (*run, error) {
 	defer s.mu.Unlock()
 	r, ok := s.mu.runs[name]
 	if !ok {
-		return nil, fmt.Errorf("run %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("run %q: %w", clip(name), ErrNotFound)
 	}
 	return r, nil
 }
@@ -188,9 +224,15 @@ func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
 	if cfg.DataPath == "" && cfg.Dataset == "fashion-mnist" && s.opts.DataDir != "" {
 		cfg.DataPath = s.opts.DataDir
 	}
+	// Admission control before anything is loaded, allocated or stored.
+	if _, err := admit(cfg, s.opts); err != nil {
+		return api.RunStatus{}, err
+	}
 	// Load the data now so that a missing data set is a clear error of the
 	// request rather than a failed run.
-	d, err := s.loadData(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dataTimeout())
+	defer cancel()
+	d, err := s.loadData(ctx, cfg)
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -306,11 +348,20 @@ func (s *Scheduler) Pause(name string) (api.RunStatus, error) {
 }
 
 // Resume restarts a paused run. Resuming a running or done run changes
-// nothing; a failed run cannot be resumed (ErrConflict).
+// nothing. A run that failed to start (FailedStep 0: its records could not
+// be read, it is over the limits, its data set could not be loaded) is
+// revived once the cause is gone: the records are read again, admission
+// and the data set are checked, and it runs on from where it stopped; while
+// the cause remains the error says why (ErrTooLarge, ErrConflict). A run
+// that failed while computing (divergence, a store error at a step) stays
+// failed (ErrConflict): its results would fail again the same way.
 func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 	r, err := s.get(name)
 	if err != nil {
 		return api.RunStatus{}, err
+	}
+	if st := r.state(); st.State == ckpt.StateFailed && st.FailedStep == 0 {
+		return s.revive(r)
 	}
 	failed := false
 	err = r.update(func(st *ckpt.RunState) bool {
@@ -329,6 +380,43 @@ func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 	if failed {
 		return api.RunStatus{}, fmt.Errorf("run %q has failed and cannot resume: %w", name, ErrConflict)
 	}
+	s.startIfRunning(r)
+	return r.status(), nil
+}
+
+// revive is Resume of a run that failed to start.
+func (s *Scheduler) revive(old *run) (api.RunStatus, error) {
+	name := old.name
+	old.stop()
+	cfg, st, err := s.store.Run(name)
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", clip(name), ErrConflict, err)
+	}
+	if _, err := admit(cfg, s.opts); err != nil {
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dataTimeout())
+	defer cancel()
+	if _, err := s.loadData(ctx, cfg); err != nil {
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", clip(name), ErrConflict, err)
+	}
+	if st.State == ckpt.StateFailed && st.FailedStep == 0 {
+		st.State, st.Reason = ckpt.StateRunning, ""
+	}
+	r := newRun(s, cfg, st)
+	r.loadSummary()
+	s.mu.Lock()
+	if s.mu.runs[name] != old {
+		s.mu.Unlock()
+		return api.RunStatus{}, fmt.Errorf("run %q changed while resuming: %w", clip(name), ErrConflict)
+	}
+	if err := s.store.PutState(name, st); err != nil {
+		s.mu.Unlock()
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+	}
+	s.mu.runs[name] = r
+	s.mu.Unlock()
+	s.event(name, "resumed after failure")
 	s.startIfRunning(r)
 	return r.status(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"math"
 
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
 )
 
 // forwardChunk is how many forward steps are logged per store transaction
@@ -36,7 +35,6 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	prev := make([]float32, cfg.Dim)
 	copy(prev, theta)
 	ev := env.evaluators()
-	sampler := nn.NewSampler(env.train.N, cfg.Batch, cfg.Seed)
 	var chunk []ckpt.ForwardStep
 	var lastLoss = math.NaN()
 
@@ -80,7 +78,8 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		if ctx.Err() != nil {
 			return flush()
 		}
-		sampler.Batch(n, env.log.Batch(n))
+		// The batch comes from env.log (the run's sampler), as for every
+		// other application of T_n.
 		sgd.Apply(n, theta)
 		r.s.met.ops.Add(1)
 		eval := evalDue(cfg, n)

@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
@@ -286,11 +289,25 @@ func (s *server) batches(w http.ResponseWriter, r *http.Request) {
 // fields, trailing data, an empty body and a body over the limit are errors.
 // The Content-Type is not checked: `curl -d '{…}'` sends a form type, and
 // the body has to be valid JSON anyway.
+//
+// Field names must match exactly: encoding/json matches them without case
+// ("Steps" would set steps), so the keys are checked against the JSON names
+// of v's fields first (exactKeys).
 func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.maxBody)
-	dec := json.NewDecoder(body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fmt.Errorf("%w: over %d bytes", errTooLarge, mbe.Limit)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: read body: %w", errBadRequest, err)
+	}
+	if err := exactKeys(body, reflect.TypeOf(v)); err != nil {
+		return fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
 		// Exactly one value: anything after it but white space is an error.
 		if _, terr := dec.Token(); terr != io.EOF {
@@ -300,17 +317,81 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 			}
 		}
 	}
-	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &mbe):
-		return fmt.Errorf("%w: over %d bytes", errTooLarge, mbe.Limit)
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf("%w: empty body, want a JSON object", errBadRequest)
 	default:
 		return fmt.Errorf("%w: invalid JSON body: %s", errBadRequest, oneLine(err.Error()))
 	}
+}
+
+// exactKeys checks that every key of the JSON object in body is exactly
+// the JSON name of a field of t (a struct or a pointer to one), recursing
+// into fields that are structs. Anything that is not an object is left to
+// the decoder, which reports it.
+func exactKeys(body []byte, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil || obj == nil {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	folded := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+		folded[strings.ToLower(name)] = name
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		ft, ok := fields[k]
+		if !ok {
+			if want, ok := folded[strings.ToLower(k)]; ok {
+				return fmt.Errorf("unknown field %q (field names are case-sensitive: %q)", clip(k), want)
+			}
+			return fmt.Errorf("unknown field %q", clip(k))
+		}
+		if err := exactKeys(obj[k], ft); err != nil {
+			return fmt.Errorf("in %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// maxEcho is how many bytes of a client's string an error repeats.
+const maxEcho = 64
+
+// clip shortens a client's string for an error message.
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.ToValidUTF8(s[:cut], "") + fmt.Sprintf("…(%d bytes)", len(s))
 }
 
 func isSyntax(err error) bool {
@@ -332,7 +413,7 @@ func enumParam(v, def string, allowed ...string) (string, error) {
 	if v == "" {
 		return "", fmt.Errorf("%w: query parameter kind is required (%s)", errBadRequest, strings.Join(allowed, "|"))
 	}
-	return "", fmt.Errorf("%w: kind=%q, want %s", errBadRequest, v, strings.Join(allowed, "|"))
+	return "", fmt.Errorf("%w: kind=%q, want %s", errBadRequest, clip(v), strings.Join(allowed, "|"))
 }
 
 // intParam parses a non-negative decimal query value ≥ min; empty means def.
@@ -342,7 +423,7 @@ func intParam(v, name string, def, min int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s=%q is not an integer", errBadRequest, name, v)
+		return 0, fmt.Errorf("%w: %s=%q is not an integer", errBadRequest, name, clip(v))
 	}
 	if n < min {
 		return 0, fmt.Errorf("%w: %s=%d, want ≥ %d", errBadRequest, name, n, min)
@@ -359,6 +440,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	code := errorStatus(err)
 	msg := oneLine(err.Error())
+	if code == http.StatusServiceUnavailable && errors.Is(err, scheduler.ErrBusy) {
+		// Saturated, not stopping: the client may come back soon.
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
 	if code >= 500 {
 		s.log.Error("server: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {
@@ -379,20 +464,37 @@ func errorStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, scheduler.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, scheduler.ErrBusy):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError
 	}
 }
 
+// retryAfterSeconds is the Retry-After of a 503 for a saturated backend
+// (scheduler.ErrBusy): a recomputation takes from milliseconds to seconds.
+const retryAfterSeconds = 1
+
 func isClientGone(r *http.Request) bool {
 	return r.Context().Err() != nil
 }
 
+// maxErrorBytes caps an error body's message: whatever a backend puts in an
+// error (a client's string, a store's dump of a record), the answer stays
+// one short line.
+const maxErrorBytes = 1 << 10
+
 // writeError writes the one-line JSON error body.
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, api.Error{Error: oneLine(msg)})
+	msg = oneLine(msg)
+	if len(msg) > maxErrorBytes {
+		cut := maxErrorBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	writeJSON(w, code, api.Error{Error: msg})
 }
 
 // writeJSON writes v as one line of JSON. HTML escaping is off: messages

@@ -6,7 +6,7 @@ import "github.com/replay-sgd/replay/api"
 var resumeCmd = command{
 	name:     "resume",
 	synopsis: "RUN",
-	summary:  "resume a paused run where it stopped",
+	summary:  "resume a paused run, or revive one that could not start once its cause is fixed",
 	example:  "replayctl resume fmnist",
 	run:      stateChange((*api.Client).Resume),
 }

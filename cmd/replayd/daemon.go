@@ -71,7 +71,8 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		}
 	}
 
-	store, err := ckpt.Open(ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log))
+	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log)
+	store, err := ckpt.Open(storeOpts)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -81,11 +82,19 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		}
 	}()
 
+	maxMem, maxDisk, err := runLimits(cfg)
+	if err != nil {
+		return err
+	}
 	sched, err := scheduler.New(store, scheduler.DefaultOptions().
 		WithWindow(cfg.window).
 		WithWorkers(cfg.workers).
 		WithMaxLag(cfg.maxLag).
 		WithDataDir(cfg.datasetDir).
+		WithMaxParams(scheduler.MaxParamsForValueSize(storeOpts.ValueLogFileSize)).
+		WithMaxRunMemory(maxMem).
+		WithMaxRunDisk(maxDisk).
+		WithQuerySlots(cfg.querySlots).
 		WithLogger(log))
 	if err != nil {
 		return err
@@ -115,7 +124,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		where = ln.Addr().String() // the port chosen for ":0"
 	}
 	log.Info("replayd started", "listen", where, "data_dir", cfg.dataDir, "memory_limit_mib", cfg.memLimitMiB,
-		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid())
+		"window", cfg.window, "workers", cfg.workers, "auth", cfg.token != "", "pid", os.Getpid(),
+		"max_run_memory", scheduler.FormatBytes(maxMem), "max_run_disk", scheduler.FormatBytes(maxDisk),
+		"max_params", scheduler.MaxParamsForValueSize(storeOpts.ValueLogFileSize), "query_slots", cfg.querySlots)
 	if ready != nil {
 		ready(where)
 	}
@@ -130,6 +141,23 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	}
 	log.Info("replayd stopped")
 	return nil
+}
+
+// runLimits returns the per-run memory and disk limits: the flags when
+// given, else the machine's defaults (limits.go).
+func runLimits(cfg config) (mem, disk int64, err error) {
+	mem, disk = cfg.maxRunMemory.n, cfg.maxRunDisk.n
+	if !cfg.maxRunMemory.set {
+		mem = defaultRunMemory(totalMemory(), cfg.memLimitMiB)
+	}
+	if !cfg.maxRunDisk.set {
+		free, err := freeDisk(cfg.dataDir)
+		if err != nil {
+			return 0, 0, err
+		}
+		disk = defaultRunDisk(free)
+	}
+	return mem, disk, nil
 }
 
 // signalHandler returns a component that ends at the first signal on sigs

@@ -6,6 +6,16 @@
 //	replayd [--data-dir DIR] [--listen ADDR] [--window N] [--workers N]
 //	        [--log-level L] [--log-format text|json] [--run-preset NAME]
 //	        [--auth-token T] [--max-lag N] [--dataset-dir DIR] [--shutdown-timeout D]
+//	        [--memory-limit MiB] [--max-run-memory SIZE] [--max-run-disk SIZE] [--query-slots N]
+//
+// Admission control: every run is checked at creation (and at start) against
+// a per-run memory and disk limit and the store's largest value (4 bytes per
+// parameter in one value-log file); one over them is refused with one line
+// naming the estimate and the limit. The defaults come from the machine when
+// the daemon starts (limits.go): memory, half the machine's, at most
+// 4 × --memory-limit but at least 1 GiB; disk, half the free space of the
+// data directory. A stored run that cannot start is failed with its reason;
+// the daemon serves the others (`replayctl resume` revives it).
 //
 // The daemon is a group of components, each a Run(ctx) error (the
 // Prometheus run.Group pattern on errgroup): the scheduler, the HTTP server

@@ -40,6 +40,10 @@ type config struct {
 	runPreset   string
 	shutdownMax time.Duration
 	memLimitMiB int // soft Go heap limit; 0 = none; −1 = GOMEMLIMIT decides
+	// Per-run admission limits in bytes; not set: derived from the machine
+	// when the daemon starts (limits.go).
+	maxRunMemory, maxRunDisk byteSize
+	querySlots               int
 }
 
 const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
@@ -74,6 +78,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
 	fs.IntVar(&c.memLimitMiB, "memory-limit", defaultMemLimitMiB, "soft limit of the Go heap in MiB (runtime/debug.SetMemoryLimit; 0: none; ignored when GOMEMLIMIT is set)")
+	fs.Var(&c.maxRunMemory, "max-run-memory", memoryRule)
+	fs.Var(&c.maxRunDisk, "max-run-disk", diskRule)
+	fs.IntVar(&c.querySlots, "query-slots", scheduler.DefaultQuerySlots, "most recomputations for API queries (params, verify) at once; more get 503 with Retry-After")
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
@@ -130,6 +137,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	}
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
 		c.memLimitMiB = -1
+	}
+	if c.querySlots < 1 || c.querySlots > 1024 {
+		errs = append(errs, fmt.Errorf("--query-slots %d: must be in [1, 1024]", c.querySlots))
 	}
 	if c.shutdownMax <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v: must be > 0", c.shutdownMax))

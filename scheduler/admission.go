@@ -1,0 +1,285 @@
+package scheduler
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nn"
+)
+
+// Admission control: before a run is stored (Create) or started again
+// (New, Resume) its memory and disk are estimated from its configuration
+// alone — no data loaded, no vector allocated — and a run whose estimate
+// exceeds Options.MaxParams, MaxRunMemory or MaxRunDisk is refused with one
+// line naming the estimate, its largest part and the limit.
+//
+// The estimate is an upper bound of what the run holds at once under the
+// bounds of doc.go ("Pacing and memory bounds"), not of what it allocates
+// over time: the garbage collector's headroom (bounded by the daemon's soft
+// memory limit) and Badger's write amplification are not counted.
+
+// Sizes used by the estimate.
+const (
+	// recOverhead is the bytes a stored record costs beyond its value: the
+	// key (a run name of at most maxNameLen bytes, the kind and up to two
+	// 8-byte numbers) and Badger's entry headers in the LSM tree and the
+	// value log.
+	recOverhead = 128
+	// blobHeader is the header of a parameter or batch record (ckpt's
+	// msgpack [n, crc, bin]).
+	blobHeader = 20
+	// metricsRecBytes bounds one msgpack-encoded ckpt.Metrics record
+	// (eight named fields).
+	metricsRecBytes = 128
+	// evalChunk is nn's evaluation chunk: an evaluator's scratch holds at
+	// most this many samples.
+	evalChunk = 256
+)
+
+// DefaultMaxParams is the parameter limit for the store's default value-log
+// file size (ckpt.DefaultOptions): Badger refuses a value larger than one
+// value-log file, and a checkpoint is one value of 4 bytes per parameter.
+var DefaultMaxParams = MaxParamsForValueSize(ckpt.DefaultOptions("").ValueLogFileSize)
+
+// MaxParamsForValueSize is the largest model whose parameter vector fits one
+// store value of at most valueLogFileSize bytes (ckpt.Options.ValueLogFileSize).
+func MaxParamsForValueSize(valueLogFileSize int64) int64 {
+	return max(0, (valueLogFileSize-blobHeader)/4)
+}
+
+// Part is one term of an Estimate.
+type Part struct {
+	Name  string
+	Bytes int64
+}
+
+// Estimate is what a run is predicted to need.
+type Estimate struct {
+	Params int64
+	// Memory is the bytes the run holds at once at most; MemoryParts its
+	// terms (they sum to Memory).
+	Memory      int64
+	MemoryParts []Part
+	// Disk is the bytes the run's records take in the store once it is
+	// done; DiskParts its terms.
+	Disk      int64
+	DiskParts []Part
+}
+
+// dataSizes are the sizes of a data set's splits and what the loaded data
+// set holds in memory (nn.Dataset: Fashion-MNIST's pixels as bytes, float32
+// elsewhere, one-hot targets and labels).
+type dataSizes struct {
+	in, out, train, test int
+	bytes                int64
+}
+
+func dataSizesOf(name string) (dataSizes, bool) {
+	in, out, train, ok := datasetShape(name)
+	if !ok {
+		return dataSizes{}, false
+	}
+	d := dataSizes{in: in, out: out, train: train, test: train}
+	switch name {
+	case "fashion-mnist":
+		d.test = 10000
+		n := int64(d.train + d.test)
+		d.bytes = n*int64(in) + 4*n*int64(out) + 4*n
+	default:
+		n := int64(d.train + d.test)
+		d.bytes = 4 * n * int64(in+out)
+	}
+	return d, true
+}
+
+// estimate computes cfg's Estimate under opts. It fails only for a spec that
+// Resolve would refuse (unknown data set or model).
+func estimate(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
+	d, ok := dataSizesOf(cfg.Dataset)
+	if !ok {
+		return Estimate{}, fmt.Errorf("data set %q: %w", clip(cfg.Dataset), ErrInvalid)
+	}
+	sz, err := nn.SizeOf(cfg.Model, d.in, d.out)
+	if err != nil {
+		return Estimate{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	var e Estimate
+	e.Params = sz.Params
+	vec := 4 * sz.Params // one parameter vector, float32
+	w := int64(opts.Workers)
+	slots := int64(opts.querySlots())
+
+	// Memory. Vectors of the run: 2·Workers + 4 in flight, in the reorder
+	// buffer, at the frontier, the anchor start and the trainer's two;
+	// Workers + 1 recycled; two more for an adaptive trial (doc.go).
+	vectors := 3*w + 5
+	if cfg.ResetPolicy == PolicyImprove {
+		vectors += 2
+	}
+	// Forward cursors: the backward loop's, and for sliding windows each
+	// worker's (its cursor and the window start).
+	vectors++
+	if cfg.Strategy == StrategySliding {
+		vectors += 2 * w
+	}
+	// A recomputation of Params or Verify: the result, the anchor start
+	// and a forward cursor.
+	vectors += 3 * slots
+	// Scratch of every goroutine applying operators or evaluating: the
+	// workers, the trainer, the backward loop and the query slots, each an
+	// SGD engine over a batch and two evaluators over ≤ evalChunk samples.
+	width := int64(d.in) + 2*sz.Units
+	evalTrain, evalTest := evalSamples(cfg.EvalSize, d.train), evalSamples(cfg.EvalSize, d.test)
+	engine := 4 * width * (int64(cfg.Batch) + min(evalChunk, evalTrain) + min(evalChunk, evalTest))
+	scratch := (w + 2 + slots) * engine
+	// The memo of a memo run (the backward loop's; an affine one also per
+	// query slot, which recomputes with a fresh prefix).
+	var memo int64
+	if cfg.Strategy == StrategyMemo {
+		if rows, cols, affine := affineShape(cfg, d); affine {
+			memo = (1 + slots) * (8*(3*rows*cols+cols*cols) + vec)
+		} else {
+			memo = opts.MemoBudget
+		}
+	}
+	// The batch log: whole epochs of the sampler in a bounded cache.
+	batchLog := int64(batchLogSlots(opts)+1) * 4 * int64(d.train)
+	subsets := 4 * (evalTrain + evalTest)
+	e.MemoryParts = []Part{
+		{"parameter vectors", vectors * vec},
+		{"scratch", scratch},
+		{"memo", memo},
+		{"batch log", batchLog},
+		{"data set", d.bytes + subsets},
+	}
+
+	// Disk: the live records of a finished run.
+	steps := int64(cfg.Steps)
+	checkpoints := steps/int64(cfg.CheckpointEvery) + 2 // θ0, every CheckpointEvery, the last
+	segments := int64(len(cfg.ResetAt)) + 2             // init, resets, backward_from
+	if cfg.Strategy == StrategyWindow {
+		segments += ceilDiv(steps, int64(cfg.Window))
+	}
+	paramRec := vec + blobHeader + recOverhead
+	metricsRec := int64(metricsRecBytes + recOverhead)
+	e.DiskParts = []Part{
+		{"checkpoints", checkpoints * paramRec},
+		{"batch log", steps * (4*int64(cfg.Batch) + blobHeader + recOverhead)},
+		// Forward metrics, backward metrics of the segment and the latest
+		// backward metrics of every step.
+		{"metrics", 3 * steps * metricsRec},
+		// Each segment's anchor start and the iterate kept at its step,
+		// and the last backward iterate.
+		{"anchors", (2*segments + 1) * paramRec},
+	}
+	e.Memory, e.Disk = sum(e.MemoryParts), sum(e.DiskParts)
+	return e, nil
+}
+
+// affineShape is nn.SGD.AffineShape from the configuration: whether the
+// run's operators are affine and the matrix view of θ.
+func affineShape(cfg ckpt.RunConfig, d dataSizes) (rows, cols int64, affine bool) {
+	if cfg.Loss != "mse" && cfg.Loss != "quadratic" {
+		return 0, 0, false
+	}
+	switch cfg.Model {
+	case "scalar":
+		return 1, 1, true
+	case "linear":
+		return int64(d.out), int64(d.in) + 1, true
+	}
+	return 0, 0, false
+}
+
+// evalSamples is the size of nn.FixedSubset(n, size, ·).
+func evalSamples(size, n int) int64 {
+	if size <= 0 || size >= n {
+		return int64(n)
+	}
+	return int64(size)
+}
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
+
+func sum(ps []Part) int64 {
+	var t int64
+	for _, p := range ps {
+		t += p.Bytes
+	}
+	return t
+}
+
+// largest returns the name of the largest part.
+func largest(ps []Part) Part {
+	var best Part
+	for _, p := range ps {
+		if p.Bytes > best.Bytes {
+			best = p
+		}
+	}
+	return best
+}
+
+// admit checks cfg against the limits of opts: the model's size first (it
+// is what the store can hold at all), then memory, then disk. The error
+// wraps ErrTooLarge (and so ErrInvalid) and is one line.
+func admit(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
+	e, err := estimate(cfg, opts)
+	if err != nil {
+		return e, err
+	}
+	if opts.MaxParams > 0 && e.Params > opts.MaxParams {
+		return e, fmt.Errorf("model %s has %d parameters (%s per vector), more than the limit of %d (one store value): %w",
+			clip(cfg.Model), e.Params, FormatBytes(4*e.Params), opts.MaxParams, ErrTooLarge)
+	}
+	if opts.MaxRunMemory > 0 && e.Memory > opts.MaxRunMemory {
+		p := largest(e.MemoryParts)
+		return e, fmt.Errorf("run needs an estimated %s of memory (%s %s), more than the limit of %s per run (--max-run-memory): %w",
+			FormatBytes(e.Memory), p.Name, FormatBytes(p.Bytes), FormatBytes(opts.MaxRunMemory), ErrTooLarge)
+	}
+	if opts.MaxRunDisk > 0 && e.Disk > opts.MaxRunDisk {
+		p := largest(e.DiskParts)
+		return e, fmt.Errorf("run needs an estimated %s of disk (%s %s), more than the limit of %s per run (--max-run-disk): %w",
+			FormatBytes(e.Disk), p.Name, FormatBytes(p.Bytes), FormatBytes(opts.MaxRunDisk), ErrTooLarge)
+	}
+	return e, nil
+}
+
+// FormatBytes writes n in binary units with three significant digits
+// ("40.6 GiB", "512 B").
+func FormatBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f %ciB", v, units[i])
+	case v >= 10:
+		return fmt.Sprintf("%.1f %ciB", v, units[i])
+	}
+	return fmt.Sprintf("%.2f %ciB", v, units[i])
+}
+
+// maxEcho is how many bytes of a user's string an error message repeats.
+const maxEcho = 64
+
+// clip shortens s for an error message: a name or spec of any length is
+// echoed in at most maxEcho bytes and its length.
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.ToValidUTF8(s[:cut], "") + fmt.Sprintf("…(%d bytes)", len(s))
+}
