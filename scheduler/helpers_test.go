@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,9 +96,22 @@ func (h *harness) create(spec api.RunSpec) api.RunStatus {
 	return st
 }
 
-// wait polls until the run's state is one of states (a deadline only
-// guards against hangs; it is not a speed requirement).
+// wait waits until the run's state is one of states (see waitUntil); a run
+// that fails meanwhile fails the test at once.
 func (h *harness) wait(name string, states ...string) api.RunStatus {
+	h.t.Helper()
+	return h.waitUntil(fmt.Sprintf("state %v", states), func(st api.RunStatus) bool {
+		if st.State == ckpt.StateFailed && !slices.Contains(states, ckpt.StateFailed) {
+			h.t.Fatalf("run %s failed: %s", name, st.Reason)
+		}
+		return slices.Contains(states, st.State)
+	}, name)
+}
+
+// waitUntil polls cond until it holds. The polling interval is not a
+// synchronisation, and the deadline only guards against hangs: it is not a
+// speed requirement, so a loaded machine only makes the test slower.
+func (h *harness) waitUntil(what string, cond func(api.RunStatus) bool, name string) api.RunStatus {
 	h.t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -104,18 +119,13 @@ func (h *harness) wait(name string, states ...string) api.RunStatus {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		for _, s := range states {
-			if st.State == s {
-				return st
-			}
-		}
-		if st.State == ckpt.StateFailed {
-			h.t.Fatalf("run %s failed: %s", name, st.Reason)
+		if cond(st) {
+			return st
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("run %s still %s (forward %d, backward %d), want %v", name, st.State, st.ForwardStep, st.BackwardStep, states)
+			h.t.Fatalf("run %s: still waiting for %s after 3 min (%s, forward %d, backward %d)", name, what, st.State, st.ForwardStep, st.BackwardStep)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
