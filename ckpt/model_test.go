@@ -379,10 +379,15 @@ func (m *modelTest) verify() {
 }
 
 func TestModel(t *testing.T) {
-	// Four simulations, seeds base … base+3; subtest "TestModel/<seed>" is
-	// replayed alone with REPLAYTEST_SEED=<seed> -run 'TestModel/^<seed>$'.
+	// Four simulations (one with -short, which the race run of make test
+	// uses), seeds base … base+3; subtest "TestModel/<seed>" is replayed
+	// alone with REPLAYTEST_SEED=<seed> -run 'TestModel/^<seed>$'.
 	base := testseed.Seed(t)
-	for i := range uint64(4) {
+	sims := uint64(4)
+	if testing.Short() {
+		sims = 1
+	}
+	for i := range sims {
 		seed := base + i
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Logf("seed %d (%s=%d go test ./ckpt -run 'TestModel/^%d$' to repeat)", seed, testseed.Env, seed, seed)

@@ -144,7 +144,7 @@ func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	train, _, err := nn.LoadDataset(cfg.Dataset, cfg.DataPath, cfg.Seed)
+	train, err := oracleData(cfg.Dataset, cfg.DataPath, cfg.Seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +172,32 @@ func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
 		o.fwd = append(o.fwd, th)
 	}
 	return o
+}
+
+// oracleData loads a training set once per test binary: decoding
+// Fashion-MNIST takes seconds under the race detector, and the oracle is
+// built several times per test. Data sets are read-only once loaded.
+func oracleData(name, dir string, seed uint64) (*nn.Dataset, error) {
+	oracleSets.mu.Lock()
+	defer oracleSets.mu.Unlock()
+	k := fmt.Sprint(name, "\x00", dir, "\x00", seed)
+	if d, ok := oracleSets.m[k]; ok {
+		return d, nil
+	}
+	train, _, err := nn.LoadDataset(name, dir, seed)
+	if err != nil {
+		return nil, err
+	}
+	if oracleSets.m == nil {
+		oracleSets.m = map[string]*nn.Dataset{}
+	}
+	oracleSets.m[k] = train
+	return train, nil
+}
+
+var oracleSets struct {
+	mu sync.Mutex
+	m  map[string]*nn.Dataset
 }
 
 // Forward implements replay.ForwardSource.

@@ -454,8 +454,9 @@ func TestDivergenceFailsOnlyThatRun(t *testing.T) {
 	}
 }
 
-// TestResumeBitwise stops the scheduler (and closes the store) several
-// times at random points of a run and checks that every stored metric, the
+// TestResumeBitwise stops the scheduler (and closes the store) three times
+// (twice with -short, which the race run of make test uses) at random
+// points of a run and checks that every stored metric, the
 // anchors and the final parameters equal those of an uninterrupted run, bit
 // for bit.
 func TestResumeBitwise(t *testing.T) {
@@ -469,6 +470,10 @@ func TestResumeBitwise(t *testing.T) {
 	}
 	// The seed fixes the backward frontiers at which the run is stopped.
 	rng := rand.New(rand.NewPCG(testseed.Seed(t), 1))
+	interruptions := 3
+	if testing.Short() {
+		interruptions = 2
+	}
 	for i, spec := range cases {
 		spec.Name = "run"
 		spec.Seed = seed(uint64(i + 1))
@@ -483,7 +488,7 @@ func TestResumeBitwise(t *testing.T) {
 			store := openStore(t, dir)
 			h := startHarness(t, store, testOptions().WithMaxLag(40))
 			h.create(spec)
-			for k := range 3 {
+			for k := range interruptions {
 				target := rng.IntN(spec.Steps)
 				h.waitUntil(fmt.Sprintf("backward step %d", target), func(st api.RunStatus) bool {
 					return st.BackwardStep >= target || st.State != ckpt.StateRunning
