@@ -148,6 +148,9 @@ func life(t *testing.T, dir string, rng *rand.Rand, kill int) []string {
 		}
 		close(lines)
 	}()
+	// The sleeps below are not synchronisation: a random delay puts the
+	// kill at a random point of the writer's work (in the first 40 ms, or
+	// up to 3 ms after its kill-th acknowledgement).
 	var got []string
 	if kill == 0 {
 		time.Sleep(time.Duration(rng.IntN(40_000)) * time.Microsecond)
