@@ -113,7 +113,7 @@ func (h *harness) wait(name string, states ...string) api.RunStatus {
 // speed requirement, so a loaded machine only makes the test slower.
 func (h *harness) waitUntil(what string, cond func(api.RunStatus) bool, name string) api.RunStatus {
 	h.t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		st, err := h.s.Status(name)
 		if err != nil {
@@ -123,7 +123,7 @@ func (h *harness) waitUntil(what string, cond func(api.RunStatus) bool, name str
 			return st
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("run %s: still waiting for %s after 3 min (%s, forward %d, backward %d)", name, what, st.State, st.ForwardStep, st.BackwardStep)
+			h.t.Fatalf("run %s: still waiting for %s after 10 min (%s, forward %d, backward %d)", name, what, st.State, st.ForwardStep, st.BackwardStep)
 		}
 		time.Sleep(time.Millisecond)
 	}

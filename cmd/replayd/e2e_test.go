@@ -33,8 +33,16 @@ import (
 // in well under a second. The bound leaves room for a 2-core machine
 // loaded by other work (scheduling delays, a Badger flush and sync at
 // close), while a shutdown that waited for a job or a client would take
-// the 20 s hang guard of stop.
+// the hang guard of stop.
 const shutdownBound = 10 * time.Second
+
+// Hang guards: deadlines that only turn a hang into a failure, far above
+// what a loaded 2-core machine takes (a start or an exit in seconds, a
+// test run in well under a minute), so they never decide a result.
+const (
+	hangGuard = time.Minute     // a start, an exit, a health check
+	runGuard  = 5 * time.Minute // a run to completion, or to a step
+)
 
 // replaydBin is the binary under test.
 var replaydBin string
@@ -100,7 +108,7 @@ func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 		}
 	})
 	d.c = api.NewClient("unix:"+d.sock, "")
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := d.c.Health(ctx)
@@ -114,7 +122,7 @@ func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replayd not healthy after 20 s: %v", err)
+			t.Fatalf("replayd not healthy after %v: %v", hangGuard, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -129,8 +137,8 @@ func (d *daemon) stop(sig syscall.Signal) time.Duration {
 	}
 	select {
 	case <-d.exited:
-	case <-time.After(20 * time.Second):
-		d.t.Fatalf("replayd did not exit 20 s after %v", sig)
+	case <-time.After(hangGuard):
+		d.t.Fatalf("replayd did not exit %v after %v", hangGuard, sig)
 	}
 	return time.Since(start)
 }
@@ -152,7 +160,7 @@ func ctx(t *testing.T) context.Context {
 // waitDone polls the run until it is done; failure is fatal.
 func (d *daemon) waitDone(name string) api.RunStatus {
 	d.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(runGuard)
 	for {
 		st, err := d.c.Status(ctx(d.t), name)
 		if err != nil {
@@ -165,7 +173,7 @@ func (d *daemon) waitDone(name string) api.RunStatus {
 			d.t.Fatalf("run %s failed: %s", name, st.Reason)
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("run %s not done after 90 s: %+v", name, st)
+			d.t.Fatalf("run %s not done after %v: %+v", name, runGuard, st)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -453,7 +461,7 @@ func TestKillRestart(t *testing.T) {
 func (d *daemon) killAt(name string, target int, byBackward bool, jitter time.Duration) string {
 	d.t.Helper()
 	var st api.RunStatus
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(runGuard)
 	for {
 		var err error
 		st, err = d.c.Status(ctx(d.t), name)
@@ -468,7 +476,7 @@ func (d *daemon) killAt(name string, target int, byBackward bool, jitter time.Du
 			break
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("run %s not at step %d after 90 s: %+v", name, target, st)
+			d.t.Fatalf("run %s not at step %d after %v: %+v", name, target, runGuard, st)
 		}
 		time.Sleep(2 * time.Millisecond) // polling interval
 	}
@@ -517,7 +525,7 @@ func runBinary(t *testing.T, env []string, args ...string) (int, string, string)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		cmd.Process.Kill()
 		t.Fatalf("replayd %v did not exit: %s", args, stderr.String())
 	}
@@ -588,10 +596,10 @@ func TestTCPAuth(t *testing.T) {
 		}
 	})
 	good := api.NewClient(addr, "e2e-token")
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for good.Health(ctx(t)) != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("replayd on TCP not healthy after 20 s")
+			t.Fatalf("replayd on TCP not healthy after %v", hangGuard)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
