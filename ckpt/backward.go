@@ -149,7 +149,7 @@ func readAnchorStart(txn *badger.Txn, name string, segment int, dst []float32) e
 		return corrupt(name, "anchor", segment, errors.New("starting point missing"))
 	}
 	if err != nil {
-		return err
+		return ioError(name, "anchor", err)
 	}
 	return readValue(item, name, "anchor", segment, func(v []byte) error { return decodeParams(v, a.Step, dst) })
 }

@@ -261,13 +261,13 @@ func (s *Store) Checkpoint(name string, step int, dst []float32) error {
 
 // readParams decodes the parameter record at key into dst. A missing key is
 // ErrNotFound; a bad record a CorruptionError of kind.
-func readParams(txn *badger.Txn, name, kind string, key []byte, step int, dst []float32) error {
+func readParams(txn recGetter, name, kind string, key []byte, step int, dst []float32) error {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("%w: run %q: %s at step %d", ErrNotFound, name, kind, step)
 	}
 	if err != nil {
-		return err
+		return ioError(name, kind, err)
 	}
 	return readValue(item, name, kind, step, func(v []byte) error { return decodeParams(v, step, dst) })
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -42,11 +43,35 @@ func TestReadConfigIOErrorIsNotCorruption(t *testing.T) {
 			_, err := getRec(failingGetter{}, runKey("r", kindAnchor, 0), new(AnchorRec), "r", "anchor", 0)
 			return err
 		},
+		"checkpoint": func() error {
+			return readParams(failingGetter{}, "r", "checkpoint", runKey("r", kindCheckpoint, 5), 5, make([]float32, 4))
+		},
 	} {
 		err := read()
-		if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, errDisk) {
-			t.Errorf("%s: a failed read gives %v; want the read error, not ErrCorrupt", name, err)
+		if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, errDisk) || !errors.Is(err, errIO) {
+			t.Errorf("%s: a failed read gives %v; want the read error (errIO), not ErrCorrupt", name, err)
 		}
+		if err != nil && strings.Count(err.Error(), "input/output error") != 1 {
+			t.Errorf("%s: message %q", name, err)
+		}
+	}
+}
+
+// The consistency checker stops at a failed read and returns it (Verify's
+// error) instead of reporting the record as a problem; corruption is a
+// problem and the check goes on.
+func TestVerifierStopsAtAFailedRead(t *testing.T) {
+	var rep VerifyReport
+	v := verifier{name: "r", rep: &rep}
+	if v.failed(corrupt("r", "batch", 3, errors.New("bad crc"))) || v.err != nil {
+		t.Fatal("corruption taken for a failed read")
+	}
+	io := readValue(fakeItem{err: errDisk}, "r", "batch", 4, func([]byte) error { return nil })
+	if !v.failed(io) || !errors.Is(v.err, errDisk) {
+		t.Fatalf("failed read not kept: %v", v.err)
+	}
+	if !v.failed(corrupt("r", "batch", 5, errors.New("bad crc"))) || !errors.Is(v.err, errDisk) {
+		t.Fatal("the check goes on after a failed read, or forgets it")
 	}
 }
 

@@ -92,6 +92,16 @@ type valueReader interface {
 	Value(fn func([]byte) error) error
 }
 
+// errIO marks a failed read (see readValue): errors.Is(err, errIO) tells
+// the consistency checker to stop and return the error instead of
+// reporting the record as a problem. It adds no text to the message.
+var errIO = errors.New("ckpt: read failed")
+
+// ioError wraps a failed read of a record of run.
+func ioError(run, kind string, err error) error {
+	return fmt.Errorf("ckpt: run %q: read %s: %w%w", run, kind, err, silent{errIO})
+}
+
 // readValue passes item's value to decode. It tells corruption from I/O:
 // a value that decode rejects, or that Badger reports as failing its
 // checksum, is a CorruptionError of (run, kind, step); any other failure to
@@ -110,7 +120,7 @@ func readValue(item valueReader, run, kind string, step int, decode func([]byte)
 	case errors.Is(err, y.ErrChecksumMismatch):
 		return corrupt(run, kind, step, err)
 	case err != nil:
-		return fmt.Errorf("ckpt: run %q: read %s: %w", run, kind, err)
+		return ioError(run, kind, err)
 	}
 	return nil
 }
@@ -124,7 +134,7 @@ func getRec(txn recGetter, key []byte, v any, run, kind string, step int) (found
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("ckpt: run %q: read %s: %w", run, kind, err)
+		return false, ioError(run, kind, err)
 	}
 	return true, readValue(item, run, kind, step, func(b []byte) error { return msgpack.Unmarshal(b, v) })
 }
