@@ -2,6 +2,11 @@
 
 // Package tools pins the modules the project depends on before every
 // package imports them, so that concurrent work does not race on go.mod.
+//
+// staticcheck is deliberately not pinned here: `make lint` runs it as
+// `go run honnef.co/go/tools/cmd/staticcheck@v0.8.2`, a fixed version from
+// the module proxy that leaves go.mod (and the versions of golang.org/x/...
+// the project builds with) alone.
 package tools
 
 import (

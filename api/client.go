@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -367,14 +366,15 @@ func (c *Client) Trajectory(ctx context.Context, name string, q TrajectoryQuery,
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var w wirePoint
-		if err := json.Unmarshal(line, &w); err != nil {
+		p, err := decodePointLine(line)
+		var se *StatusError
+		if errors.As(err, &se) {
+			return se
+		}
+		if err != nil {
 			return fmt.Errorf("api: trajectory of %s: bad line %q: %w", name, line, err)
 		}
-		if w.Error != "" {
-			return &StatusError{Code: http.StatusInternalServerError, Message: w.Error}
-		}
-		if err := fn(w.point()); err != nil {
+		if err := fn(p); err != nil {
 			return err
 		}
 	}
@@ -404,32 +404,4 @@ func (c *Client) Batches(ctx context.Context, name string) (io.ReadCloser, error
 		return nil, err
 	}
 	return resp.Body, nil
-}
-
-// wirePoint is a Point as it travels: JSON has no NaN or ±Inf, so the daemon
-// writes non-finite values as null. Decoding null into a float64 would give
-// a silent 0 (an accuracy of 0 for a regression run); wirePoint keeps the
-// difference and point() turns null back into NaN.
-type wirePoint struct {
-	Kind      string   `json:"kind"`
-	Step      int      `json:"step"`
-	Loss      *float64 `json:"loss"`
-	TestLoss  *float64 `json:"test_loss"`
-	TestAcc   *float64 `json:"test_acc"`
-	ParamNorm *float64 `json:"param_norm"`
-	StepDist  *float64 `json:"step_dist"`
-	Anchor    int      `json:"anchor"`
-	Segment   int      `json:"segment"`
-	Error     string   `json:"error"` // an in-band failure after the stream started
-}
-
-func (w *wirePoint) point() Point {
-	f := func(p *float64) float64 {
-		if p == nil {
-			return math.NaN()
-		}
-		return *p
-	}
-	return Point{Kind: w.Kind, Step: w.Step, Loss: f(w.Loss), TestLoss: f(w.TestLoss), TestAcc: f(w.TestAcc),
-		ParamNorm: f(w.ParamNorm), StepDist: f(w.StepDist), Anchor: w.Anchor, Segment: w.Segment}
 }

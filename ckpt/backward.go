@@ -63,9 +63,9 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 			return fmt.Errorf("%w: anchor at step %d, log ends at %d", ErrBeyondForward, a.Step, st.ForwardStep)
 		}
 		var old AnchorRec
-		found, err := getRec(txn, runKey(name, kindAnchor, a.Segment), &old)
+		found, err := getRec(txn, runKey(name, kindAnchor, a.Segment), &old, name, "anchor", a.Segment)
 		if err != nil {
-			return corrupt(name, "anchor", a.Segment, err)
+			return err
 		}
 		if found && (old.Step != a.Step || old.From != a.From) {
 			return fmt.Errorf("%w: segment %d is anchored at step %d from %s", ErrAnchorExists, a.Segment, old.Step, old.From)
@@ -106,12 +106,11 @@ func readAnchors(txn *badger.Txn, name string) ([]AnchorRec, error) {
 	for it.Rewind(); it.Valid(); it.Next() {
 		seg := keyNum(it.Item().Key(), len(prefix), 0)
 		var a AnchorRec
-		found, err := getRecItem(it.Item(), &a)
-		if err == nil && found && a.Segment != seg {
-			err = fmt.Errorf("%w: anchor of segment %d under the key of segment %d", errLayout, a.Segment, seg)
+		if err := getRecItem(it.Item(), &a, name, "anchor", seg); err != nil {
+			return nil, err
 		}
-		if err != nil {
-			return nil, corrupt(name, "anchor", seg, err)
+		if a.Segment != seg {
+			return nil, corrupt(name, "anchor", seg, fmt.Errorf("%w: anchor of segment %d under the key of segment %d", errLayout, a.Segment, seg))
 		}
 		out = append(out, a)
 	}
@@ -133,9 +132,9 @@ func (s *Store) AnchorStart(name string, segment int, dst []float32) error {
 
 func readAnchorStart(txn *badger.Txn, name string, segment int, dst []float32) error {
 	var a AnchorRec
-	found, err := getRec(txn, runKey(name, kindAnchor, segment), &a)
+	found, err := getRec(txn, runKey(name, kindAnchor, segment), &a, name, "anchor", segment)
 	if err != nil {
-		return corrupt(name, "anchor", segment, err)
+		return err
 	}
 	if !found {
 		return fmt.Errorf("%w: run %q: anchor of segment %d", ErrNotFound, name, segment)
@@ -150,12 +149,9 @@ func readAnchorStart(txn *badger.Txn, name string, segment int, dst []float32) e
 		return corrupt(name, "anchor", segment, errors.New("starting point missing"))
 	}
 	if err != nil {
-		return err
+		return ioError(name, "anchor", err)
 	}
-	if err := item.Value(func(v []byte) error { return decodeParams(v, a.Step, dst) }); err != nil {
-		return corrupt(name, "anchor", segment, err)
-	}
-	return nil
+	return readValue(item, name, "anchor", segment, func(v []byte) error { return decodeParams(v, a.Step, dst) })
 }
 
 // PutBackward stores backward results. Parameters are written first (with a
@@ -262,13 +258,13 @@ func (s *Store) putBackwardMetrics(name string, res []BackwardResult, st *RunSta
 				return err
 			default:
 				var old Metrics
-				err := item.Value(func(v []byte) error {
+				err := readValue(item, name, "metrics", r.Step, func(v []byte) error {
 					var err error
 					old, err = decodeMetrics(v)
 					return err
 				})
 				if err != nil {
-					return corrupt(name, "metrics", r.Step, err)
+					return err
 				}
 				if old.Segment > r.Segment {
 					continue

@@ -37,7 +37,7 @@ func flipStored(t *testing.T, dir string, v []float32, at int) string {
 		if i < 0 {
 			continue
 		}
-		if hit != "" || bytes.Index(data[i+1:], needle) >= 0 {
+		if hit != "" || bytes.Contains(data[i+1:], needle) {
 			t.Fatalf("vector stored more than once (%s, %s)", hit, f)
 		}
 		hit = f

@@ -139,6 +139,7 @@ func decodeBatch(val []byte) ([]int32, error) {
 // metricsRec is Metrics as a msgpack array (no field names: it is stored
 // once per step and trajectory).
 type metricsRec struct {
+	//lint:ignore U1000 msgpack reads the tag of this field (by reflection)
 	_msgpack  struct{} `msgpack:",as_array"`
 	Step      int
 	Loss      float64

@@ -137,13 +137,13 @@ func readBatches(txn *badger.Txn, name string, from, to int) ([][]int32, error) 
 		if step != want {
 			break
 		}
-		err := item.Value(func(v []byte) error {
+		err := readValue(item, name, "batch", step, func(v []byte) error {
 			b, err := decodeBatch(v)
 			out = append(out, b)
 			return err
 		})
 		if err != nil {
-			return nil, corrupt(name, "batch", step, err)
+			return nil, err
 		}
 		want++
 	}
@@ -193,16 +193,15 @@ func (s *Store) scanMetrics(name string, prefix []byte, from, to int, fn func(Me
 				break
 			}
 			var m Metrics
-			err := item.Value(func(v []byte) error {
+			err := readValue(item, name, "metrics", step, func(v []byte) error {
 				var err error
-				m, err = decodeMetrics(v)
+				if m, err = decodeMetrics(v); err == nil && m.Step != step {
+					err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
+				}
 				return err
 			})
-			if err == nil && m.Step != step {
-				err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
-			}
 			if err != nil {
-				return corrupt(name, "metrics", step, err)
+				return err
 			}
 			if err := fn(m); err != nil {
 				return err
@@ -262,19 +261,15 @@ func (s *Store) Checkpoint(name string, step int, dst []float32) error {
 
 // readParams decodes the parameter record at key into dst. A missing key is
 // ErrNotFound; a bad record a CorruptionError of kind.
-func readParams(txn *badger.Txn, name, kind string, key []byte, step int, dst []float32) error {
+func readParams(txn recGetter, name, kind string, key []byte, step int, dst []float32) error {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("%w: run %q: %s at step %d", ErrNotFound, name, kind, step)
 	}
 	if err != nil {
-		return err
+		return ioError(name, kind, err)
 	}
-	err = item.Value(func(v []byte) error { return decodeParams(v, step, dst) })
-	if err != nil {
-		return corrupt(name, kind, step, err)
-	}
-	return nil
+	return readValue(item, name, kind, step, func(v []byte) error { return decodeParams(v, step, dst) })
 }
 
 // NearestCheckpoint loads the checkpoint with the largest step k ≤ step into
@@ -307,8 +302,8 @@ func nearestCheckpoint(txn *badger.Txn, name string, step int, dst []float32) (i
 		return -1, fmt.Errorf("%w: run %q: checkpoint at or before step %d", ErrNotFound, name, step)
 	}
 	k := keyNum(it.Item().Key(), len(prefix), 0)
-	if err := it.Item().Value(func(v []byte) error { return decodeParams(v, k, dst) }); err != nil {
-		return k, corrupt(name, "checkpoint", k, err)
+	if err := readValue(it.Item(), name, "checkpoint", k, func(v []byte) error { return decodeParams(v, k, dst) }); err != nil {
+		return k, err
 	}
 	return k, nil
 }

@@ -8,7 +8,8 @@ import (
 	"reflect"
 	"slices"
 	"testing"
-	"time"
+
+	"github.com/replay-sgd/replay/internal/testseed"
 )
 
 // The model-based test: random operations on the store and on an in-memory
@@ -378,11 +379,18 @@ func (m *modelTest) verify() {
 }
 
 func TestModel(t *testing.T) {
-	base := uint64(time.Now().UnixNano())
-	for i := range uint64(4) {
+	// Four simulations (one with -short, which the race run of make test
+	// uses), seeds base … base+3; subtest "TestModel/<seed>" is replayed
+	// alone with REPLAYTEST_SEED=<seed> -run 'TestModel/^<seed>$'.
+	base := testseed.Seed(t)
+	sims := uint64(4)
+	if testing.Short() {
+		sims = 1
+	}
+	for i := range sims {
 		seed := base + i
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			t.Logf("seed %d", seed)
+			t.Logf("seed %d (%s=%d go test ./ckpt -run 'TestModel/^%d$' to repeat)", seed, testseed.Env, seed, seed)
 			m := &modelTest{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 2)), dir: t.TempDir(),
 				runs: map[string]*modelRun{}, names: []string{"a", "b", "a\x01", "fig3/w=4"}}
 			s, err := Open(testOptions(m.dir))

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -80,17 +81,62 @@ func corrupt(run, kind string, step int, err error) error {
 	return &CorruptionError{Run: run, Kind: kind, Step: step, Err: err}
 }
 
+// recGetter is the part of a Badger transaction the record readers use;
+// tests inject read failures through it.
+type recGetter interface {
+	Get(key []byte) (*badger.Item, error)
+}
+
+// valueReader is the part of a *badger.Item that readValue uses.
+type valueReader interface {
+	Value(fn func([]byte) error) error
+}
+
+// errIO marks a failed read (see readValue): errors.Is(err, errIO) tells
+// the consistency checker to stop and return the error instead of
+// reporting the record as a problem. It adds no text to the message.
+var errIO = errors.New("ckpt: read failed")
+
+// ioError wraps a failed read of a record of run.
+func ioError(run, kind string, err error) error {
+	return fmt.Errorf("ckpt: run %q: read %s: %w%w", run, kind, err, silent{errIO})
+}
+
+// readValue passes item's value to decode. It tells corruption from I/O:
+// a value that decode rejects, or that Badger reports as failing its
+// checksum, is a CorruptionError of (run, kind, step); any other failure to
+// read the value (the value log's file read failing, a closed database) is
+// returned wrapped, not as corruption, so that a transient read error never
+// marks a run corrupt.
+func readValue(item valueReader, run, kind string, step int, decode func([]byte) error) error {
+	var decErr error
+	err := item.Value(func(b []byte) error {
+		decErr = decode(b)
+		return decErr
+	})
+	switch {
+	case decErr != nil:
+		return corrupt(run, kind, step, decErr)
+	case errors.Is(err, y.ErrChecksumMismatch):
+		return corrupt(run, kind, step, err)
+	case err != nil:
+		return ioError(run, kind, err)
+	}
+	return nil
+}
+
 // getRec decodes the msgpack record at key into v. found is false when the
-// key is absent.
-func getRec(txn *badger.Txn, key []byte, v any) (found bool, err error) {
+// key is absent. A record that does not decode is a CorruptionError of
+// (run, kind, step); a failed read is an I/O error (see readValue).
+func getRec(txn recGetter, key []byte, v any, run, kind string, step int) (found bool, err error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, ioError(run, kind, err)
 	}
-	return true, item.Value(func(b []byte) error { return msgpack.Unmarshal(b, v) })
+	return true, readValue(item, run, kind, step, func(b []byte) error { return msgpack.Unmarshal(b, v) })
 }
 
 func setRec(txn *badger.Txn, key []byte, v any) error {
@@ -101,11 +147,13 @@ func setRec(txn *badger.Txn, key []byte, v any) error {
 	return txn.Set(key, b)
 }
 
-func readConfig(txn *badger.Txn, name string) (RunConfig, error) {
+// readConfig reads a run's configuration: ErrRunNotFound when it is absent,
+// a CorruptionError when it does not decode, the read error otherwise.
+func readConfig(txn recGetter, name string) (RunConfig, error) {
 	var cfg RunConfig
-	found, err := getRec(txn, runKey(name, kindConfig), &cfg)
+	found, err := getRec(txn, runKey(name, kindConfig), &cfg, name, "config", -1)
 	if err != nil {
-		return cfg, corrupt(name, "config", -1, err)
+		return cfg, err
 	}
 	if !found {
 		return cfg, fmt.Errorf("%w: %q", ErrRunNotFound, name)
@@ -113,11 +161,11 @@ func readConfig(txn *badger.Txn, name string) (RunConfig, error) {
 	return cfg, nil
 }
 
-func readState(txn *badger.Txn, name string) (RunState, error) {
+func readState(txn recGetter, name string) (RunState, error) {
 	var st RunState
-	found, err := getRec(txn, runKey(name, kindState), &st)
+	found, err := getRec(txn, runKey(name, kindState), &st, name, "state", -1)
 	if err != nil {
-		return st, corrupt(name, "state", -1, err)
+		return st, err
 	}
 	if !found {
 		return st, corrupt(name, "state", -1, errors.New("missing"))
@@ -284,8 +332,8 @@ func (s *Store) dropRun(name string) error {
 	return nil
 }
 
-func getRecItem(item *badger.Item, v any) (bool, error) {
-	return true, item.Value(func(b []byte) error { return msgpack.Unmarshal(b, v) })
+func getRecItem(item *badger.Item, v any, run, kind string, step int) error {
+	return readValue(item, run, kind, step, func(b []byte) error { return msgpack.Unmarshal(b, v) })
 }
 
 // checkDst checks that the run exists and dst has its dimension: a wrong

@@ -67,6 +67,9 @@ func (s *Store) Verify(name string, replay Replayer) (VerifyReport, error) {
 			return err
 		}
 		st, err := readState(txn, name)
+		if errors.Is(err, errIO) {
+			return err
+		}
 		if err != nil {
 			rep.problem("%v", err)
 			return nil
@@ -84,7 +87,7 @@ func (s *Store) Verify(name string, replay Replayer) (VerifyReport, error) {
 		v.checkpoints()
 		anchors := v.anchors()
 		v.backward(anchors)
-		return nil
+		return v.err
 	})
 	return rep, err
 }
@@ -96,6 +99,22 @@ type verifier struct {
 	st     RunState
 	rep    *VerifyReport
 	replay Replayer
+	// err is the first failed read: what cannot be read is not known to
+	// be corrupt, so Verify returns it as its error instead of a problem.
+	err error
+}
+
+// failed reports whether err is a failed read, and keeps the first one.
+// Every check stops at a failed read (the report would be incomplete).
+func (v *verifier) failed(err error) bool {
+	if v.err != nil {
+		return true
+	}
+	if errors.Is(err, errIO) {
+		v.err = err
+		return true
+	}
+	return false
 }
 
 func (v *verifier) batchLog() {
@@ -112,8 +131,11 @@ func (v *verifier) batchLog() {
 		if step > v.st.ForwardStep {
 			beyond++
 		}
-		if err := it.Item().Value(func(b []byte) error { _, err := decodeBatch(b); return err }); err != nil {
-			v.rep.problem("%v", corrupt(v.name, "batch", step, err))
+		if err := readValue(it.Item(), v.name, "batch", step, func(b []byte) error { _, err := decodeBatch(b); return err }); err != nil {
+			if v.failed(err) {
+				return
+			}
+			v.rep.problem("%v", err)
 		}
 	}
 	if want <= v.st.ForwardStep {
@@ -132,16 +154,18 @@ func (v *verifier) scanMetrics(prefix []byte, fn func(key []byte, m Metrics)) {
 		key := it.Item().KeyCopy(nil)
 		step := keyNum(key, len(key)-8, 0) // the step is the key's last number
 		var m Metrics
-		err := it.Item().Value(func(b []byte) error {
+		err := readValue(it.Item(), v.name, "metrics", step, func(b []byte) error {
 			var err error
-			m, err = decodeMetrics(b)
+			if m, err = decodeMetrics(b); err == nil && m.Step != step {
+				err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
+			}
 			return err
 		})
-		if err == nil && m.Step != step {
-			err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
-		}
 		if err != nil {
-			v.rep.problem("%v", corrupt(v.name, "metrics", step, err))
+			if v.failed(err) {
+				return
+			}
+			v.rep.problem("%v", err)
 			continue
 		}
 		fn(key, m)
@@ -175,6 +199,9 @@ func (v *verifier) checkpoints() {
 		}
 		v.rep.Checkpoints++
 		if err := readParams(v.txn, v.name, "checkpoint", runKey(v.name, kindCheckpoint, k), k, cur); err != nil {
+			if v.failed(err) {
+				return
+			}
 			// Replay from the last good checkpoint across this one.
 			v.rep.problem("%v", err)
 			continue
@@ -197,6 +224,9 @@ func (v *verifier) forward(theta []float32, from, to int, what string) bool {
 		return true
 	}
 	bs, err := readBatches(v.txn, v.name, from+1, to)
+	if err != nil && v.failed(err) {
+		return false
+	}
 	if err != nil {
 		v.rep.problem("%s: cannot replay steps %d..%d: %v", what, from+1, to, err)
 		return false
@@ -228,7 +258,9 @@ func (v *verifier) compare(stored, replayed []float32, what string) {
 func (v *verifier) anchors() map[int]AnchorRec {
 	anchors, err := readAnchors(v.txn, v.name)
 	if err != nil {
-		v.rep.problem("%v", err)
+		if !v.failed(err) {
+			v.rep.problem("%v", err)
+		}
 		return nil
 	}
 	bySeg := make(map[int]AnchorRec, len(anchors))
@@ -241,6 +273,9 @@ func (v *verifier) anchors() map[int]AnchorRec {
 			continue
 		}
 		if err := readAnchorStart(v.txn, v.name, a.Segment, start); err != nil {
+			if v.failed(err) {
+				return nil
+			}
 			v.rep.problem("%v", err)
 			continue
 		}
@@ -249,6 +284,9 @@ func (v *verifier) anchors() map[int]AnchorRec {
 		}
 		k, err := nearestCheckpoint(v.txn, v.name, a.Step, work)
 		if err != nil {
+			if v.failed(err) {
+				return nil
+			}
 			v.rep.problem("anchor of segment %d: no forward iterate to compare with: %v", a.Segment, err)
 			continue
 		}
@@ -300,8 +338,17 @@ func (v *verifier) backward(anchors map[int]AnchorRec) {
 	for it.Rewind(); it.Valid(); it.Next() {
 		seg, step := keyNum(it.Item().Key(), len(prefix), 0), keyNum(it.Item().Key(), len(prefix), 1)
 		v.rep.BackwardThetas++
-		if err := it.Item().Value(func(b []byte) error { return decodeParams(b, step, theta) }); err != nil {
-			v.rep.problem("%v", corrupt(v.name, "backward", step, fmt.Errorf("segment %d: %w", seg, err)))
+		err := readValue(it.Item(), v.name, "backward", step, func(b []byte) error {
+			if err := decodeParams(b, step, theta); err != nil {
+				return fmt.Errorf("segment %d: %w", seg, err)
+			}
+			return nil
+		})
+		if err != nil {
+			if v.failed(err) {
+				return
+			}
+			v.rep.problem("%v", err)
 		}
 	}
 }

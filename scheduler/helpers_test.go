@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,28 +96,36 @@ func (h *harness) create(spec api.RunSpec) api.RunStatus {
 	return st
 }
 
-// wait polls until the run's state is one of states (a deadline only
-// guards against hangs; it is not a speed requirement).
+// wait waits until the run's state is one of states (see waitUntil); a run
+// that fails meanwhile fails the test at once.
 func (h *harness) wait(name string, states ...string) api.RunStatus {
 	h.t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	return h.waitUntil(fmt.Sprintf("state %v", states), func(st api.RunStatus) bool {
+		if st.State == ckpt.StateFailed && !slices.Contains(states, ckpt.StateFailed) {
+			h.t.Fatalf("run %s failed: %s", name, st.Reason)
+		}
+		return slices.Contains(states, st.State)
+	}, name)
+}
+
+// waitUntil polls cond until it holds. The polling interval is not a
+// synchronisation, and the deadline only guards against hangs: it is not a
+// speed requirement, so a loaded machine only makes the test slower.
+func (h *harness) waitUntil(what string, cond func(api.RunStatus) bool, name string) api.RunStatus {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		st, err := h.s.Status(name)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		for _, s := range states {
-			if st.State == s {
-				return st
-			}
-		}
-		if st.State == ckpt.StateFailed {
-			h.t.Fatalf("run %s failed: %s", name, st.Reason)
+		if cond(st) {
+			return st
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("run %s still %s (forward %d, backward %d), want %v", name, st.State, st.ForwardStep, st.BackwardStep, states)
+			h.t.Fatalf("run %s: still waiting for %s after 10 min (%s, forward %d, backward %d)", name, what, st.State, st.ForwardStep, st.BackwardStep)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -134,7 +144,7 @@ func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	train, _, err := nn.LoadDataset(cfg.Dataset, cfg.DataPath, cfg.Seed)
+	train, err := oracleData(cfg.Dataset, cfg.DataPath, cfg.Seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +172,32 @@ func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
 		o.fwd = append(o.fwd, th)
 	}
 	return o
+}
+
+// oracleData loads a training set once per test binary: decoding
+// Fashion-MNIST takes seconds under the race detector, and the oracle is
+// built several times per test. Data sets are read-only once loaded.
+func oracleData(name, dir string, seed uint64) (*nn.Dataset, error) {
+	oracleSets.mu.Lock()
+	defer oracleSets.mu.Unlock()
+	k := fmt.Sprint(name, "\x00", dir, "\x00", seed)
+	if d, ok := oracleSets.m[k]; ok {
+		return d, nil
+	}
+	train, _, err := nn.LoadDataset(name, dir, seed)
+	if err != nil {
+		return nil, err
+	}
+	if oracleSets.m == nil {
+		oracleSets.m = map[string]*nn.Dataset{}
+	}
+	oracleSets.m[k] = train
+	return train, nil
+}
+
+var oracleSets struct {
+	mu sync.Mutex
+	m  map[string]*nn.Dataset
 }
 
 // Forward implements replay.ForwardSource.

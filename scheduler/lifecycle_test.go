@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/replay-sgd/replay/api"
@@ -60,7 +59,7 @@ func TestCreateNamesAndConflicts(t *testing.T) {
 func TestPauseResumeDelete(t *testing.T) {
 	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
 	h.create(api.RunSpec{Dataset: "regression-sin", Model: "mlp:64x2", Name: "p", Steps: 3000, Batch: 10, LR: 0.001, Window: 64})
-	time.Sleep(20 * time.Millisecond)
+	h.waitUntil("backward progress", func(st api.RunStatus) bool { return st.BackwardStep > 0 }, "p")
 	st, err := h.s.Pause("p")
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +71,15 @@ func TestPauseResumeDelete(t *testing.T) {
 	if err != nil || stored.State != ckpt.StatePaused || stored.ForwardStep != st.ForwardStep || stored.BackwardStep != st.BackwardStep {
 		t.Fatalf("stored state %+v vs status %+v (%v)", stored, st, err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	// While p is paused, a whole other run goes through the same workers:
+	// had p kept a job or its trainer going, it would have progressed.
+	h.create(api.RunSpec{Preset: "quadratic", Name: "other", Steps: 200, Window: 16})
+	h.wait("other", ckpt.StateDone)
 	if again, _ := h.s.Status("p"); again.ForwardStep != st.ForwardStep || again.BackwardStep != st.BackwardStep {
 		t.Fatalf("a paused run progressed: %+v then %+v", st, again)
+	}
+	if err := h.s.Delete("other"); err != nil {
+		t.Fatal(err)
 	}
 	if st.BackwardStep > st.ForwardStep || st.ForwardStep-max(st.BackwardStep, 0) > 64+forwardChunk {
 		t.Fatalf("lag bound broken: forward %d backward %d", st.ForwardStep, st.BackwardStep)
@@ -82,7 +87,10 @@ func TestPauseResumeDelete(t *testing.T) {
 	if _, err := h.s.Resume("p"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	// Delete a run that is computing again, not one still paused.
+	h.waitUntil("progress after resume", func(again api.RunStatus) bool {
+		return again.State == ckpt.StateRunning && again.BackwardStep > st.BackwardStep
+	}, "p")
 	if err := h.s.Delete("p"); err != nil {
 		t.Fatal(err)
 	}

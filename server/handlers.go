@@ -156,7 +156,7 @@ func (s *server) trajectory(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
-		line = appendPoint(line[:0], p)
+		line = append(api.AppendPointJSON(line[:0], p), '\n')
 		if _, err := bw.Write(line); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -296,4 +297,10 @@ func noArgs(c *command, args []string) error {
 		return usagef("%s: unexpected argument %q (see replayctl %s --help)", c.name, args[0], c.name)
 	}
 	return nil
+}
+
+// writeCSV writes rows with encoding/csv (RFC 4180 quoting: a run name with
+// a comma or a quote stays one field) and returns the first error.
+func writeCSV(w io.Writer, rows ...[]string) error {
+	return csv.NewWriter(w).WriteAll(rows)
 }

@@ -29,8 +29,7 @@ func runDelete(e *env, c *command, args []string) error {
 	case "json":
 		return writeJSON(e.stdout, map[string]any{"deleted": name})
 	case "csv":
-		_, err := fmt.Fprintf(e.stdout, "deleted\n%s\n", csvField(name))
-		return err
+		return writeCSV(e.stdout, []string{"deleted"}, []string{name})
 	}
 	_, err = fmt.Fprintf(e.stdout, "deleted run %s\n", name)
 	return err

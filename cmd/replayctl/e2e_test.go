@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,9 +32,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// go test puts its own GOROOT/bin first on PATH: this is the toolchain
+	// running the test.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		fmt.Fprintln(os.Stderr, "e2e: no go tool on PATH:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	for _, name := range []string{"replayd", "replayctl"} {
 		out := filepath.Join(dir, name)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/replay-sgd/replay/export"
 )
@@ -137,13 +138,11 @@ func runExport(e *env, c *command, args []string) error {
 		}
 		return writeJSON(e.stdout, res)
 	case "csv":
-		fmt.Fprintln(e.stdout, "run,file,bytes,kind,step")
 		k, st := kind, itoa(step)
 		if batches {
 			k, st = "batches", ""
 		}
-		_, err := fmt.Fprintf(e.stdout, "%s,%s,%d,%s,%s\n", csvField(name), csvField(out), n, k, st)
-		return err
+		return writeCSV(e.stdout, []string{"run", "file", "bytes", "kind", "step"}, []string{name, out, strconv.FormatInt(n, 10), k, st})
 	}
 	msg := e.stdout
 	if out == "-" {

@@ -32,7 +32,7 @@ func TestExportParams(t *testing.T) {
 	}
 	defer fh.Close()
 	ts, err := export.ReadSafetensors(fh)
-	if err != nil || len(ts) != 2 || ts[1].Name != "0.weight" || ts[1].Data[5] != 900 {
+	if err != nil || len(ts) != 2 || ts[1].Name != "0.weight" || ts[1].Data[0] != 900 {
 		t.Errorf("file: %v %+v", err, ts)
 	}
 	// JSON summary and stdout output.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -149,12 +148,4 @@ func fmtDuration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%ds", int(math.Ceil(d.Seconds())))
 	}
-}
-
-// csvField quotes s as one CSV field when it needs quoting.
-func csvField(s string) string {
-	if strings.ContainsAny(s, ",\"\r\n") || strings.TrimSpace(s) != s {
-		return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-	}
-	return s
 }

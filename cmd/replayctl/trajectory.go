@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
+	"encoding/csv"
 	"fmt"
 	"math"
 	"strconv"
@@ -69,61 +69,56 @@ func runTrajectory(e *env, c *command, args []string) error {
 	return err
 }
 
-// pointWriter formats a stream of points as a table, CSV or a JSON array.
+// pointWriter formats a stream of points as a table, CSV (encoding/csv) or
+// a JSON array (api.AppendPointJSON, the API's own codec: NaN as null).
 type pointWriter struct {
 	w      *bufio.Writer
+	csv    *csv.Writer // shares w's buffer (csv.NewWriter reuses a large enough *bufio.Writer)
 	format string
 	n      int
 	buf    []byte
+	rec    []string
 }
 
 func newPointWriter(w *bufio.Writer, format string) *pointWriter {
-	return &pointWriter{w: w, format: format}
+	return &pointWriter{w: w, csv: csv.NewWriter(w), format: format}
 }
 
+// csvFloat is the CSV form of a value: the shortest form that parses back
+// to the same float64; NaN prints as NaN, which pandas and numpy read.
+func csvFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
 func (p *pointWriter) write(pt api.Point) error {
-	b := p.buf[:0]
 	switch p.format {
 	case "csv":
 		if p.n == 0 {
-			for i, c := range trajectoryColumns {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = append(b, c...)
+			if err := p.csv.Write(trajectoryColumns); err != nil {
+				return err
 			}
-			b = append(b, '\n')
 		}
-		b = append(b, pt.Kind...)
-		b = append(b, ',')
-		b = strconv.AppendInt(b, int64(pt.Step), 10)
-		for _, f := range []float64{pt.Loss, pt.TestLoss, pt.TestAcc, pt.ParamNorm, pt.StepDist} {
-			b = append(b, ',')
-			b = strconv.AppendFloat(b, f, 'g', -1, 64) // NaN prints as NaN, which pandas and numpy read
-		}
-		b = append(b, ',')
-		b = strconv.AppendInt(b, int64(pt.Anchor), 10)
-		b = append(b, ',')
-		b = strconv.AppendInt(b, int64(pt.Segment), 10)
-		b = append(b, '\n')
+		p.rec = append(p.rec[:0], pt.Kind, strconv.Itoa(pt.Step), csvFloat(pt.Loss), csvFloat(pt.TestLoss),
+			csvFloat(pt.TestAcc), csvFloat(pt.ParamNorm), csvFloat(pt.StepDist), strconv.Itoa(pt.Anchor), strconv.Itoa(pt.Segment))
+		p.n++
+		return p.csv.Write(p.rec)
 	case "json":
+		b := p.buf[:0]
 		if p.n == 0 {
 			b = append(b, "[\n  "...)
 		} else {
 			b = append(b, ",\n  "...)
 		}
-		b = appendPointJSON(b, pt)
+		p.buf = api.AppendPointJSON(b, pt)
 	default:
+		b := p.buf[:0]
 		if p.n == 0 {
 			b = fmt.Appendf(b, "%-8s %8s %12s %12s %8s %12s %12s %8s\n",
 				"KIND", "STEP", "LOSS", "TEST LOSS", "TEST ACC", "PARAM NORM", "STEP DIST", "ANCHOR")
 		}
-		b = fmt.Appendf(b, "%-8s %8d %12s %12s %8s %12s %12s %8d\n", pt.Kind, pt.Step,
+		p.buf = fmt.Appendf(b, "%-8s %8d %12s %12s %8s %12s %12s %8d\n", pt.Kind, pt.Step,
 			g6(pt.Loss), g6(pt.TestLoss), acc(pt.TestAcc), g6(pt.ParamNorm), g6(pt.StepDist), pt.Anchor)
 	}
 	p.n++
-	p.buf = b
-	_, err := p.w.Write(b)
+	_, err := p.w.Write(p.buf)
 	return err
 }
 
@@ -140,13 +135,11 @@ func (p *pointWriter) close() error {
 		}
 	case "csv":
 		if p.n == 0 {
-			for i, c := range trajectoryColumns {
-				if i > 0 {
-					p.w.WriteByte(',')
-				}
-				p.w.WriteString(c)
-			}
-			_, err = p.w.WriteString("\n")
+			err = p.csv.Write(trajectoryColumns)
+		}
+		p.csv.Flush()
+		if err == nil {
+			err = p.csv.Error()
 		}
 	default:
 		if p.n == 0 {
@@ -154,34 +147,6 @@ func (p *pointWriter) close() error {
 		}
 	}
 	return err
-}
-
-// appendPointJSON writes pt with the API's field names; JSON has no NaN,
-// so non-finite values are null, as the daemon sends them.
-func appendPointJSON(b []byte, pt api.Point) []byte {
-	b = append(b, `{"kind":`...)
-	kind, _ := json.Marshal(pt.Kind) // a string always marshals
-	b = append(b, kind...)
-	b = append(b, `,"step":`...)
-	b = strconv.AppendInt(b, int64(pt.Step), 10)
-	for _, kv := range []struct {
-		k string
-		v float64
-	}{{"loss", pt.Loss}, {"test_loss", pt.TestLoss}, {"test_acc", pt.TestAcc}, {"param_norm", pt.ParamNorm}, {"step_dist", pt.StepDist}} {
-		b = append(b, `,"`...)
-		b = append(b, kv.k...)
-		b = append(b, `":`...)
-		if math.IsNaN(kv.v) || math.IsInf(kv.v, 0) {
-			b = append(b, "null"...)
-		} else {
-			b = strconv.AppendFloat(b, kv.v, 'g', -1, 64)
-		}
-	}
-	b = append(b, `,"anchor":`...)
-	b = strconv.AppendInt(b, int64(pt.Anchor), 10)
-	b = append(b, `,"segment":`...)
-	b = strconv.AppendInt(b, int64(pt.Segment), 10)
-	return append(b, '}')
 }
 
 func g6(f float64) string {

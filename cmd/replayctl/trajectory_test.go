@@ -150,7 +150,8 @@ func TestTrajectoryStreams(t *testing.T) {
 		}
 		return ps
 	}
-	f.hold, f.release = held, make(chan struct{})
+	release := make(chan struct{})
+	f.b.Locked(func() { f.b.Hold, f.b.Release = held, release })
 	w := &signalWriter{n: held * len("forward,1,1,0,0,0,0,0,0\n") * 9 / 10, reached: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
@@ -158,11 +159,11 @@ func TestTrajectoryStreams(t *testing.T) {
 	}()
 	select {
 	case <-w.reached:
-	case <-time.After(20 * time.Second):
-		close(f.release)
+	case <-time.After(time.Minute): // a hang guard: a buffering CLI never gets here
+		close(release)
 		t.Fatal("no output while the daemon held the stream: trajectory buffers everything")
 	}
-	close(f.release)
+	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 func TestVerify(t *testing.T) {
 	f := newFake(t, sampleRun("fm"))
-	f.verify = api.VerifyReport{Checkpoints: 4, Steps: 1200, OK: true}
+	f.b.Locked(func() { f.b.Report = api.VerifyReport{Checkpoints: 4, Steps: 1200, OK: true} })
 	out, _, err := f.cli("verify")
 	if err != nil || out != "run fm: 4 checkpoints, 1200 steps re-executed: ok\n" {
 		t.Errorf("%v %q", err, out)
@@ -19,8 +19,10 @@ func TestVerify(t *testing.T) {
 	if f.lastRequest() != "POST /v1/runs/fm/verify?" {
 		t.Errorf("request %s", f.lastRequest())
 	}
-	f.verify = api.VerifyReport{Checkpoints: 4, Steps: 1200, OK: false,
-		Problems: []string{"checkpoint 400: replay from 0 differs at element 17", "batch log step 812: checksum mismatch"}}
+	f.b.Locked(func() {
+		f.b.Report = api.VerifyReport{Checkpoints: 4, Steps: 1200, OK: false,
+			Problems: []string{"checkpoint 400: replay from 0 differs at element 17", "batch log step 812: checksum mismatch"}}
+	})
 	out, _, err = f.cli("verify", "--run", "fm")
 	oneLine(t, err)
 	if !errors.Is(err, errVerify) || !strings.Contains(err.Error(), "2 problem(s), first: checkpoint 400") {
