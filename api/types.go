@@ -91,3 +91,50 @@ type VerifyReport struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// Event is one event of a run's stream (GET /v1/runs/{name}/events,
+// Server-Sent Events: "id:" is ID, "event:" is Kind, "data:" is the Event as
+// JSON). IDs are "<boot>-<seq>": seq increases with every event of the
+// daemon, boot changes with every start of the daemon. A client that
+// reconnects with the last ID it saw (Last-Event-ID, or ?since=) gets the
+// events it missed; with no ID, one of an earlier daemon or one older than
+// the events the daemon keeps, the first event is a snapshot.
+type Event struct {
+	ID   string `json:"id"`
+	Run  string `json:"run"`
+	Kind string `json:"kind"`
+	// Fields are the event's values as in replayd's event log
+	// (--events): anchor has segment, step, from, reason; failed has step
+	// and reason; snapshot has why (connect | cursor | overflow).
+	Fields map[string]string `json:"fields,omitempty"`
+	// Status is the run's status, in snapshot, progress and state events.
+	Status *RunStatus `json:"status,omitempty"`
+}
+
+// Kinds of Event. The ones named after the event log carry its fields.
+const (
+	EventSnapshot       = "snapshot"        // the run's status: first event, or a resync
+	EventProgress       = "progress"        // forward step or backward frontier moved (rate-limited)
+	EventState          = "state"           // paused or resumed by request
+	EventCreated        = "created"         // the run was created
+	EventAnchor         = "anchor"          // the backward anchor moved (a reset applied)
+	EventResetScheduled = "reset-scheduled" // a reset of the spec, at creation
+	EventResetRequested = "reset-requested" // a reset requested through the API
+	EventAdaptive       = "adaptive"        // an adaptive reset decided
+	EventDone           = "done"            // every iterate is stored
+	EventFailed         = "failed"          // the run failed (fields step, reason)
+	EventDeleted        = "deleted"         // the run was deleted: the stream ends
+)
+
+// State returns the run's state after ev, or "" when ev does not tell.
+// A deleted run's state is "deleted".
+func (ev Event) State() string {
+	switch ev.Kind {
+	case EventDone, EventFailed, EventDeleted:
+		return ev.Kind
+	}
+	if ev.Status != nil {
+		return ev.Status.State
+	}
+	return ""
+}
