@@ -1,7 +1,12 @@
 package api
 
-// RunSpec is the body of POST /v1/runs (create and start a run). Zero values
-// mean "the preset's or the daemon's default".
+// RunSpec is the body of POST /v1/runs (create and start a run). An absent
+// field means "the preset's or the daemon's default". Where zero is a
+// meaningful value the field is a pointer or a slice, so absent (nil) and
+// zero differ: seed 0; backward_from 0 (backward iterates from step 1);
+// eval_every 0 (losses at the last step only); eval_size 0 (the whole
+// split); reset_at [] (no resets, whatever the preset says). For the other
+// fields zero is never valid and means absent.
 type RunSpec struct {
 	Name            string  `json:"name,omitempty"`
 	Preset          string  `json:"preset,omitempty"`
@@ -15,16 +20,20 @@ type RunSpec struct {
 	Steps           int     `json:"steps,omitempty"`
 	Seed            *uint64 `json:"seed,omitempty"`
 	Window          int     `json:"window,omitempty"`
-	Strategy        string  `json:"strategy,omitempty"` // window | sliding | full | memo
-	ResetAt         []int   `json:"reset_at,omitempty"`
+	Strategy        string  `json:"strategy,omitempty"`     // window | sliding | full | memo
+	ResetAt         []int   `json:"reset_at,omitzero"`      // nil: absent; []: none
 	ResetFrom       string  `json:"reset_from,omitempty"`   // backward | forward
 	ResetPolicy     string  `json:"reset_policy,omitempty"` // fixed | improve
 	ResetHorizon    int     `json:"reset_horizon,omitempty"`
-	BackwardFrom    int     `json:"backward_from,omitempty"`
-	EvalEvery       int     `json:"eval_every,omitempty"`
-	EvalSize        int     `json:"eval_size,omitempty"`
+	BackwardFrom    *int    `json:"backward_from,omitempty"`
+	EvalEvery       *int    `json:"eval_every,omitempty"`
+	EvalSize        *int    `json:"eval_size,omitempty"`
 	CheckpointEvery int     `json:"checkpoint_every,omitempty"`
 }
+
+// Ptr returns a pointer to v, for the optional fields of RunSpec:
+// RunSpec{EvalEvery: api.Ptr(0)}.
+func Ptr[T any](v T) *T { return &v }
 
 // AnchorInfo is a backward anchor: the step r and whether x_r is the forward
 // or the backward iterate at r.

@@ -105,7 +105,7 @@ func status(name string, steps int, resets []int) api.RunStatus {
 	seed := uint64(1)
 	return api.RunStatus{Name: name, State: "done", Steps: steps, Strategy: "full",
 		Spec: api.RunSpec{Preset: "quadratic", Model: "scalar", Dataset: "quadratic", LR: 0.1, Batch: 1,
-			Steps: steps, Seed: &seed, ResetAt: resets, ResetFrom: "backward", EvalEvery: 10}}
+			Steps: steps, Seed: &seed, ResetAt: resets, ResetFrom: "backward", EvalEvery: api.Ptr(10)}}
 }
 
 func analyze(t *testing.T, run Run) Result {
