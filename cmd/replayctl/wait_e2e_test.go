@@ -27,4 +27,13 @@ func TestE2EWaitEventDriven(t *testing.T) {
 	if !strings.HasPrefix(out, "r done: ") || strings.Count(out, "\n") != 1 {
 		t.Errorf("wait after done:\n%s", out)
 	}
+
+	// status --watch follows the same stream: a second run, from its start
+	// to its end, one JSON line per status printed.
+	d.ctl(t, "run", "start", "--preset", "quadratic", "--name", "w", "--steps", "5000", "--window", "64").ok(t, "run start w")
+	out = d.ctl(t, "status", "w", "--watch", "--interval", "1h", "-o", "json").ok(t, "status --watch")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"state":"running"`) || !strings.Contains(lines[1], `"state":"done"`) {
+		t.Errorf("status --watch -o json:\n%s", out)
+	}
 }
