@@ -87,9 +87,11 @@ func runWait(e *env, c *command, args []string) error {
 	case err == nil:
 	case e.ctx.Err() != nil:
 		return fmt.Errorf("wait: interrupted (run %s keeps running)", name)
+	case ctx.Err() != nil && st.State == "":
+		return fmt.Errorf("wait: no news of run %s from the daemon within %v", name, timeout)
 	case ctx.Err() != nil:
 		return fmt.Errorf("wait: run %s is still %s after %v (forward %d/%d, backward %d/%d)",
-			name, orUnknown(st.State), timeout, st.ForwardStep, st.Steps, st.BackwardStep, st.Steps)
+			name, st.State, timeout, st.ForwardStep, st.Steps, st.BackwardStep, st.Steps)
 	default:
 		return err
 	}
