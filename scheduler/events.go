@@ -108,6 +108,17 @@ func (b *broker) publish(ev api.Event) {
 func (b *broker) publishLocked(re *runEvents, ev api.Event) {
 	b.mu.seq++
 	ev.ID = b.id(b.mu.seq)
+	if ev.Kind == api.EventProgress {
+		// A progress event supersedes the previous one: only the latest
+		// is kept for resumption, so the kept events of a run are mostly
+		// the small event log ones and memory stays ~ kept × 300 B a run.
+		for i, old := range re.ring {
+			if old.Kind == api.EventProgress {
+				re.ring = append(re.ring[:i], re.ring[i+1:]...)
+				break
+			}
+		}
+	}
 	if len(re.ring) == b.kept {
 		re.evicted = seqOf(re.ring[0].ID)
 		copy(re.ring, re.ring[1:])

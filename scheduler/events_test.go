@@ -119,6 +119,35 @@ func TestBrokerCursorResume(t *testing.T) {
 	}
 }
 
+// TestBrokerKeepsLatestProgress: a resumed subscriber gets the event log's
+// events it missed and the latest progress only.
+func TestBrokerKeepsLatestProgress(t *testing.T) {
+	b, _ := testBroker(8, 8)
+	b.publish(anchorEv("a", 1))
+	cursor := b.id(b.mu.seq)
+	progress := func(n int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.publishLocked(b.runLocked("a"), api.Event{Run: "a", Kind: api.EventProgress, Status: &api.RunStatus{ForwardStep: n}})
+	}
+	progress(10)
+	b.publish(anchorEv("a", 2))
+	progress(20)
+	progress(30)
+	sub, err := b.subscribe("a", cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	evs, _ := next(t, sub)
+	if got := steps(evs); got != "anchor2 progress" || evs[1].Status.ForwardStep != 30 {
+		t.Errorf("resumed: %q", got)
+	}
+	if len(b.mu.runs["a"].ring) != 3 {
+		t.Errorf("kept %d events, want 3", len(b.mu.runs["a"].ring))
+	}
+}
+
 func TestBrokerStaleCursorGetsSnapshot(t *testing.T) {
 	b, f := testBroker(4, 4)
 	first := ""
