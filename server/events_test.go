@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/scheduler"
 )
 
@@ -265,5 +266,71 @@ func TestClientEvents(t *testing.T) {
 	f.mu.Unlock()
 	if !errors.Is(err, api.ErrNotFound) || calls != 1 {
 		t.Errorf("unknown run: %v after %d attempts", err, calls)
+	}
+}
+
+// TestEventsThroughScheduler: the real scheduler behind this server and
+// api.Client.Events in front: a snapshot first, the run's anchors and
+// progress, done once the state says so; after a delete the stream ends
+// and Events returns nil.
+func TestEventsThroughScheduler(t *testing.T) {
+	store, err := ckpt.Open(ckpt.DefaultOptions(t.TempDir()).WithGCInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithWorkers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sched.Create(api.RunSpec{Preset: "quadratic", Name: "q", Steps: 200, Window: 16}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(sched, Options{}))
+	defer srv.Close()
+	c := api.NewClient(srv.URL, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	kinds := make(chan string, 4096)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- c.Events(ctx, "q", "", func(ev api.Event) error {
+			kinds <- ev.Kind
+			return nil
+		})
+	}()
+	if k := <-kinds; k != api.EventSnapshot {
+		t.Fatalf("first event %s", k)
+	}
+	// The run starts only now: every later event is seen.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- sched.Run(runCtx) }()
+	defer func() {
+		stopRun()
+		<-ran
+	}()
+	seen := map[string]int{}
+	for seen[api.EventDone] == 0 {
+		select {
+		case k := <-kinds:
+			seen[k]++
+		case <-ctx.Done():
+			t.Fatalf("no done event; saw %v", seen)
+		}
+	}
+	if st, _ := sched.Status("q"); st.State != "done" || seen[api.EventAnchor] < 200/16 || seen[api.EventProgress] == 0 {
+		t.Errorf("state %s, events %v", st.State, seen)
+	}
+	if err := sched.Delete("q"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("Events after delete: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stream did not end after the run was deleted")
 	}
 }
