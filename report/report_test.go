@@ -329,7 +329,7 @@ func TestMarkdown(t *testing.T) {
 		"| 1 | 1000 (backward) | 1001–2000 | 100 |",
 		"**(a) Backward is more stable than forward — holds.**",
 		"**(c) After a reset the backward trajectory converges again — not shown.**",
-		"0.8×", "0.1×", "0.5×",
+		"0.8×", "0.1×", "0.5×", "eval every `10`",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q", want)
