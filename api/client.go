@@ -174,6 +174,11 @@ func (e *StatusError) Is(target error) bool {
 // do sends one request and returns the response of a 2xx answer; the caller
 // closes its body. Any other answer becomes a *StatusError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	return c.doHeader(ctx, method, path, query, body, nil)
+}
+
+// doHeader is do with extra request headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, query url.Values, body any, hdr http.Header) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -192,6 +197,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -404,4 +412,156 @@ func (c *Client) Batches(ctx context.Context, name string) (io.ReadCloser, error
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// Reconnection policy of Events: the delay before the first retry doubles
+// up to eventsMaxBackoff; eventsRetries attempts in a row that bring no
+// event (≈ 10 s) end the stream with the last error.
+const (
+	eventsBackoff    = 100 * time.Millisecond
+	eventsMaxBackoff = 2 * time.Second
+	eventsRetries    = 8
+)
+
+// errRunDeleted ends a stream after the run's "deleted" event.
+var errRunDeleted = errors.New("api: run deleted")
+
+// callbackError carries an error of Events' fn out of the stream reader.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+
+// Events follows the event stream of a run (GET /v1/runs/{name}/events)
+// after cursor ("" to start with a snapshot of the run's status), calling fn
+// for each event in order. When the connection drops it reconnects with
+// Last-Event-ID set to the last ID seen, so the daemon sends what was missed
+// (or a snapshot, if it no longer has it or was restarted); it retries with
+// backoff while the daemon is unreachable, answers 5xx or ends the stream,
+// for about ten seconds without an event. Events returns fn's error as is
+// (return a sentinel of your own to stop), nil after the run's "deleted"
+// event, ctx's error when ctx is done, and a *StatusError for a 4xx answer
+// (ErrNotFound: no such run).
+func (c *Client) Events(ctx context.Context, name, cursor string, fn func(Event) error) error {
+	backoff, failures := eventsBackoff, 0
+	for {
+		n, err := c.eventStream(ctx, name, cursor, func(ev Event) error {
+			cursor = ev.ID
+			return fn(ev)
+		})
+		var ce *callbackError
+		var se *StatusError
+		switch {
+		case errors.As(err, &ce):
+			return ce.err
+		case errors.Is(err, errRunDeleted):
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &se) && se.Code < 500:
+			return err
+		}
+		if n > 0 {
+			backoff, failures = eventsBackoff, 0
+		}
+		if failures++; failures > eventsRetries {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, eventsMaxBackoff)
+	}
+}
+
+// eventStream reads one connection's events; it returns how many it
+// delivered and why it stopped (never nil).
+func (c *Client) eventStream(ctx context.Context, name, cursor string, fn func(Event) error) (int, error) {
+	hdr := http.Header{"Accept": {"text/event-stream"}}
+	if cursor != "" {
+		hdr.Set("Last-Event-ID", cursor)
+	}
+	resp, err := c.doHeader(ctx, http.MethodGet, runPath(name, "events"), nil, nil, hdr)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReaderSize(resp.Body, 64<<10)
+	n := 0
+	var id, kind string
+	var data []byte
+	for {
+		line, err := readLine(rd)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, fmt.Errorf("api: event stream of %s cut short: %w", name, err)
+		}
+		if len(line) == 0 { // end of an event
+			if len(data) > 0 {
+				var ev Event
+				if err := json.Unmarshal(data, &ev); err != nil {
+					return n, fmt.Errorf("api: event stream of %s: bad event %q: %w", name, data, err)
+				}
+				if ev.ID == "" {
+					ev.ID = id
+				}
+				if ev.Kind == "" {
+					ev.Kind = kind
+				}
+				n++
+				if err := fn(ev); err != nil {
+					return n, &callbackError{err}
+				}
+				if ev.Kind == EventDeleted {
+					return n, errRunDeleted
+				}
+			}
+			id, kind, data = "", "", data[:0]
+			continue
+		}
+		if line[0] == ':' { // a comment: heartbeat
+			continue
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "id":
+			id = string(value)
+		case "event":
+			kind = string(value)
+		case "data":
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+		}
+	}
+}
+
+// maxEventLine bounds one line of an event stream.
+const maxEventLine = 1 << 20
+
+// readLine returns the next line without its end (\n or \r\n).
+func readLine(rd *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		part, err := rd.ReadSlice('\n')
+		line = append(line, part...)
+		if len(line) > maxEventLine {
+			return nil, fmt.Errorf("line over %d bytes", maxEventLine)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+		return line, nil
+	}
 }

@@ -1,7 +1,12 @@
 package api
 
-// RunSpec is the body of POST /v1/runs (create and start a run). Zero values
-// mean "the preset's or the daemon's default".
+// RunSpec is the body of POST /v1/runs (create and start a run). An absent
+// field means "the preset's or the daemon's default". Where zero is a
+// meaningful value the field is a pointer or a slice, so absent (nil) and
+// zero differ: seed 0; backward_from 0 (backward iterates from step 1);
+// eval_every 0 (losses at the last step only); eval_size 0 (the whole
+// split); reset_at [] (no resets, whatever the preset says). For the other
+// fields zero is never valid and means absent.
 type RunSpec struct {
 	Name            string  `json:"name,omitempty"`
 	Preset          string  `json:"preset,omitempty"`
@@ -15,16 +20,20 @@ type RunSpec struct {
 	Steps           int     `json:"steps,omitempty"`
 	Seed            *uint64 `json:"seed,omitempty"`
 	Window          int     `json:"window,omitempty"`
-	Strategy        string  `json:"strategy,omitempty"` // window | sliding | full | memo
-	ResetAt         []int   `json:"reset_at,omitempty"`
+	Strategy        string  `json:"strategy,omitempty"`     // window | sliding | full | memo
+	ResetAt         []int   `json:"reset_at,omitzero"`      // nil: absent; []: none
 	ResetFrom       string  `json:"reset_from,omitempty"`   // backward | forward
 	ResetPolicy     string  `json:"reset_policy,omitempty"` // fixed | improve
 	ResetHorizon    int     `json:"reset_horizon,omitempty"`
-	BackwardFrom    int     `json:"backward_from,omitempty"`
-	EvalEvery       int     `json:"eval_every,omitempty"`
-	EvalSize        int     `json:"eval_size,omitempty"`
+	BackwardFrom    *int    `json:"backward_from,omitempty"`
+	EvalEvery       *int    `json:"eval_every,omitempty"`
+	EvalSize        *int    `json:"eval_size,omitempty"`
 	CheckpointEvery int     `json:"checkpoint_every,omitempty"`
 }
+
+// Ptr returns a pointer to v, for the optional fields of RunSpec:
+// RunSpec{EvalEvery: api.Ptr(0)}.
+func Ptr[T any](v T) *T { return &v }
 
 // AnchorInfo is a backward anchor: the step r and whether x_r is the forward
 // or the backward iterate at r.
@@ -90,4 +99,51 @@ type VerifyReport struct {
 // Error is the body of every 4xx/5xx answer: one line.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// Event is one event of a run's stream (GET /v1/runs/{name}/events,
+// Server-Sent Events: "id:" is ID, "event:" is Kind, "data:" is the Event as
+// JSON). IDs are "<boot>-<seq>": seq increases with every event of the
+// daemon, boot changes with every start of the daemon. A client that
+// reconnects with the last ID it saw (Last-Event-ID, or ?since=) gets the
+// events it missed; with no ID, one of an earlier daemon or one older than
+// the events the daemon keeps, the first event is a snapshot.
+type Event struct {
+	ID   string `json:"id"`
+	Run  string `json:"run"`
+	Kind string `json:"kind"`
+	// Fields are the event's values as in replayd's event log
+	// (--events): anchor has segment, step, from, reason; failed has step
+	// and reason; snapshot has why (connect | cursor | overflow).
+	Fields map[string]string `json:"fields,omitempty"`
+	// Status is the run's status, in snapshot, progress and state events.
+	Status *RunStatus `json:"status,omitempty"`
+}
+
+// Kinds of Event. The ones named after the event log carry its fields.
+const (
+	EventSnapshot       = "snapshot"        // the run's status: first event, or a resync
+	EventProgress       = "progress"        // forward step or backward frontier moved (rate-limited)
+	EventState          = "state"           // paused or resumed by request
+	EventCreated        = "created"         // the run was created
+	EventAnchor         = "anchor"          // the backward anchor moved (a reset applied)
+	EventResetScheduled = "reset-scheduled" // a reset of the spec, at creation
+	EventResetRequested = "reset-requested" // a reset requested through the API
+	EventAdaptive       = "adaptive"        // an adaptive reset decided
+	EventDone           = "done"            // every iterate is stored
+	EventFailed         = "failed"          // the run failed (fields step, reason)
+	EventDeleted        = "deleted"         // the run was deleted: the stream ends
+)
+
+// State returns the run's state after ev, or "" when ev does not tell.
+// A deleted run's state is "deleted".
+func (ev Event) State() string {
+	switch ev.Kind {
+	case EventDone, EventFailed, EventDeleted:
+		return ev.Kind
+	}
+	if ev.Status != nil {
+		return ev.Status.State
+	}
+	return ""
 }

@@ -56,8 +56,20 @@ func writeRun(bw *bufio.Writer, r *Result) {
 		add("reset at", strings.Trim(fmt.Sprint(s.ResetAt), "[]"))
 		add("reset from", s.ResetFrom)
 	}
-	add("eval every", fmt.Sprint(s.EvalEvery))
-	add("eval size", fmt.Sprint(s.EvalSize))
+	if s.EvalEvery != nil {
+		every := fmt.Sprint(*s.EvalEvery)
+		if *s.EvalEvery == 0 {
+			every = "0 (last step only)"
+		}
+		add("eval every", every)
+	}
+	if s.EvalSize != nil {
+		size := fmt.Sprint(*s.EvalSize)
+		if *s.EvalSize == 0 {
+			size = "whole split"
+		}
+		add("eval size", size)
+	}
 	p("%s. State: **%s**", strings.Join(cfg, ", "), st.State)
 	if st.Reason != "" {
 		p(" (%s)", st.Reason)

@@ -105,7 +105,7 @@ func status(name string, steps int, resets []int) api.RunStatus {
 	seed := uint64(1)
 	return api.RunStatus{Name: name, State: "done", Steps: steps, Strategy: "full",
 		Spec: api.RunSpec{Preset: "quadratic", Model: "scalar", Dataset: "quadratic", LR: 0.1, Batch: 1,
-			Steps: steps, Seed: &seed, ResetAt: resets, ResetFrom: "backward", EvalEvery: 10}}
+			Steps: steps, Seed: &seed, ResetAt: resets, ResetFrom: "backward", EvalEvery: api.Ptr(10)}}
 }
 
 func analyze(t *testing.T, run Run) Result {
@@ -329,7 +329,7 @@ func TestMarkdown(t *testing.T) {
 		"| 1 | 1000 (backward) | 1001–2000 | 100 |",
 		"**(a) Backward is more stable than forward — holds.**",
 		"**(c) After a reset the backward trajectory converges again — not shown.**",
-		"0.8×", "0.1×", "0.5×",
+		"0.8×", "0.1×", "0.5×", "eval every `10`",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q", want)

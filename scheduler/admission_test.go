@@ -152,7 +152,7 @@ func TestBatchLogBounded(t *testing.T) {
 	store := openStore(t, t.TempDir())
 	defer store.Close()
 	h := startHarness(t, store, testOptions())
-	h.create(api.RunSpec{Name: "big", Preset: "quadratic", Batch: 1000, Steps: 10_000_000, EvalEvery: 1000})
+	h.create(api.RunSpec{Name: "big", Preset: "quadratic", Batch: 1000, Steps: 10_000_000, EvalEvery: api.Ptr(1000)})
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st, err := h.s.Status("big")
@@ -272,7 +272,7 @@ func TestUnstartableRunRevived(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, spec := range []api.RunSpec{
-		{Name: "fm", Dataset: "fashion-mnist", DataPath: data, Model: "mlp:8", Steps: 60, EvalSize: 100},
+		{Name: "fm", Dataset: "fashion-mnist", DataPath: data, Model: "mlp:8", Steps: 60, EvalSize: api.Ptr(100)},
 		{Name: "wide", Preset: "quadratic", Steps: 800, Window: 16},
 	} {
 		if _, err := s0.Create(spec); err != nil {

@@ -579,6 +579,7 @@ func (b *bwdLoop) flush() error {
 	b.pending = b.pending[:0]
 	b.removals = b.removals[:0]
 	kick(r.fwdKick)
+	r.publishProgress() // events helper: the backward frontier moved
 	return nil
 }
 

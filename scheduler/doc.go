@@ -158,6 +158,22 @@
 //
 // The events of one run come in a deterministic order (testdata/*.golden).
 //
+// The same events, parsed (api.Event: the kind and the k=v fields), feed the
+// event stream (events.go, Subscribe; GET /v1/runs/{name}/events), with
+// three more kinds: snapshot (the run's status: the first event of a
+// subscription, or a resync), progress (the forward step or the backward
+// frontier moved: published after each forward and backward store write,
+// coalesced to one per 200 ms per run, the status computed on a timer
+// goroutine rather than by the trainer or the backward loop) and state
+// (pause, resume). The broker keeps the last 256 events of each run for
+// subscribers that resume with a cursor ("<boot>-<seq>"); a cursor of an
+// earlier process, or one whose successors were dropped, gets a snapshot.
+// Publishing never blocks: a subscriber queue is bounded and, when full, is
+// replaced by a snapshot taken when the subscriber next reads. Streams end
+// with the run's deleted event and when Run returns. The broker's lock is a
+// leaf (event runs under Scheduler.mu and run.mu); statuses are computed
+// without it.
+//
 // # Concurrency
 //
 // Each run has one trainer goroutine and one backward goroutine; the

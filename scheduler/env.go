@@ -284,9 +284,10 @@ func (ev evaluators) measure(m *ckpt.Metrics, theta []float32, eval bool) {
 }
 
 // evalDue reports whether the losses of step n are measured: every
-// EvalEvery steps and at the last step.
+// EvalEvery steps and at the last step; only at the last step when
+// EvalEvery is 0 (evaluation off, but a final figure).
 func evalDue(cfg *ckpt.RunConfig, n int) bool {
-	return n%cfg.EvalEvery == 0 || n == cfg.Steps
+	return n == cfg.Steps || cfg.EvalEvery > 0 && n%cfg.EvalEvery == 0
 }
 
 // diverged describes why metrics show divergence, or "" when they do not.

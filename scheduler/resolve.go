@@ -73,24 +73,24 @@ func Presets() []Preset {
 	fm := api.RunSpec{
 		Dataset: "fashion-mnist", Model: "mlp:500x5", Init: nn.InitHe, Loss: "cross-entropy",
 		LR: 0.001, Batch: 8, Steps: 2000, ResetAt: []int{1000},
-		EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
+		EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
 	}
 	fig3 := fm
 	fig3.ResetAt = []int{1000}
 	fig3.Strategy = StrategyFull
 	return []Preset{
 		{"quadratic", "the paper's §3.1 scalar quadratic (a = 1, y ~ N(0,1), batch 1, lr 0.1)", api.RunSpec{
-			Dataset: "quadratic", Model: "scalar", Loss: "quadratic", LR: 0.1, Batch: 1, Steps: 1000, EvalEvery: 1,
+			Dataset: "quadratic", Model: "scalar", Loss: "quadratic", LR: 0.1, Batch: 1, Steps: 1000, EvalEvery: api.Ptr(1),
 		}},
 		{"regression", "the paper's A.1 regression (mlp:300x3 on 100 points of sin x, MSE)", api.RunSpec{
 			Dataset: "regression-sin", Model: "mlp:300x3", Init: nn.InitHe, Loss: "mse",
-			LR: 0.001, Batch: 10, Steps: 2000, EvalEvery: 10,
+			LR: 0.001, Batch: 10, Steps: 2000, EvalEvery: api.Ptr(10),
 		}},
 		{"fmnist-mlp", "the paper's §4 Fashion-MNIST run (mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000)", fm},
 		{"paper-fig3", "fmnist-mlp with the full backward trajectory, as the paper's Figure 3", fig3},
 		{"fmnist-linear", "least squares on Fashion-MNIST with the memoized prefix (full trajectory in linear time)", api.RunSpec{
 			Dataset: "fashion-mnist", Model: "linear", Init: nn.InitHe, Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
-			Strategy: StrategyMemo, EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
+			Strategy: StrategyMemo, EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
 		}},
 	}
 }
@@ -139,7 +139,9 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // strategy window; reset_from backward; reset_policy fixed; reset_horizon
 // min(window, 50); eval_every 10 on Fashion-MNIST, 1 elsewhere; eval_size
 // 1000 on Fashion-MNIST, the whole split elsewhere; checkpoint_every
-// ckpt.DefaultCheckpointEvery.
+// ckpt.DefaultCheckpointEvery. Absent (nil) and zero differ for seed,
+// backward_from, eval_every (0: losses at the last step only), eval_size
+// (0: the whole split) and reset_at ([]: none, also under a preset).
 func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	var problems []string
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
@@ -261,31 +263,31 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	if s.ResetHorizon < 1 {
 		bad("reset_horizon %d: must be ≥ 1", s.ResetHorizon)
 	}
-	if s.BackwardFrom < 0 || s.BackwardFrom >= s.Steps && s.Steps >= 1 {
-		bad("backward_from %d: must be in [0, steps)", s.BackwardFrom)
+	backwardFrom := deref(s.BackwardFrom, 0)
+	if backwardFrom < 0 || backwardFrom >= s.Steps && s.Steps >= 1 {
+		bad("backward_from %d: must be in [0, steps)", backwardFrom)
 	}
 	resets := slices.Clone(s.ResetAt)
 	slices.Sort(resets)
 	resets = slices.Compact(resets)
 	for _, r := range resets {
-		if r < max(1, s.BackwardFrom) || r > s.Steps {
-			bad("reset_at %d: must be in [%d, %d] (after backward_from, within the steps)", r, max(1, s.BackwardFrom), s.Steps)
+		if r < max(1, backwardFrom) || r > s.Steps {
+			bad("reset_at %d: must be in [%d, %d] (after backward_from, within the steps)", r, max(1, backwardFrom), s.Steps)
 		}
 	}
-	if s.EvalEvery == 0 {
-		s.EvalEvery = 1
-		if s.Dataset == "fashion-mnist" {
-			s.EvalEvery = defaultFMNISTEvery
-		}
+	// Absent: the defaults. An explicit 0 is a choice: eval_every 0
+	// measures losses at the last step only (so that a run still has a
+	// final figure), eval_size 0 the whole split.
+	defEvery, defSize := 1, 0
+	if s.Dataset == "fashion-mnist" {
+		defEvery, defSize = defaultFMNISTEvery, defaultFMNISTSize
 	}
-	if s.EvalEvery < 1 {
-		bad("eval_every %d: must be ≥ 1", s.EvalEvery)
+	evalEvery, evalSize := deref(s.EvalEvery, defEvery), deref(s.EvalSize, defSize)
+	if evalEvery < 0 {
+		bad("eval_every %d: must be ≥ 0 (0 = losses at the last step only)", evalEvery)
 	}
-	if s.EvalSize == 0 && s.Dataset == "fashion-mnist" {
-		s.EvalSize = defaultFMNISTSize
-	}
-	if s.EvalSize < 0 {
-		bad("eval_size %d: must be ≥ 0 (0 = the whole split)", s.EvalSize)
+	if evalSize < 0 {
+		bad("eval_size %d: must be ≥ 0 (0 = the whole split)", evalSize)
 	}
 	if s.CheckpointEvery == 0 {
 		s.CheckpointEvery = ckpt.DefaultCheckpointEvery
@@ -301,12 +303,22 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 		LR: s.LR, Batch: s.Batch, Steps: s.Steps, Seed: seed,
 		Window: s.Window, Strategy: s.Strategy, ResetAt: resets, ResetFrom: s.ResetFrom,
 		ResetPolicy: s.ResetPolicy, ResetHorizon: s.ResetHorizon,
-		BackwardFrom: s.BackwardFrom, EvalEvery: s.EvalEvery, EvalSize: s.EvalSize,
+		BackwardFrom: backwardFrom, EvalEvery: evalEvery, EvalSize: evalSize,
 		CheckpointEvery: s.CheckpointEvery, Dim: dim,
 	}, nil
 }
 
-// overlay returns base with every non-zero field of over written over it.
+// deref is *p, or def when p is nil (the field is absent).
+func deref(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// overlay returns base with every field that over sets written over it:
+// non-nil pointers and slices (an explicit zero, an empty reset_at), and
+// the non-zero values of the fields where zero is not a value.
 func overlay(base, over api.RunSpec) api.RunSpec {
 	s := base
 	s.Name = over.Name
@@ -342,9 +354,14 @@ func overlay(base, over api.RunSpec) api.RunSpec {
 	setS(&s.ResetFrom, over.ResetFrom)
 	setS(&s.ResetPolicy, over.ResetPolicy)
 	setI(&s.ResetHorizon, over.ResetHorizon)
-	setI(&s.BackwardFrom, over.BackwardFrom)
-	setI(&s.EvalEvery, over.EvalEvery)
-	setI(&s.EvalSize, over.EvalSize)
+	setP := func(dst **int, v *int) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	setP(&s.BackwardFrom, over.BackwardFrom)
+	setP(&s.EvalEvery, over.EvalEvery)
+	setP(&s.EvalSize, over.EvalSize)
 	setI(&s.CheckpointEvery, over.CheckpointEvery)
 	// A preset's reset at 1000 does not fit a shorter run: drop the resets
 	// the override of Steps pushed out of range unless they were explicit.
@@ -354,14 +371,19 @@ func overlay(base, over api.RunSpec) api.RunSpec {
 	return s
 }
 
-// specOf is the fully resolved api.RunSpec of a stored run.
+// specOf is the fully resolved api.RunSpec of a stored run: every field
+// set, reset_at [] when there are none, so that it can be sent back as is.
 func specOf(cfg ckpt.RunConfig, preset string) api.RunSpec {
 	seed := cfg.Seed
+	resets := cfg.ResetAt
+	if resets == nil {
+		resets = []int{}
+	}
 	return api.RunSpec{
 		Name: cfg.Name, Preset: preset, Dataset: cfg.Dataset, DataPath: cfg.DataPath, Model: cfg.Model,
 		Init: cfg.Init, Loss: cfg.Loss, LR: cfg.LR, Batch: cfg.Batch, Steps: cfg.Steps, Seed: &seed,
-		Window: cfg.Window, Strategy: cfg.Strategy, ResetAt: cfg.ResetAt, ResetFrom: cfg.ResetFrom,
-		ResetPolicy: cfg.ResetPolicy, ResetHorizon: cfg.ResetHorizon, BackwardFrom: cfg.BackwardFrom,
-		EvalEvery: cfg.EvalEvery, EvalSize: cfg.EvalSize, CheckpointEvery: cfg.CheckpointEvery,
+		Window: cfg.Window, Strategy: cfg.Strategy, ResetAt: resets, ResetFrom: cfg.ResetFrom,
+		ResetPolicy: cfg.ResetPolicy, ResetHorizon: cfg.ResetHorizon, BackwardFrom: api.Ptr(cfg.BackwardFrom),
+		EvalEvery: api.Ptr(cfg.EvalEvery), EvalSize: api.Ptr(cfg.EvalSize), CheckpointEvery: cfg.CheckpointEvery,
 	}
 }

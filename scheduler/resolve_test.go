@@ -65,7 +65,7 @@ func TestResolveOverrides(t *testing.T) {
 func TestResolveReportsEveryProblem(t *testing.T) {
 	_, err := Resolve(api.RunSpec{
 		Name: "bad name", Dataset: "mnist", Model: "mlp:x", LR: -1, Batch: -2, Steps: -5, Strategy: "zigzag",
-		ResetFrom: "sideways", ResetPolicy: "sometimes", EvalEvery: -1, CheckpointEvery: -3, Init: "zeros",
+		ResetFrom: "sideways", ResetPolicy: "sometimes", EvalEvery: api.Ptr(-1), CheckpointEvery: -3, Init: "zeros",
 	}, 256)
 	if !isErr(err, ErrInvalid) {
 		t.Fatalf("err = %v", err)
@@ -84,7 +84,7 @@ func TestResolveReportsEveryProblem(t *testing.T) {
 		{Dataset: "quadratic"}, // no model
 		{Preset: "quadratic", Batch: 5000},
 		{Preset: "quadratic", ResetAt: []int{1001}},
-		{Preset: "quadratic", BackwardFrom: 10, ResetAt: []int{5}},
+		{Preset: "quadratic", BackwardFrom: api.Ptr(10), ResetAt: []int{5}},
 		{Preset: "fmnist-linear", ResetPolicy: PolicyImprove},
 		{Preset: "quadratic", Loss: "cross-entropy"},
 		{Preset: "regression", DataPath: "/tmp"},

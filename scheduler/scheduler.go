@@ -32,6 +32,10 @@ type Scheduler struct {
 
 	evMu sync.Mutex // serialises Options.Events
 
+	// bus is the event stream (events.go), made on first use.
+	busOnce sync.Once
+	bus     *broker
+
 	dataMu sync.Mutex // guards data only; never held while loading
 	data   map[dataKey]*dataLoad
 
@@ -177,6 +181,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.wg.Wait()
 	close(quit)
 	workers.Wait()
+	// Streams end with the scheduler, so that the HTTP server's shutdown
+	// does not wait for them; clients resume from their cursor.
+	s.eventBroker().endAll()
 	s.mu.Lock()
 	s.mu.started = false
 	s.mu.Unlock()
@@ -192,12 +199,20 @@ func (s *Scheduler) sortedNames() []string {
 	return names
 }
 
-// event writes one line to Options.Events.
+// event publishes one event, "KIND k=v…", on the event stream and writes
+// it as one line to Options.Events. It may be called under Scheduler.mu
+// and run.mu: the broker's lock is a leaf.
 func (s *Scheduler) event(runName, format string, a ...any) {
+	text := fmt.Sprintf(format, a...)
+	kind, fields, err := parseEventLine(text)
+	if err != nil {
+		s.log.Error("scheduler: event", "run", runName, "err", err)
+	}
+	s.eventBroker().publish(api.Event{Run: runName, Kind: kind, Fields: fields})
 	if s.opts.Events == nil {
 		return
 	}
-	line := fmt.Sprintf("run=%s event=%s\n", runName, fmt.Sprintf(format, a...))
+	line := fmt.Sprintf("run=%s event=%s\n", runName, text)
 	s.evMu.Lock()
 	defer s.evMu.Unlock()
 	_, _ = io.WriteString(s.opts.Events, line)
@@ -344,6 +359,7 @@ func (s *Scheduler) Pause(name string) (api.RunStatus, error) {
 		return api.RunStatus{}, fmt.Errorf("run %q has failed: %w", name, ErrConflict)
 	}
 	r.stop()
+	s.publishState(r)
 	return r.status(), nil
 }
 
@@ -381,6 +397,7 @@ func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 		return api.RunStatus{}, fmt.Errorf("run %q has failed and cannot resume: %w", name, ErrConflict)
 	}
 	s.startIfRunning(r)
+	s.publishState(r)
 	return r.status(), nil
 }
 

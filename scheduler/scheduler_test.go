@@ -270,7 +270,7 @@ func TestStrategiesAgree(t *testing.T) {
 	// design (windowed with W ≥ n equals full; sliding with W = n equals
 	// full; the coalescence memo equals full bitwise).
 	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
-	base := api.RunSpec{Dataset: "regression-sin", Model: "mlp:16", Steps: 80, Batch: 5, LR: 0.02, Seed: seed(3), EvalEvery: 7}
+	base := api.RunSpec{Dataset: "regression-sin", Model: "mlp:16", Steps: 80, Batch: 5, LR: 0.02, Seed: seed(3), EvalEvery: api.Ptr(7)}
 	specs := map[string]api.RunSpec{}
 	for _, c := range []struct {
 		name, strategy string
@@ -466,7 +466,7 @@ func TestResumeBitwise(t *testing.T) {
 		{Dataset: "regression-sin", Model: "mlp:48", Steps: 260, Batch: 10, Window: 40, ResetPolicy: PolicyImprove, ResetHorizon: 8},
 		{Dataset: "regression-x2", Model: "linear", Steps: 300, Batch: 5, Strategy: StrategyMemo, ResetAt: []int{150}},
 		{Dataset: "regression-abs", Model: "mlp:32", Steps: 240, Batch: 10, Strategy: StrategyMemo},
-		{Dataset: "regression-sin", Model: "mlp:48", Steps: 240, Batch: 10, Strategy: StrategySliding, Window: 30, BackwardFrom: 25},
+		{Dataset: "regression-sin", Model: "mlp:48", Steps: 240, Batch: 10, Strategy: StrategySliding, Window: 30, BackwardFrom: api.Ptr(25)},
 	}
 	// The seed fixes the backward frontiers at which the runs are stopped;
 	// each case draws from its own stream, so that one case run alone
@@ -649,7 +649,7 @@ func TestResetTimingIndependent(t *testing.T) {
 // stored anchors.
 func TestFashionMNISTSmall(t *testing.T) {
 	h := startHarness(t, openStore(t, t.TempDir()), testOptions())
-	h.create(api.RunSpec{Name: "f", Dataset: "fashion-mnist", Model: "mlp:32", Steps: 60, Window: 16, Batch: 8, LR: 0.01, EvalSize: 200, EvalEvery: 5})
+	h.create(api.RunSpec{Name: "f", Dataset: "fashion-mnist", Model: "mlp:32", Steps: 60, Window: 16, Batch: 8, LR: 0.01, EvalSize: api.Ptr(200), EvalEvery: api.Ptr(5)})
 	st := h.wait("f", ckpt.StateDone)
 	if st.Spec.Loss != "cross-entropy" || st.ForwardLoss == nil || st.BackwardLoss == nil {
 		t.Fatalf("status %+v", st)

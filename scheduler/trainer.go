@@ -61,6 +61,7 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		r.s.met.steps.WithLabelValues("forward").Add(float64(len(chunk)))
 		chunk = chunk[:0]
 		kick(r.bwdKick)
+		r.publishProgress()
 		return nil
 	}
 

@@ -19,6 +19,8 @@
 //	                                        → safetensors (float32, nn.Model tensor names)
 //	GET    /v1/runs/{name}/batches          → .npy int64 [steps, batch]
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
+//	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID
+//	                                        → text/event-stream of api.Event
 //
 // JSON bodies are decoded strictly (unknown fields are errors) whatever the
 // Content-Type, so `curl -d '{"preset":"quadratic"}'` works. JSON has no NaN
@@ -42,4 +44,11 @@
 //     sent, a last line {"error": "..."} says why and the connection is
 //     aborted, so the client sees a truncated stream rather than a short one
 //     that looks complete.
+//   - Event streams (Server-Sent Events, when the Backend is an
+//     EventSource): the first event is a snapshot of the run's status
+//     unless the cursor resumes a stream; a comment line every
+//     Options.Heartbeat keeps an idle stream alive; the stream ends when the
+//     client goes, after the run's "deleted" event, and when the backend
+//     stops. A slow client costs the scheduler nothing: it gets a resync
+//     snapshot instead of the events it could not take.
 package server

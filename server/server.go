@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,14 +55,18 @@ type Options struct {
 	Registry *prometheus.Registry
 	// MaxBodyBytes bounds request bodies; ≤ 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Heartbeat is how often an idle event stream gets a comment line;
+	// ≤ 0 means DefaultHeartbeat.
+	Heartbeat time.Duration
 }
 
 // server holds the handler state; all fields are read-only after New.
 type server struct {
-	b        Backend
-	log      *slog.Logger
-	maxBody  int64
-	requests *prometheus.CounterVec
+	b         Backend
+	log       *slog.Logger
+	maxBody   int64
+	requests  *prometheus.CounterVec
+	heartbeat time.Duration
 }
 
 // New returns the API handler over b. See the package doc for the error
@@ -73,6 +78,10 @@ func New(b Backend, opts Options) http.Handler {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
+	}
+	s.heartbeat = opts.Heartbeat
+	if s.heartbeat <= 0 {
+		s.heartbeat = DefaultHeartbeat
 	}
 	reg := opts.Registry
 	if reg == nil {
@@ -99,6 +108,7 @@ func New(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/runs/{name}/params", s.params)
 	mux.HandleFunc("GET /v1/runs/{name}/batches", s.batches)
 	mux.HandleFunc("POST /v1/runs/{name}/verify", s.verify)
+	mux.HandleFunc("GET /v1/runs/{name}/events", s.events)
 	// The catch-all answers unknown paths (404) and known paths with the
 	// wrong method (405) in JSON; the mux's own answers are plain text.
 	mux.Handle("/", s.notFound(mux))

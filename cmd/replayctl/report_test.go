@@ -16,7 +16,7 @@ func reportRun(name string) api.RunStatus {
 	st := sampleRun(name)
 	st.State, st.Steps, st.ForwardStep, st.BackwardStep = "done", 2000, 2000, 2000
 	st.Strategy, st.Window = "full", 256
-	st.Spec.Steps, st.Spec.ResetAt, st.Spec.ResetFrom, st.Spec.EvalEvery = 2000, []int{600}, "backward", 10
+	st.Spec.Steps, st.Spec.ResetAt, st.Spec.ResetFrom, st.Spec.EvalEvery = 2000, []int{600}, "backward", api.Ptr(10)
 	st.Anchor = api.AnchorInfo{Segment: 1, Step: 600, From: "backward"}
 	return st
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/replay-sgd/replay/api"
 )
@@ -9,12 +10,13 @@ import (
 var runStartCmd = command{
 	name: "run start",
 	synopsis: "[--name N] [--preset P] [--dataset D] [--data-path DIR] [--model SPEC] [--lr F] [--batch N] [--steps N]\n" +
-		"                         [--seed N] [--window N] [--strategy S] [--reset-at N] [--reset-from forward|backward]\n" +
+		"                         [--seed N] [--window N] [--strategy S] [--reset-at N|none] [--reset-from forward|backward]\n" +
 		"                         [--reset-policy fixed|improve] [--backward-from N] [--eval-every N] [--eval-size N]\n" +
 		"                         [--checkpoint-every N]",
 	summary: "create and start a run; explicit flags override the preset's values",
 	example: "replayctl run start --preset fmnist-mlp --name fmnist --steps 5000 --window 256\n" +
-		"replayctl run start --preset quadratic --lr 0.05 --reset-at 100 --reset-at 200",
+		"replayctl run start --preset quadratic --lr 0.05 --reset-at 100 --reset-at 200\n" +
+		"replayctl run start --preset fmnist-mlp --reset-at none --eval-every 0",
 	run: runRunStart,
 }
 
@@ -22,6 +24,8 @@ func runRunStart(e *env, c *command, args []string) error {
 	fs := e.flags(c)
 	var spec api.RunSpec
 	var seed uint64
+	var resetAt []string
+	var backwardFrom, evalEvery, evalSize int
 	fs.StringVar(&spec.Name, "name", "", "run name (default chosen by the daemon)")
 	fs.StringVar(&spec.Preset, "preset", "", "preset: quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear")
 	fs.StringVar(&spec.Dataset, "dataset", "", "data set: fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic")
@@ -35,13 +39,13 @@ func runRunStart(e *env, c *command, args []string) error {
 	fs.Uint64Var(&seed, "seed", 0, "random seed (initialisation, batch order)")
 	fs.IntVar(&spec.Window, "window", 0, "backward window W: the anchor moves when n − r would exceed W")
 	fs.StringVar(&spec.Strategy, "strategy", "", "backward strategy: window, sliding, full, memo")
-	fs.IntSliceVar(&spec.ResetAt, "reset-at", nil, "move the anchor at these steps (repeat or comma-separate)")
+	fs.StringSliceVar(&resetAt, "reset-at", nil, "move the anchor at these steps (repeat or comma-separate); none: no resets, not even the preset's")
 	fs.StringVar(&spec.ResetFrom, "reset-from", "", "anchor start point at a reset: forward or backward")
 	fs.StringVar(&spec.ResetPolicy, "reset-policy", "", "fixed, or improve (keep a new anchor only if it evaluates better)")
 	fs.IntVar(&spec.ResetHorizon, "reset-horizon", 0, "steps over which the improve policy compares anchors")
-	fs.IntVar(&spec.BackwardFrom, "backward-from", 0, "first step with a backward iterate")
-	fs.IntVar(&spec.EvalEvery, "eval-every", 0, "evaluate test loss and accuracy every N steps")
-	fs.IntVar(&spec.EvalSize, "eval-size", 0, "size of the fixed evaluation subset")
+	fs.IntVar(&backwardFrom, "backward-from", 0, "backward iterates for the steps after N only (0: from step 1)")
+	fs.IntVar(&evalEvery, "eval-every", 0, "evaluate losses and accuracy every N steps and at the last (0: at the last step only)")
+	fs.IntVar(&evalSize, "eval-size", 0, "size of the fixed evaluation subsets (0: the whole splits)")
 	fs.IntVar(&spec.CheckpointEvery, "checkpoint-every", 0, "store a forward checkpoint every N steps")
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
@@ -49,13 +53,34 @@ func runRunStart(e *env, c *command, args []string) error {
 	if err := noArgs(c, fs.Args()); err != nil {
 		return err
 	}
+	// An explicit 0 is a value for these, not "the default": they are sent
+	// as set (absent otherwise).
 	if fs.Changed("seed") {
-		spec.Seed = &seed // an explicit 0 is a seed, not "the default"
+		spec.Seed = &seed
 	}
-	// Zero means "the preset's value" on the wire, so an explicit zero or a
-	// negative number cannot be what the user meant: say so here rather
-	// than have it silently replaced by a default.
-	for _, f := range []string{"batch", "steps", "window", "eval-every", "eval-size", "checkpoint-every", "reset-horizon"} {
+	for _, f := range []struct {
+		name string
+		v    int
+		dst  **int
+	}{{"backward-from", backwardFrom, &spec.BackwardFrom}, {"eval-every", evalEvery, &spec.EvalEvery}, {"eval-size", evalSize, &spec.EvalSize}} {
+		if fs.Changed(f.name) {
+			if f.v < 0 {
+				return usagef("run start: --%s %d: must not be negative", f.name, f.v)
+			}
+			*f.dst = api.Ptr(f.v)
+		}
+	}
+	if fs.Changed("reset-at") {
+		r, err := parseResets(resetAt)
+		if err != nil {
+			return err
+		}
+		spec.ResetAt = r
+	}
+	// For these zero means "the preset's value" on the wire, so an explicit
+	// zero or a negative number cannot be what the user meant: say so here
+	// rather than have it silently replaced by a default.
+	for _, f := range []string{"batch", "steps", "window", "checkpoint-every", "reset-horizon"} {
 		if fs.Changed(f) {
 			if v, _ := fs.GetInt(f); v <= 0 {
 				return usagef("run start: --%s %d: must be positive", f, v)
@@ -64,14 +89,6 @@ func runRunStart(e *env, c *command, args []string) error {
 	}
 	if fs.Changed("lr") && !(spec.LR > 0) {
 		return usagef("run start: --lr %g: must be positive", spec.LR)
-	}
-	if fs.Changed("backward-from") && spec.BackwardFrom < 0 {
-		return usagef("run start: --backward-from %d: must not be negative", spec.BackwardFrom)
-	}
-	for _, r := range spec.ResetAt {
-		if r <= 0 {
-			return usagef("run start: --reset-at %d: must be a positive step", r)
-		}
 	}
 	if err := oneOf("run start", "reset-from", spec.ResetFrom, "", "forward", "backward"); err != nil {
 		return err
@@ -89,6 +106,29 @@ func runRunStart(e *env, c *command, args []string) error {
 		return nil
 	}
 	return writeStatuses(e, []api.RunStatus{st})
+}
+
+// parseResets reads --reset-at: steps, or "none" alone for an empty list
+// (which clears a preset's resets; leaving the flag out keeps them).
+func parseResets(vals []string) ([]int, error) {
+	if len(vals) == 1 && vals[0] == "none" {
+		return []int{}, nil
+	}
+	out := make([]int, 0, len(vals))
+	for _, v := range vals {
+		if v == "none" {
+			return nil, usagef("run start: --reset-at none cannot be combined with steps")
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, usagef("run start: --reset-at %q: want a step number or none", v)
+		}
+		if n <= 0 {
+			return nil, usagef("run start: --reset-at %d: must be a positive step", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // oneOf checks an enumerated flag value.

@@ -29,8 +29,8 @@ func TestRunStartFlags(t *testing.T) {
 	zero := uint64(0)
 	want := api.RunSpec{Name: "fm", Preset: "fmnist-mlp", Dataset: "fashion-mnist", DataPath: "/data/fm", Model: "mlp:32",
 		Init: "lecun", Loss: "cross-entropy", LR: 0.05, Batch: 16, Steps: 300, Seed: &zero, Window: 64, Strategy: "sliding",
-		ResetAt: []int{100, 150, 200}, ResetFrom: "forward", ResetPolicy: "improve", ResetHorizon: 20, BackwardFrom: 10,
-		EvalEvery: 5, EvalSize: 500, CheckpointEvery: 50}
+		ResetAt: []int{100, 150, 200}, ResetFrom: "forward", ResetPolicy: "improve", ResetHorizon: 20, BackwardFrom: api.Ptr(10),
+		EvalEvery: api.Ptr(5), EvalSize: api.Ptr(500), CheckpointEvery: 50}
 	gotJ, _ := json.Marshal(spec)
 	wantJ, _ := json.Marshal(want)
 	if string(gotJ) != string(wantJ) {
@@ -59,7 +59,8 @@ func TestRunStartErrors(t *testing.T) {
 	bad := [][]string{
 		{"--lr", "0"}, {"--lr", "-1"}, {"--lr", "x"}, {"--batch", "0"}, {"--steps", "-5"}, {"--window", "0"},
 		{"--reset-at", "0"}, {"--reset-from", "sideways"}, {"--reset-policy", "sometimes"}, {"--seed", "-1"},
-		{"--backward-from", "-1"}, {"--eval-every", "0"}, {"extra-arg"},
+		{"--backward-from", "-1"}, {"--eval-every", "-1"}, {"--eval-size", "-1"}, {"--reset-at", "none,5"},
+		{"--reset-at", "5", "--reset-at", "none"}, {"--reset-at", "soon"}, {"extra-arg"},
 	}
 	for _, args := range bad {
 		_, _, err := f.cli(append([]string{"run", "start", "--preset", "quadratic"}, args...)...)
@@ -85,5 +86,25 @@ func TestRunStartErrors(t *testing.T) {
 	}
 	if f.mutated() != 0 {
 		t.Errorf("failed starts changed the daemon")
+	}
+}
+
+// TestRunStartExplicitZeroes: an explicit 0 (and --reset-at none) is sent
+// as a value, so that it overrides the preset's; flags left out stay
+// absent from the body.
+func TestRunStartExplicitZeroes(t *testing.T) {
+	f := newFake(t)
+	if _, _, err := f.cli("run", "start", "--preset", "fmnist-mlp", "--eval-every", "0", "--eval-size", "0",
+		"--backward-from", "0", "--reset-at", "none"); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"preset":"fmnist-mlp","reset_at":[],"backward_from":0,"eval_every":0,"eval_size":0}`; f.bodies[0] != want {
+		t.Errorf("body %s\nwant %s", f.bodies[0], want)
+	}
+	if _, _, err := f.cli("run", "start", "--preset", "fmnist-mlp", "--reset-at", "7", "--eval-every", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"preset":"fmnist-mlp","reset_at":[7],"eval_every":3}`; f.bodies[1] != want {
+		t.Errorf("body %s\nwant %s", f.bodies[1], want)
 	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,18 +17,35 @@ import (
 
 var statusCmd = command{
 	name:     "status",
-	synopsis: "[RUN]",
+	synopsis: "[RUN] [--watch [--interval DURATION]]",
 	summary:  "show forward step, backward frontier, anchor, window, strategy, throughput, ETA and losses of every run (or of RUN)",
-	example:  "replayctl status\nreplayctl status fmnist -o json",
+	example:  "replayctl status\nreplayctl status fmnist -o json\nreplayctl status fmnist --watch",
 	run:      runStatus,
 }
 
 func runStatus(e *env, c *command, args []string) error {
-	name, err := e.parseRunArg(c, args)
-	if err != nil {
+	fs := e.flags(c)
+	var watch bool
+	var interval time.Duration
+	boolFlag(fs, &watch, "watch", "w", "follow the run (RUN, or the only run) until it is done or failed, as its events arrive")
+	fs.DurationVar(&interval, "interval", defaultLineInterval, "with --watch off a terminal, print at most this often")
+	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
 	}
+	name, err := oneArg(c, fs.Args())
+	if err != nil {
+		return err
+	}
+	if fs.Changed("interval") && !watch {
+		return usagef("status: --interval needs --watch")
+	}
+	if interval <= 0 {
+		return usagef("status: --interval %v: must be positive", interval)
+	}
 	cl := e.client()
+	if watch {
+		return watchStatus(e, cl, name, interval)
+	}
 	var runs []api.RunStatus
 	if name != "" {
 		st, err := cl.Status(e.ctx, name)
@@ -42,6 +61,56 @@ func runStatus(e *env, c *command, args []string) error {
 		runs = l.Runs
 	}
 	return writeStatuses(e, runs)
+}
+
+// watchStatus prints the status of one run at every event that changes it
+// until the run is done (nil) or failed (an error: exit 1). On a terminal
+// the table is redrawn in place; elsewhere a new status is printed at most
+// every interval, and the last one always. JSON is one {"runs":[…]} object
+// a line; CSV has its header once.
+func watchStatus(e *env, cl *api.Client, name string, interval time.Duration) error {
+	name, err := e.resolveRunHint(cl, name, "RUN")
+	if err != nil {
+		return err
+	}
+	term := e.isTerminal(e.stdout)
+	var printed time.Time
+	lastLines, last, header := 0, "", true
+	st, err := follow(e.ctx, e, cl, name, func(st api.RunStatus, final bool) {
+		var buf bytes.Buffer
+		sub := *e
+		sub.stdout = &buf
+		if e.g.output == "json" {
+			b, _ := json.Marshal(api.RunList{Runs: []api.RunStatus{st}})
+			buf.Write(append(b, '\n'))
+		} else if err := writeStatuses(&sub, []api.RunStatus{st}); err != nil {
+			return
+		}
+		out := buf.String()
+		if e.g.output == "csv" && !header {
+			_, out, _ = strings.Cut(out, "\n")
+		}
+		if out == last || !final && !term && !printed.IsZero() && time.Since(printed) < interval {
+			return
+		}
+		if term && e.g.output == "table" && lastLines > 0 {
+			fmt.Fprintf(e.stdout, "\x1b[%dA\x1b[J", lastLines) // up over the previous table, clear
+		}
+		io.WriteString(e.stdout, out)
+		last, header, printed = out, false, time.Now()
+		lastLines = strings.Count(out, "\n")
+	})
+	switch {
+	case err == nil:
+	case e.ctx.Err() != nil:
+		return nil // interrupted: watching is stopped with Ctrl-C
+	default:
+		return err
+	}
+	if st.State == "failed" {
+		return fmt.Errorf("run %s failed: %s", name, orUnknown(st.Reason))
+	}
+	return nil
 }
 
 // writeStatuses prints runs in the chosen format. JSON is always

@@ -113,3 +113,62 @@ func TestStatusUnknownRun(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+// TestStatusWatch: status --watch follows the event stream of one run and
+// ends with it: off a terminal, with an interval of an hour, the status at
+// once and the final one; in JSON one object a line; in CSV one header; on
+// a terminal the table is redrawn in place at every event.
+func TestStatusWatch(t *testing.T) {
+	b, addr := newStreamDaemon(t, startRun(), finishing("done"))
+	b.final = doneRun("done", "")
+	out, _, err := runWaitCLI(t, addr, false, "status", "--watch", "--interval", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "NAME") != 2 || !strings.Contains(out, "0/1000") || !strings.Contains(out, "fm    done") ||
+		strings.Contains(out, "250/1000") {
+		t.Errorf("plain watch:\n%s", out)
+	}
+
+	b, addr = newStreamDaemon(t, startRun(), finishing("done"))
+	b.final = doneRun("done", "")
+	out, _, err = runWaitCLI(t, addr, false, "status", "fm", "--watch", "--interval", "1ns", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var l api.RunList
+	if len(lines) != 5 || json.Unmarshal([]byte(lines[4]), &l) != nil || l.Runs[0].State != "done" {
+		t.Errorf("json watch:\n%s", out)
+	}
+
+	b, addr = newStreamDaemon(t, startRun(), finishing("done"))
+	b.final = doneRun("done", "")
+	out, _, err = runWaitCLI(t, addr, false, "status", "--watch", "--interval", "1ns", "-o", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "name,state") != 1 || strings.Count(out, "\nfm,") != 5 {
+		t.Errorf("csv watch:\n%s", out)
+	}
+
+	b, addr = newStreamDaemon(t, startRun(), finishing("done"))
+	b.final = doneRun("done", "")
+	out, _, err = runWaitCLI(t, addr, true, "status", "--watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "\x1b[2A\x1b[J") != 4 || strings.Count(out, "NAME") != 5 {
+		t.Errorf("terminal watch redraws:\n%q", out)
+	}
+
+	b, addr = newStreamDaemon(t, startRun(), finishing("failed"))
+	b.final = doneRun("failed", "diverged")
+	_, _, err = runWaitCLI(t, addr, false, "status", "--watch")
+	if err == nil || err.Error() != "run fm failed: diverged" {
+		t.Errorf("failed: %v", err)
+	}
+	if _, _, err := runWaitCLI(t, addr, false, "status", "--interval", "1s"); !errors.Is(err, errUsage) {
+		t.Errorf("--interval without --watch: %v", err)
+	}
+}

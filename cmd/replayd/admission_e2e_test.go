@@ -155,7 +155,7 @@ func TestUnresumableRunRevived(t *testing.T) {
 	d := startDaemon(t, dir, "--window", "16")
 	// Long enough to be running when the daemon stops.
 	if _, err := d.c.CreateRun(ctx(t), api.RunSpec{Name: "fm", Dataset: "fashion-mnist", DataPath: data, Model: "mlp:8",
-		Steps: 1_000_000, EvalEvery: 1000, EvalSize: 100}); err != nil {
+		Steps: 1_000_000, EvalEvery: api.Ptr(1000), EvalSize: api.Ptr(100)}); err != nil {
 		t.Fatal(err)
 	}
 	stopped := d.waitStep("fm", 1)
@@ -251,7 +251,7 @@ func (d *daemon) waitState(name, state string) api.RunStatus {
 func TestQueriesSaturate(t *testing.T) {
 	d := startDaemon(t, t.TempDir(), "--query-slots", "1", "--workers", "1")
 	spec := api.RunSpec{Name: "f", Dataset: "fashion-mnist", Model: "mlp:128", Batch: 32, Steps: 1000,
-		CheckpointEvery: 1000, BackwardFrom: 999, EvalEvery: 1000, EvalSize: 100}
+		CheckpointEvery: 1000, BackwardFrom: api.Ptr(999), EvalEvery: api.Ptr(1000), EvalSize: api.Ptr(100)}
 	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
 		t.Fatal(err)
 	}

@@ -379,7 +379,7 @@ func TestLifecycle(t *testing.T) {
 func killSpec() api.RunSpec {
 	return api.RunSpec{
 		Name: "k", Dataset: "fashion-mnist", Model: "mlp:32", LR: 0.01, Batch: 8, Steps: 400, Seed: seed(3),
-		Window: 16, ResetAt: []int{200}, EvalEvery: 10, EvalSize: 200, CheckpointEvery: 50,
+		Window: 16, ResetAt: []int{200}, EvalEvery: api.Ptr(10), EvalSize: api.Ptr(200), CheckpointEvery: 50,
 	}
 }
 
@@ -498,9 +498,9 @@ func collect(d *daemon, spec api.RunSpec) results {
 	for _, k := range []string{"forward", "backward"} {
 		r.traj[k] = d.trajectory(spec.Name, k)
 		// Guard against comparing two empty answers.
-		if pts := r.traj[k]; len(pts) < spec.Steps/spec.EvalEvery || pts[len(pts)-1].Step != spec.Steps {
+		if pts := r.traj[k]; len(pts) < spec.Steps/(*spec.EvalEvery) || pts[len(pts)-1].Step != spec.Steps {
 			d.t.Fatalf("%s trajectory has %d points (last %+v), want ≥ %d up to step %d",
-				k, len(pts), pts[max(0, len(pts)-1):], spec.Steps/spec.EvalEvery, spec.Steps)
+				k, len(pts), pts[max(0, len(pts)-1):], spec.Steps/(*spec.EvalEvery), spec.Steps)
 		}
 		// The final parameters, and steps between checkpoints (recomputed).
 		for _, step := range []int{spec.Steps, 137, 263} {
