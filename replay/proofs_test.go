@@ -48,44 +48,6 @@ func mustMemo(t *testing.T, f replaytest.Family, cfg replay.MemoConfig) *replay.
 	return m
 }
 
-func TestWindowResetDue(t *testing.T) {
-	for _, c := range []struct {
-		r, n, w int
-		due     bool
-	}{
-		{0, 1, 0, false}, {0, 1000, 0, false}, {0, 5, 5, false}, {0, 6, 5, true},
-		{5, 10, 5, false}, {5, 11, 5, true}, {0, 2, 1, true}, {1, 2, 1, false},
-	} {
-		if got := replay.WindowResetDue(c.r, c.n, c.w); got != c.due {
-			t.Errorf("WindowResetDue(%d, %d, %d) = %v, want %v", c.r, c.n, c.w, got, c.due)
-		}
-	}
-	// Applied sequentially, the rule puts anchors at 0, W, 2W, … and the
-	// Windowed strategy uses exactly those anchors.
-	rng := newRand(t)
-	f := replaytest.NewQuadraticFamily(rng, 50, 1, 0.1, 100)
-	for _, w := range []int{1, 3, 7, 100} {
-		s := mustWindowed(t, f, replay.Config{Window: w})
-		r := 0
-		dst := make([]float32, 1)
-		for n := 1; n <= 100; n++ {
-			if replay.WindowResetDue(r, n, w) {
-				r = n - 1
-			}
-			if r%w != 0 {
-				t.Fatalf("W=%d: anchor %d is not a multiple of W", w, r)
-			}
-			res, err := s.Backward(dst, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Anchor != r {
-				t.Fatalf("W=%d step %d: strategy anchor %d, rule %d", w, n, res.Anchor, r)
-			}
-		}
-	}
-}
-
 // TestWideWindowEqualsFull: with W ≥ n no reset happens, so windowed (from
 // either source) is full, bitwise; and sliding with W = n is full, bitwise.
 func TestWideWindowEqualsFull(t *testing.T) {

@@ -51,14 +51,19 @@
 // (ckpt.PutAnchor) and for the last step of a run; any other backward
 // iterate is recomputed from its anchor on request (Params).
 //
-// Strategies:
-//   - window (default): anchor (r, x_r); before computing n, if
-//     replay.WindowResetDue(r, n, W) the anchor moves to n−1 with x = θ̃_{n−1}
-//     (reset_from backward) or θ_{n−1} (forward). Moving needs θ̃_{n−1}
+// Where the anchor goes is decided by one replay.Policy per run (built by
+// policyConfig from the run's configuration and, at a restart, from the
+// stored anchors and frontier); the backward loop performs its actions
+// (dispatch, move the anchor, start a trial, roll back, done), reorders
+// and commits. The same rule gives the status' ETA (remainingOps, via
+// Policy.Project). Strategies:
+//   - window (default): anchor (r, x_r); the window's periodic reset moves
+//     the anchor to r+W before r+W+1 is computed, with x = θ̃_{r+W}
+//     (reset_from backward) or θ_{r+W} (forward). Moving needs θ̃_{r+W}
 //     committed: a barrier, during which at most one job's time is lost.
 //   - sliding: θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W}) with θ_{n−W} from the forward
 //     checkpoints (each worker keeps a cursor, so consecutive jobs cost one
-//     forward step); no barriers.
+//     forward step); no barriers, no periodic resets.
 //   - full: anchor 0 and manual resets only; job n costs n applications.
 //   - memo: one sequential evaluator per run (replay.AffinePrefix when the
 //     operators are affine, else replay.Coalescing within Options.MemoBudget);
