@@ -166,15 +166,16 @@ func (b *bwdLoop) newGen() {
 }
 
 // policyConfig is the anchor policy of a run. The strategies differ here
-// only: window has the window's periodic resets, full, memo and sliding
-// only the manual ones (sliding's window is not an anchor).
+// only: window and memo have the window's periodic resets (memo moves its
+// anchors exactly as window does; only the evaluator differs), full and
+// sliding only the manual ones (sliding's window is not an anchor).
 func policyConfig(cfg *ckpt.RunConfig) replay.PolicyConfig {
 	pc := replay.PolicyConfig{
 		Steps: cfg.Steps, From: replay.Source(cfg.ResetFrom),
 		Improve: cfg.ResetPolicy == PolicyImprove, Horizon: cfg.ResetHorizon, BackwardFrom: cfg.BackwardFrom,
 	}
 	switch cfg.Strategy {
-	case StrategyWindow:
+	case StrategyWindow, StrategyMemo:
 		pc.Window = cfg.Window
 	}
 	return pc

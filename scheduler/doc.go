@@ -65,9 +65,11 @@
 //     checkpoints (each worker keeps a cursor, so consecutive jobs cost one
 //     forward step); no barriers, no periodic resets.
 //   - full: anchor 0 and manual resets only; job n costs n applications.
-//   - memo: one sequential evaluator per run (replay.AffinePrefix when the
-//     operators are affine, else replay.Coalescing within Options.MemoBudget);
-//     its jobs are dispatched one at a time.
+//   - memo: the anchors of window (periodic and manual resets, both start
+//     points, improve), each segment evaluated by one sequential evaluator
+//     per run (replay.AffinePrefix when the operators are affine, else
+//     replay.Coalescing within Options.MemoBudget; one more per side during
+//     an adaptive trial); its jobs are dispatched one at a time.
 //
 // Manual resets (Reset, or reset_at in the spec) move the anchor to step N
 // (a new segment) from the backward or forward iterate there. If N is
@@ -77,7 +79,7 @@
 // segment's result is what BackwardMetrics returns. If N is ahead, the
 // reset waits in RunState.PendingResets until the frontier reaches it.
 //
-// Adaptive resets (reset_policy improve, strategies window and full): at a
+// Adaptive resets (reset_policy improve, strategies window, memo and full): at a
 // periodic or manual reset to N, both the candidate anchor and the old
 // anchor continued are computed over the horizon N+1..N+H (H = reset_horizon,
 // default min(W, 50)), with losses at every step; the candidate is kept
