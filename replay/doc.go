@@ -52,6 +52,9 @@
 //   - Anchor.Start, θ_0 and every input slice are never modified. Strategies
 //     and memoizing evaluators keep copies, so callers may reuse their
 //     slices after a call.
+//   - Evaluators take a context: a cancelled evaluation returns the
+//     context's error (wrapped) within a few applications, never a
+//     partial result, and leaves an exact memo behind.
 //   - Operators are mutated only through their own scratch space; an
 //     Operators value (and every evaluator or strategy built on it) belongs
 //     to one goroutine at a time.

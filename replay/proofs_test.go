@@ -1,6 +1,7 @@
 package replay_test
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 
@@ -118,7 +119,7 @@ func TestAffinePrefixMatchesFull(t *testing.T) {
 				if n%97 != 0 && n > 20 && n != steps {
 					continue // the direct reference costs n: check a sample
 				}
-				if _, err := direct.Eval(want, replay.Anchor{Start: f.Theta0}, n); err != nil {
+				if _, err := direct.Eval(context.Background(), want, replay.Anchor{Start: f.Theta0}, n); err != nil {
 					t.Fatal(err)
 				}
 				e := replaytest.RelErr(got, want)
@@ -197,7 +198,7 @@ func TestWindowedBackwardStart(t *testing.T) {
 				if r != (n-1)/w*w || res[n].Applied > w {
 					t.Fatalf("step %d: %+v, want anchor %d and ≤ %d applications", n, res[n], (n-1)/w*w, w)
 				}
-				if _, err := direct.Eval(want, replay.Anchor{Step: r, Start: got[r]}, n); err != nil {
+				if _, err := direct.Eval(context.Background(), want, replay.Anchor{Step: r, Start: got[r]}, n); err != nil {
 					t.Fatal(err)
 				}
 				if !replaytest.Bitwise(got[n], want) {
@@ -325,7 +326,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("sliding W=0 without forward source: %v", err)
 	}
 	d := replay.NewDirect(f.Ops)
-	if _, err := d.Eval(make([]float32, 1), replay.Anchor{Step: 5, Start: f.Theta0}, 4); !errorsIs(err, replay.ErrStep) {
+	if _, err := d.Eval(context.Background(), make([]float32, 1), replay.Anchor{Step: 5, Start: f.Theta0}, 4); !errorsIs(err, replay.ErrStep) {
 		t.Errorf("step before anchor: %v", err)
 	}
 }

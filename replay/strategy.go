@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,7 +34,10 @@ type Result struct {
 	Applied int
 }
 
-// Strategy computes backward iterates θ̃_n under its own choice of anchors.
+// Strategy computes backward iterates θ̃_n under its own choice of anchors,
+// in memory and to completion (it evaluates with context.Background(): a
+// caller that must be able to stop a long chain uses an Evaluator, as the
+// scheduler does).
 // Strategies are deterministic: the result for n depends only on the
 // operators, θ_0 and the configuration, never on which steps were asked
 // before (order of calls only changes the cost). They are meant for
@@ -169,7 +173,7 @@ func (a *anchored) Backward(dst []float32, n int) (Result, error) {
 			return Result{}, err
 		}
 	}
-	k, err := a.eval.Eval(dst, Anchor{Step: a.step, Start: a.start}, n)
+	k, err := a.eval.Eval(context.Background(), dst, Anchor{Step: a.step, Start: a.start}, n)
 	applied += k
 	if err != nil {
 		return Result{}, fmt.Errorf("backward step %d under anchor %d: %w", n, a.step, err)
@@ -189,7 +193,7 @@ func (a *anchored) move(r int) (int, error) {
 		}
 	default:
 		if a.lastStep != r {
-			k, err := a.eval.Eval(a.last, Anchor{Step: a.step, Start: a.start}, r)
+			k, err := a.eval.Eval(context.Background(), a.last, Anchor{Step: a.step, Start: a.start}, r)
 			if err != nil {
 				return k, fmt.Errorf("backward iterate %d for anchor: %w", r, err)
 			}
@@ -342,7 +346,7 @@ func (s *Sliding) Backward(dst []float32, n int) (Result, error) {
 		}
 		an, src = Anchor{Step: r, Start: s.start}, SourceForward
 	}
-	k, err := s.direct.Eval(dst, an, n)
+	k, err := s.direct.Eval(context.Background(), dst, an, n)
 	if err != nil {
 		return Result{}, err
 	}

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -37,7 +36,7 @@ type anchorState struct {
 type trial struct {
 	n, h      int
 	cand, old anchorState
-	buf       [2]map[int]*result
+	buf       [2]map[int]Result
 	done      [2]int // last step processed in order per side
 	prev      [2][]float32
 	res       [2][]ckpt.BackwardResult
@@ -67,17 +66,18 @@ type bwdLoop struct {
 	b         int
 	act       replay.Action // the dispatch Next returned, Advanced when sent
 	done      bool          // the policy said ActDone
-	gen       int
-	genCtx    context.Context
-	genCancel context.CancelFunc
+	plan      execPlan
+	q         Queue
+	in        *runInputs
+	gen       uint64             // current generation (epoch<<32 | rollbacks)
+	flight    map[JobID]struct{} // dispatched, not yet received
 	maxFlight int
-	results   chan *result
-	buf       map[int]*result
+	buf       map[int]Result
 
 	pending    []ckpt.BackwardResult
 	removals   []ckpt.Reset // applied manual resets to drop from the state at the next flush
 	firstPend  time.Time
-	memo       [3]*memoState // strategy memo: the run's evaluator per trial side (replay.SideNone, SideOld, SideNew)
+	memo       *memoState // strategy memo: the loop's own, for recomputations
 	cursor     *forwardCursor
 	wr         *workerRun
 	trial      *trial
@@ -90,20 +90,27 @@ type bwdLoop struct {
 // ctx is cancelled.
 func (r *run) backward(ctx context.Context, env *runEnv) error {
 	s := r.s
-	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]*result{}}
+	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]Result{}, flight: map[JobID]struct{}{}}
+	_, b.plan = strategyOf(b.cfg)
 	b.maxFlight = 2 * s.opts.Workers
-	if r.cfg.Strategy == StrategyMemo {
+	if b.plan.memo {
 		b.maxFlight = 1
-		b.memo[replay.SideNone] = newMemo(env, s.opts.MemoBudget)
 	}
-	b.results = make(chan *result, b.maxFlight)
+	// A new epoch at every start, stored before any job is issued: the
+	// generations of this loop differ from those of every earlier one.
+	if err := r.update(func(st *ckpt.RunState) bool { st.Epoch++; return true }); err != nil {
+		return err
+	}
+	b.gen = r.state().Epoch << 32
+	b.in = newRunInputs(s.store, b.cfg.Dim)
+	b.q = s.pool.Open(execRun{
+		Name: r.name, Epoch: r.state().Epoch, Config: r.cfg, Inputs: b.in,
+		env: env, memoBudget: s.opts.MemoBudget, Flight: b.maxFlight,
+	})
 	s.loops.Add(1)
 	defer s.loops.Add(-1)
-	sgd := env.proto.Clone()
-	ops := &cancelOps{ops: sgd, ctx: ctx}
-	b.wr = &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: env.evaluators()}
-	b.cursor = newForwardCursor(s.store, b.cfg, env.proto.Clone())
-	b.newGen()
+	b.wr = newWorkerRun(env, b.in, b.cfg, false)
+	b.cursor = newForwardCursor(b.in, b.cfg, env.proto.Clone())
 	defer b.shutdown()
 	if err := b.init(); err != nil {
 		return err
@@ -137,7 +144,7 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 		}
 		var send chan<- Job
 		if ok {
-			send = s.jobs
+			send = b.q.Jobs()
 		}
 		var tick <-chan time.Time
 		if len(b.pending) > 0 {
@@ -147,7 +154,7 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 		select {
 		case send <- j:
 			b.sent(j)
-		case res := <-b.results:
+		case res := <-b.q.Results():
 			b.receive(res)
 		case <-r.bwdKick:
 		case <-tick:
@@ -157,28 +164,49 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 	}
 }
 
+// newGen starts a new generation: the results of the jobs in flight are
+// stale (they are still received, and dropped).
 func (b *bwdLoop) newGen() {
-	if b.genCancel != nil {
-		b.genCancel()
-	}
 	b.gen++
-	b.genCtx, b.genCancel = context.WithCancel(b.ctx)
+	b.q.Cancel(b.gen)
 }
 
-// policyConfig is the anchor policy of a run. The strategies differ here
-// only: window and memo have the window's periodic resets (memo moves its
-// anchors exactly as window does; only the evaluator differs), full and
-// sliding only the manual ones (sliding's window is not an anchor).
-func policyConfig(cfg *ckpt.RunConfig) replay.PolicyConfig {
+// execPlan is how a strategy's jobs are evaluated.
+type execPlan struct {
+	slide int  // sliding window W (0: none): start from θ_{n−W}
+	memo  bool // with the run's memoized evaluator
+}
+
+// strategyOf is the one place where the scheduler tells strategies apart:
+// their anchor policy — window and memo have the window's periodic resets
+// (memo moves its anchors exactly as window does; only the evaluator
+// differs), full and sliding only the manual ones (sliding's window is not
+// an anchor) — and how their jobs are evaluated.
+func strategyOf(cfg *ckpt.RunConfig) (replay.PolicyConfig, execPlan) {
 	pc := replay.PolicyConfig{
 		Steps: cfg.Steps, From: replay.Source(cfg.ResetFrom),
 		Improve: cfg.ResetPolicy == PolicyImprove, Horizon: cfg.ResetHorizon, BackwardFrom: cfg.BackwardFrom,
 	}
+	var plan execPlan
 	switch cfg.Strategy {
-	case StrategyWindow, StrategyMemo:
+	case StrategyWindow:
 		pc.Window = cfg.Window
+	case StrategyMemo:
+		pc.Window = cfg.Window
+		plan.memo = true
+	case StrategySliding:
+		plan.slide = cfg.Window
 	}
-	return pc
+	return pc, plan
+}
+
+// job is the Job of θ̃_step under the anchor (seg, anchorStep).
+func (p execPlan) job(run string, gen uint64, seg, anchorStep, step int) Job {
+	j := Job{Run: run, Generation: gen, Segment: seg, AnchorStep: anchorStep, Step: step, StartStep: anchorStep, Memo: p.memo}
+	if p.slide > 0 && step-p.slide > anchorStep {
+		j.StartStep, j.StartForward = step-p.slide, true
+	}
+	return j
 }
 
 func policyResets(rs []ckpt.Reset) []replay.Reset {
@@ -219,6 +247,7 @@ func (b *bwdLoop) init() error {
 	if err := store.AnchorStart(r.name, last.seg, last.start); err != nil {
 		return err
 	}
+	b.in.put(last.seg, last.start)
 	st := r.state()
 	b.b = st.BackwardStep
 	// An anchor written just before a crash, with the state that applied
@@ -258,7 +287,8 @@ func (b *bwdLoop) init() error {
 	// The first anchor of a run with backward_from written just before a
 	// crash, without the state that moved the frontier to it.
 	b.b = max(b.b, last.step)
-	b.pol = replay.NewPolicy(policyConfig(b.cfg), replay.AnchorRef{Segment: last.seg, Step: last.step, From: replay.Source(last.from)}, nextSeg, b.b)
+	pc, _ := strategyOf(b.cfg)
+	b.pol = replay.NewPolicy(pc, replay.AnchorRef{Segment: last.seg, Step: last.step, From: replay.Source(last.from)}, nextSeg, b.b)
 	b.publishAnchor()
 	if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
 		return nil // the first anchor comes when the trainer reaches it
@@ -280,8 +310,10 @@ func (b *bwdLoop) push(a anchorState) {
 	}
 	if len(b.lineage) > 0 {
 		b.lineage[len(b.lineage)-1].start = nil
+		b.in.drop(b.lineage[len(b.lineage)-1].seg)
 	}
 	b.lineage = append(b.lineage, a)
+	b.in.put(a.seg, a.start)
 }
 
 func (b *bwdLoop) last() *anchorState { return &b.lineage[len(b.lineage)-1] }
@@ -301,53 +333,38 @@ func (b *bwdLoop) iterate(dst []float32, n int) error {
 		i--
 	}
 	a := b.lineage[i]
-	start := a.start
-	if start == nil {
-		start = make([]float32, b.cfg.Dim)
-		if err := b.s.store.AnchorStart(b.r.name, a.seg, start); err != nil {
+	if n == a.step {
+		start, err := b.in.AnchorStart(b.r.name, a.seg)
+		if err != nil {
 			return err
 		}
-	}
-	if n == a.step {
 		copy(dst, start)
 		return nil
 	}
-	j := b.newJob(n, a.seg, a.step, start, replay.SideNone)
-	j.ctx = b.ctx
-	applied, err := computeIterate(j, b.wr, dst, b.s.store)
+	j := b.newJob(n, a.seg, a.step, replay.SideNone)
+	if j.Memo && b.memo == nil {
+		b.memo = newMemo(b.env, b.s.opts.MemoBudget)
+	}
+	applied, err := computeIterate(b.ctx, j, b.wr, b.memo, b.in, dst)
 	b.recomputed += applied
 	b.s.met.ops.Add(float64(applied))
-	if errors.Is(err, errCancelled) {
-		return b.ctx.Err()
-	}
 	return err
 }
 
-func (b *bwdLoop) newJob(n, seg, anchorStep int, start []float32, side int) Job {
+func (b *bwdLoop) newJob(n, seg, anchorStep int, side int) Job {
 	// Under the adaptive policy the first reset_horizon steps of every
 	// anchor measure their losses, as the trial that kept the anchor did:
 	// so the stored metrics do not depend on whether those steps were
 	// computed in the trial or, after a crash between storing the anchor
 	// and its results, afterwards.
 	eval := side != replay.SideNone || evalDue(b.cfg, n) || b.cfg.ResetPolicy == PolicyImprove && n-anchorStep <= b.cfg.ResetHorizon
-	return Job{
-		Run: b.r.name, Step: n, Segment: seg, AnchorStep: anchorStep, Strategy: b.cfg.Strategy,
-		Eval: eval,
-		r:    b.r, env: b.env, ctx: b.genCtx, start: start, memo: b.memo[side], out: b.results, gen: b.gen, side: side,
-	}
+	j := b.plan.job(b.r.name, b.gen, seg, anchorStep, n)
+	j.Strategy, j.Side, j.Eval = b.cfg.Strategy, side, eval
+	return j
 }
 
 // job is the Job of a dispatch action.
-func (b *bwdLoop) job(a replay.Action) Job {
-	start := b.last().start
-	switch a.Side {
-	case replay.SideOld:
-		start = b.trial.old.start
-	case replay.SideNew:
-		start = b.trial.cand.start
-	}
-	return b.newJob(a.Step, a.Segment, a.AnchorStep, start, a.Side)
-}
+func (b *bwdLoop) job(a replay.Action) Job { return b.newJob(a.Step, a.Segment, a.AnchorStep, a.Side) }
 
 // next returns the next job to dispatch, if any, after performing the
 // anchor changes the policy asks for.
@@ -390,7 +407,7 @@ func (b *bwdLoop) next() (Job, bool, error) {
 func (b *bwdLoop) rollback(a replay.Action) error {
 	b.newGen()
 	for _, res := range b.buf {
-		b.env.putBuf(res.theta)
+		b.env.putBuf(res.Theta)
 	}
 	clear(b.buf)
 	b.trial = nil
@@ -494,31 +511,42 @@ func sortResets(rs []ckpt.Reset) {
 }
 
 // sent records a dispatched job.
-func (b *bwdLoop) sent(Job) {
+func (b *bwdLoop) sent(j Job) {
 	b.s.met.queue.Inc()
+	b.flight[j.ID()] = struct{}{}
 	b.pol.Advance(b.act)
 }
 
-// receive files a job's result in the reorder buffer.
-func (b *bwdLoop) receive(res *result) {
-	b.pol.Received()
-	b.s.met.queue.Dec()
-	if res.job.gen != b.gen || res.cancelled {
-		b.env.putBuf(res.theta)
+// receive files a job's result in the reorder buffer. Results are
+// accounted by job identity: one that is not in flight (a duplicate, or a
+// job of an earlier epoch) is dropped without a trace; one of an earlier
+// generation of this loop (dispatched before a rollback) is counted out of
+// the flight and dropped.
+func (b *bwdLoop) receive(res Result) {
+	id := res.Job.ID()
+	if _, ok := b.flight[id]; !ok {
+		b.env.putBuf(res.Theta)
 		return
 	}
-	if res.err != nil {
+	delete(b.flight, id)
+	b.pol.Received()
+	b.s.met.queue.Dec()
+	if res.Job.Generation != b.gen || res.Cancelled {
+		b.env.putBuf(res.Theta)
+		return
+	}
+	if res.Err != "" {
 		// An error of the store or of a shape: fatal for the run.
-		b.r.fail(res.job.Step, fmt.Sprintf("backward step %d: %v", res.job.Step, res.err))
+		b.r.fail(res.Job.Step, fmt.Sprintf("backward step %d: %s", res.Job.Step, res.Err))
 		b.stopped = true
 		return
 	}
-	b.r.noteOps(res.applied, 1)
-	if res.job.side != replay.SideNone && b.trial != nil {
-		b.trial.buf[res.job.side-1][res.job.Step] = res
+	b.r.noteOps(res.Applied, 1)
+	if res.Job.Side != replay.SideNone && b.trial != nil {
+		b.trial.buf[res.Job.Side-1][res.Job.Step] = res
 		return
 	}
-	b.buf[res.job.Step] = res
+	b.buf[res.Job.Step] = res
 }
 
 // commit moves the results that continue the frontier to the pending
@@ -537,12 +565,12 @@ func (b *bwdLoop) commit() error {
 		if !b.prevOK {
 			return fmt.Errorf("backward step %d: no previous iterate (internal error)", n)
 		}
-		m := res.m
-		m.StepDist = dist(res.theta, b.prev)
-		if why := diverged(&m, res.job.Eval); why != "" {
-			return b.diverge(n, res.job.Segment, why)
+		m := res.Metrics
+		m.StepDist = dist(res.Theta, b.prev)
+		if why := diverged(&m, res.Job.Eval); why != "" {
+			return b.diverge(n, res.Job.Segment, why)
 		}
-		b.add(ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}, res.theta)
+		b.add(ckpt.BackwardResult{Segment: res.Job.Segment, Step: n, Metrics: m}, res.Theta)
 		b.b = n
 		b.pol.Committed(n)
 	}
@@ -624,10 +652,11 @@ func (b *bwdLoop) finish() error {
 // shutdown cancels the jobs in flight, collects them, and writes the
 // results that continue the frontier.
 func (b *bwdLoop) shutdown() {
-	b.genCancel()
-	for b.pol != nil && b.pol.InFlight() > 0 {
-		b.receive(<-b.results)
+	b.newGen()
+	for len(b.flight) > 0 {
+		b.receive(<-b.q.Results())
 	}
+	b.q.Close()
 	if b.stopped {
 		return
 	}
@@ -651,20 +680,15 @@ func (b *bwdLoop) startTrial(a replay.Action) error {
 	if err != nil {
 		return err
 	}
-	if b.memo[replay.SideNone] != nil {
-		// One memoized evaluator per side: each follows its own anchor.
-		for _, side := range []int{replay.SideOld, replay.SideNew} {
-			b.memo[side] = newMemo(b.env, b.s.opts.MemoBudget)
-		}
-	}
 	b.trial = &trial{
 		n: n, h: a.Horizon,
 		cand: anchorState{seg: a.Anchor.Segment, step: n, from: string(a.Anchor.From), start: start},
 		old:  *b.last(),
-		buf:  [2]map[int]*result{{}, {}},
+		buf:  [2]map[int]Result{{}, {}},
 		done: [2]int{n, n},
 		prev: [2][]float32{slices.Clone(b.prev), slices.Clone(start)},
 	}
+	b.in.put(a.Anchor.Segment, start)
 	b.trialAct = a
 	b.pol.Advance(a)
 	return nil
@@ -697,14 +721,14 @@ func (b *bwdLoop) commitTrial() error {
 				break
 			}
 			delete(t.buf[i], n)
-			m := res.m
-			m.StepDist = dist(res.theta, t.prev[i])
+			m := res.Metrics
+			m.StepDist = dist(res.Theta, t.prev[i])
 			b.env.putBuf(t.prev[i])
-			t.prev[i] = res.theta
+			t.prev[i] = res.Theta
 			t.sum[i] += m.Loss
-			br := ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}
+			br := ckpt.BackwardResult{Segment: res.Job.Segment, Step: n, Metrics: m}
 			if n == b.cfg.Steps {
-				br.Theta = slices.Clone(res.theta)
+				br.Theta = slices.Clone(res.Theta)
 			}
 			t.res[i] = append(t.res[i], br)
 			t.done[i] = n
@@ -714,7 +738,6 @@ func (b *bwdLoop) commitTrial() error {
 		return nil
 	}
 	b.trial = nil
-	b.memo[replay.SideOld], b.memo[replay.SideNew] = nil, nil
 	oldLoss, newLoss := t.sum[0]/float64(t.h), t.sum[1]/float64(t.h)
 	keep := replay.TrialKeeps(newLoss, oldLoss)
 	decision := "rejected"
@@ -732,8 +755,11 @@ func (b *bwdLoop) commitTrial() error {
 		if err := b.storeAnchor(a, t.cand.start); err != nil {
 			return err
 		}
-	} else if m := ckptReset(a.Manual); m != nil {
-		b.removals = append(b.removals, *m)
+	} else {
+		b.in.drop(t.cand.seg)
+		if m := ckptReset(a.Manual); m != nil {
+			b.removals = append(b.removals, *m)
+		}
 	}
 	b.pol.Decide(keep)
 	for _, br := range t.res[win] {

@@ -14,8 +14,9 @@
 // the recomputed iterates are stored; a failed run stays failed.
 //
 // Run(ctx) starts every running run and returns when ctx is done, after
-// every run has stopped: jobs in flight are cancelled (operators check the
-// context every few applications, so this takes milliseconds), results
+// every run has stopped: jobs in flight are cancelled (replay's evaluators
+// check the context every few applications and return its error, so this
+// takes milliseconds), results
 // that continue the frontier are written, and the state on disk describes
 // exactly what is stored. A later Run resumes each running run from its
 // last committed step: the trainer from the nearest checkpoint ≤ ForwardStep
@@ -38,18 +39,31 @@
 //
 // # Backward jobs
 //
-// Every logged step n > backward_from yields a Job (run, n, anchor segment
-// and step, strategy): self-contained, since the anchor start and the run's
-// configuration are in the store. The backward loop of a run is one
-// goroutine that dispatches jobs in step order to the shared pool (an
-// unbuffered channel; Options.Workers goroutines, each with its own
-// nn.SGD clone, evaluators and scratch) and commits results in step order:
-// results arrive out of order into a reorder buffer; the committer computes
-// the step distance to θ̃_{n−1}, checks for divergence and writes results
-// with the frontier (ckpt.PutBackward with the state), so the stored
-// frontier is always contiguous. Parameters are kept for anchor starts
-// (ckpt.PutAnchor) and for the last step of a run; any other backward
-// iterate is recomputed from its anchor on request (Params).
+// Every logged step n > backward_from yields a Job: a plain value (run,
+// generation, segment, anchor step, step, strategy, trial side, where the
+// chain starts, whether to use the memo and to measure losses; no pointers,
+// no channels, msgpack-serialisable), and so is its Result (θ̃ and the
+// metrics). What a job reads besides itself — the anchor start, a forward
+// checkpoint for sliding windows — comes through JobInputs. The backward
+// loop of a run is one goroutine that hands jobs in step order to an
+// Executor through its Queue and commits results in step order. The
+// executor is the in-process pool: Options.Workers goroutines
+// (Scheduler.worker) take jobs from one unbuffered channel, find the job's
+// run by name and epoch, and keep per run an nn.SGD clone, evaluators and
+// scratch (and, for memo, the run's memoized evaluators). Results arrive
+// out of order into a reorder buffer and are accounted by job identity
+// (JobID: run, generation, segment, step, side), never by counters: a
+// result whose job is not in flight (a duplicate, or of an earlier process)
+// is dropped, and one of an earlier generation (dispatched before a
+// rollback) is counted out and dropped. A generation is the loop's epoch
+// (ckpt.RunState.Epoch, incremented and stored at every start of the loop)
+// in its high 32 bits and the rollbacks of this start below, so it is
+// unique across restarts. The committer computes the step distance to
+// θ̃_{n−1}, checks for divergence and writes results with the frontier
+// (ckpt.PutBackward with the state), so the stored frontier is always
+// contiguous. Parameters are kept for anchor starts (ckpt.PutAnchor) and
+// for the last step of a run; any other backward iterate is recomputed
+// from its anchor on request (Params).
 //
 // Where the anchor goes is decided by one replay.Policy per run (built by
 // policyConfig from the run's configuration and, at a restart, from the
@@ -128,7 +142,10 @@
 // # Concurrency
 //
 // Each run has one trainer goroutine and one backward goroutine; the
-// backward goroutine owns the anchors, the frontier and the reorder buffer.
+// backward goroutine owns the anchor policy, the anchors, the frontier, the
+// reorder buffer and its executor Queue. Workers share with it only the
+// anchor starts it publishes in its JobInputs (under their own lock; a
+// start is never modified once published).
 // The run's state (ckpt.RunState) is shared and changed only under run.mu,
 // which is also held while the state is written to the store, so the
 // trainer's and the committer's writes never lose each other's progress.

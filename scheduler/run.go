@@ -286,17 +286,16 @@ func ptr(v float64) *float64 { return &v }
 // the data. A mean would be wrong for the others: the cost of full grows
 // with n, so a trajectory's remaining cost is quadratic.
 func remainingOps(cfg ckpt.RunConfig, st ckpt.RunState, anchor int, perN float64) float64 {
-	pol := replay.NewPolicy(policyConfig(&cfg), replay.AnchorRef{Step: anchor}, 0, st.BackwardStep)
+	pc, plan := strategyOf(&cfg)
+	pol := replay.NewPolicy(pc, replay.AnchorRef{Step: anchor}, 0, st.BackwardStep)
 	pol.SetPending(policyResets(st.PendingResets))
 	var ops float64
 	pol.Project(func(n, a int) {
-		switch cfg.Strategy {
-		case StrategyMemo:
+		switch {
+		case plan.memo:
 			ops += perN
-		case StrategySliding:
-			ops += float64(n - max(a, n-cfg.Window))
 		default:
-			ops += float64(n - a)
+			ops += float64(n - plan.job("", 0, 0, a, n).StartStep)
 		}
 	})
 	return ops
