@@ -66,7 +66,7 @@
 // from its anchor on request (Params).
 //
 // Where the anchor goes is decided by one replay.Policy per run (built by
-// policyConfig from the run's configuration and, at a restart, from the
+// strategyOf from the run's configuration and, at a restart, from the
 // stored anchors and frontier); the backward loop performs its actions
 // (dispatch, move the anchor, start a trial, roll back, done), reorders
 // and commits. The same rule gives the status' ETA (remainingOps, via
