@@ -77,7 +77,7 @@ type bwdLoop struct {
 	pending    []ckpt.BackwardResult
 	removals   []ckpt.Reset // applied manual resets to drop from the state at the next flush
 	firstPend  time.Time
-	memo       *memoState // strategy memo: the loop's own, for recomputations
+	memo       *memoState // strategy memo: the loop's own, for recomputations (the workers' are the pool's)
 	cursor     *forwardCursor
 	wr         *workerRun
 	trial      *trial
@@ -343,7 +343,10 @@ func (b *bwdLoop) iterate(dst []float32, n int) error {
 	}
 	j := b.newJob(n, a.seg, a.step, replay.SideNone)
 	if j.Memo && b.memo == nil {
-		b.memo = newMemo(b.env, b.s.opts.MemoBudget)
+		// Budget 0: a one-off recomputation needs no chain levels (the
+		// coalescence memo is exact, so its bits are Direct's), and the
+		// workers' memos already hold the run's budget.
+		b.memo = newMemo(b.env, 0)
 	}
 	applied, err := computeIterate(b.ctx, j, b.wr, b.memo, b.in, dst)
 	b.recomputed += applied
