@@ -259,6 +259,15 @@ func (p *Policy) Committed(n int) {
 	p.d = max(p.d, n)
 }
 
+// Measured reports whether the losses of step n under the anchor at
+// anchorStep must be measured for the adaptive policy: the first Horizon
+// steps of every anchor are, as in the trial that kept it, so that stored
+// losses do not depend on whether a step was computed in its trial or (after
+// a restart between storing an anchor and its results) afterwards.
+func (c PolicyConfig) Measured(n, anchorStep int) bool {
+	return c.Improve && n-anchorStep <= c.Horizon
+}
+
 // TrialKeeps is the adaptive decision: the candidate is kept when the mean
 // training loss of its horizon is lower than the old anchor's, or the old
 // one diverged (NaN) and the candidate did not.

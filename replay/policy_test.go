@@ -352,3 +352,18 @@ func TestPolicyProject(t *testing.T) {
 		t.Errorf("projection\n got %s\nwant %s", s, want)
 	}
 }
+
+func TestPolicyMeasured(t *testing.T) {
+	c := replay.PolicyConfig{Improve: true, Horizon: 5}
+	for _, x := range []struct {
+		n, a int
+		want bool
+	}{{11, 10, true}, {15, 10, true}, {16, 10, false}, {3, 0, true}} {
+		if got := c.Measured(x.n, x.a); got != x.want {
+			t.Errorf("Measured(%d, %d) = %v, want %v", x.n, x.a, got, x.want)
+		}
+	}
+	if (replay.PolicyConfig{Horizon: 5}).Measured(11, 10) {
+		t.Error("the fixed policy measures the horizon")
+	}
+}

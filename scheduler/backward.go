@@ -67,6 +67,7 @@ type bwdLoop struct {
 	act       replay.Action // the dispatch Next returned, Advanced when sent
 	done      bool          // the policy said ActDone
 	plan      execPlan
+	pc        replay.PolicyConfig
 	q         Queue
 	in        *runInputs
 	gen       uint64             // current generation (epoch<<32 | rollbacks)
@@ -91,7 +92,7 @@ type bwdLoop struct {
 func (r *run) backward(ctx context.Context, env *runEnv) error {
 	s := r.s
 	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]Result{}, flight: map[JobID]struct{}{}}
-	_, b.plan = strategyOf(b.cfg)
+	b.pc, b.plan = strategyOf(b.cfg)
 	b.maxFlight = 2 * s.opts.Workers
 	if b.plan.memo {
 		b.maxFlight = 1
@@ -287,8 +288,7 @@ func (b *bwdLoop) init() error {
 	// The first anchor of a run with backward_from written just before a
 	// crash, without the state that moved the frontier to it.
 	b.b = max(b.b, last.step)
-	pc, _ := strategyOf(b.cfg)
-	b.pol = replay.NewPolicy(pc, replay.AnchorRef{Segment: last.seg, Step: last.step, From: replay.Source(last.from)}, nextSeg, b.b)
+	b.pol = replay.NewPolicy(b.pc, replay.AnchorRef{Segment: last.seg, Step: last.step, From: replay.Source(last.from)}, nextSeg, b.b)
 	b.publishAnchor()
 	if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
 		return nil // the first anchor comes when the trainer reaches it
@@ -355,12 +355,9 @@ func (b *bwdLoop) iterate(dst []float32, n int) error {
 }
 
 func (b *bwdLoop) newJob(n, seg, anchorStep int, side int) Job {
-	// Under the adaptive policy the first reset_horizon steps of every
-	// anchor measure their losses, as the trial that kept the anchor did:
-	// so the stored metrics do not depend on whether those steps were
-	// computed in the trial or, after a crash between storing the anchor
-	// and its results, afterwards.
-	eval := side != replay.SideNone || evalDue(b.cfg, n) || b.cfg.ResetPolicy == PolicyImprove && n-anchorStep <= b.cfg.ResetHorizon
+	// Trial jobs measure their losses (the decision compares them), and
+	// so do the steps the adaptive policy wants measured.
+	eval := side != replay.SideNone || evalDue(b.cfg, n) || b.pc.Measured(n, anchorStep)
 	j := b.plan.job(b.r.name, b.gen, seg, anchorStep, n)
 	j.Strategy, j.Side, j.Eval = b.cfg.Strategy, side, eval
 	return j

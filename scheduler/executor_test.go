@@ -55,7 +55,7 @@ func newTestLoop(t *testing.T, epoch uint64) *bwdLoop {
 	env := &runEnv{free: make(chan []float32, 4)}
 	pc, plan := strategyOf(cfg)
 	b := &bwdLoop{
-		r: r, s: s, env: env, cfg: cfg, plan: plan, buf: map[int]Result{}, flight: map[JobID]struct{}{},
+		r: r, s: s, env: env, cfg: cfg, plan: plan, pc: pc, buf: map[int]Result{}, flight: map[JobID]struct{}{},
 		maxFlight: 4, gen: epoch << 32, q: nopQueue{},
 	}
 	b.pol = replay.NewPolicy(pc, replay.AnchorRef{From: replay.SourceInit}, 1, 0)
