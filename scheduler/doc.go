@@ -139,6 +139,14 @@
 //
 // The events of one run come in a deterministic order (testdata/*.golden).
 //
+// # Models
+//
+// Model (Dim, Layout: the named parameter tensors) is what the scheduler
+// exposes of a run's model: Tensors cuts an iterate into them for the
+// server, which no longer sees nn. nn is the built-in family; the rest of
+// the family seam (init from a seed, operators, measures, data set sizes)
+// is still reached through nn directly in newEnv, Create and the trainer.
+//
 // # Concurrency
 //
 // Each run has one trainer goroutine and one backward goroutine; the
