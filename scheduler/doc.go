@@ -112,6 +112,14 @@
 // where losses are measured, forward or backward, marks the run failed with
 // the step and the reason; other runs go on.
 //
+// # Models
+//
+// Model (Dim, Layout: the named parameter tensors) is what the scheduler
+// exposes of a run's model: Tensors cuts an iterate into them for the
+// server, which no longer sees nn. nn is the built-in family; the rest of
+// the family seam (init from a seed, operators, measures, data set sizes)
+// is still reached through nn directly in newEnv, Create and the trainer.
+//
 // # Pacing and memory bounds
 //
 // The trainer never computes step n while n − max(frontier, backward_from)
@@ -138,14 +146,6 @@
 //	deleted
 //
 // The events of one run come in a deterministic order (testdata/*.golden).
-//
-// # Models
-//
-// Model (Dim, Layout: the named parameter tensors) is what the scheduler
-// exposes of a run's model: Tensors cuts an iterate into them for the
-// server, which no longer sees nn. nn is the built-in family; the rest of
-// the family seam (init from a seed, operators, measures, data set sizes)
-// is still reached through nn directly in newEnv, Create and the trainer.
 //
 // # Concurrency
 //

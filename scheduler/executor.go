@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/replay"
 )
 
 // Executor computes backward jobs; the backward loops are its clients. The
@@ -240,31 +239,6 @@ func (q *poolRun) deliver(res Result) {
 	}
 }
 
-// worker runs jobs until quit is closed.
-func (s *Scheduler) worker(quit <-chan struct{}) {
-	scratch := map[*poolRun]*workerRun{}
-	for {
-		select {
-		case <-quit:
-			return
-		case j := <-s.jobs:
-			q := s.pool.lookup(j)
-			if q == nil {
-				continue // its loop is gone: nobody wants the result
-			}
-			if len(scratch) > 8 {
-				clear(scratch) // runs come and go; never hold more than a few
-			}
-			wr := scratch[q]
-			if wr == nil {
-				wr = newWorkerRun(q.x.env, q.x.Inputs, &q.x.Config, true)
-				scratch[q] = wr
-			}
-			q.deliver(s.pool.exec(j, q, wr))
-		}
-	}
-}
-
 // exec computes a job.
 func (p *pool) exec(j Job, q *poolRun, wr *workerRun) Result {
 	t0 := time.Now()
@@ -295,21 +269,4 @@ func (p *pool) exec(j Job, q *poolRun, wr *workerRun) Result {
 	p.met.jobSecs.Observe(d.Seconds())
 	p.met.busy.Add(int64(d))
 	return res
-}
-
-// workerRun is a goroutine's scratch space for one run.
-type workerRun struct {
-	direct *replay.Direct
-	ev     evaluators
-	cursor *forwardCursor
-	fwd    []float32 // sliding-window start
-}
-
-func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) *workerRun {
-	wr := &workerRun{direct: replay.NewDirect(env.proto.Clone())}
-	if measure {
-		wr.ev = env.evaluators()
-	}
-	wr.cursor = newForwardCursor(in, cfg, env.proto.Clone())
-	return wr
 }

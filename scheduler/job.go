@@ -84,6 +84,48 @@ func newMemo(env *runEnv, budget int64) *memoState {
 	return &memoState{eval: replay.NewCoalescing(sgd, budget, 1)}
 }
 
+// workerRun is a worker's scratch space for one run.
+type workerRun struct {
+	direct *replay.Direct
+	ev     evaluators
+	cursor *forwardCursor
+	fwd    []float32 // sliding-window start
+}
+
+func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) *workerRun {
+	wr := &workerRun{direct: replay.NewDirect(env.proto.Clone())}
+	if measure {
+		wr.ev = env.evaluators()
+	}
+	wr.cursor = newForwardCursor(in, cfg, env.proto.Clone())
+	return wr
+}
+
+// worker runs jobs until quit is closed.
+func (s *Scheduler) worker(quit <-chan struct{}) {
+	scratch := map[*runEnv]*workerRun{}
+	for {
+		select {
+		case <-quit:
+			return
+		case j := <-s.jobs:
+			q := s.pool.lookup(j)
+			if q == nil {
+				continue // its loop is gone: nobody wants the result
+			}
+			if len(scratch) > 8 {
+				clear(scratch) // runs come and go; never hold more than a few
+			}
+			wr := scratch[q.x.env] // one env per start of a run
+			if wr == nil {
+				wr = newWorkerRun(q.x.env, q.x.Inputs, &q.x.Config, true)
+				scratch[q.x.env] = wr
+			}
+			q.deliver(s.pool.exec(j, q, wr))
+		}
+	}
+}
+
 // computeIterate writes θ̃_{j.Step} into theta: with memo if j.Memo, else
 // directly from the job's start. It is shared by the workers, the backward
 // loop's own recomputations (anchor starts, resume) and Params. A cancelled

@@ -89,9 +89,9 @@ func Presets() []Preset {
 		{"fmnist-mlp", "the paper's §4 Fashion-MNIST run (mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000)", fm},
 		{"paper-fig3", "fmnist-mlp with the full backward trajectory, as the paper's Figure 3", fig3},
 		{"fmnist-linear", "least squares on Fashion-MNIST with the memoized prefix (full trajectory in linear time)", api.RunSpec{
+			Window:  2000, // its steps: the full trajectory (memo honours the window)
 			Dataset: "fashion-mnist", Model: "linear", Init: nn.InitHe, Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
-			Strategy: StrategyMemo, Window: 2000, // the full trajectory: memo honours the window
-			EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
+			Strategy: StrategyMemo, EvalEvery: defaultFMNISTEvery, EvalSize: defaultFMNISTSize,
 		}},
 	}
 }
