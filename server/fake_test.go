@@ -173,7 +173,7 @@ func (f *fakeBackend) Trajectory(ctx context.Context, name, kind string, from, t
 func (f *fakeBackend) Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st, err := f.get("Tensors", name)
+	st, err := f.get("Params", name) // failures are keyed by the route: /params
 	if err != nil {
 		return nil, err
 	}

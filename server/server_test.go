@@ -239,8 +239,8 @@ func TestErrorMapping(t *testing.T) {
 		{"POST", "/v1/runs/a/reset", `{"at":3}`, "Reset", fmt.Errorf("beyond: %w", scheduler.ErrInvalid), 400},
 		{"DELETE", "/v1/runs/a", "", "Delete", errors.New("disk on fire"), 500},
 		{"GET", "/v1/runs/a/trajectory", "", "Trajectory", fmt.Errorf("bad range: %w", scheduler.ErrInvalid), 400},
-		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Tensors", fmt.Errorf("not kept: %w", scheduler.ErrNotFound), 404},
-		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Tensors", errors.New("disk\non fire"), 500},
+		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Params", fmt.Errorf("not kept: %w", scheduler.ErrNotFound), 404},
+		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Params", errors.New("disk\non fire"), 500},
 		{"GET", "/v1/runs/a/batches", "", "Batches", errors.New("disk on fire"), 500},
 		{"POST", "/v1/runs/a/verify", "", "Verify", fmt.Errorf("busy: %w", scheduler.ErrConflict), 409},
 		// The backend stopping under a live request: 503, never an empty 200.
@@ -523,7 +523,7 @@ func TestPanicRecovery(t *testing.T) {
 	for _, c := range []struct{ method, path, body, panicOn string }{
 		{"GET", "/v1/runs", "", "List"},
 		{"POST", "/v1/runs", `{"name":"b"}`, "Create"},
-		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Tensors"},
+		{"GET", "/v1/runs/a/params?kind=forward&step=1", "", "Params"},
 	} {
 		h.fake.mu.Lock()
 		h.fake.panicOn = c.panicOn
@@ -534,7 +534,7 @@ func TestPanicRecovery(t *testing.T) {
 	if a := h.do("GET", "/healthz", nil); a.code != 200 {
 		t.Fatalf("healthz after panics: %d", a.code)
 	}
-	if !strings.Contains(h.log.String(), "Tensors panics") {
+	if !strings.Contains(h.log.String(), "Params panics") {
 		t.Errorf("panic not logged:\n%s", h.log.String())
 	}
 }
