@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -37,8 +38,10 @@ func TestMemoMovesAnchorsAsWindow(t *testing.T) {
 		{Preset: "quadratic", Steps: 100, Window: 16},
 		{Preset: "quadratic", Steps: 100, Window: 16, ResetFrom: FromForward, ResetAt: []int{40}},
 		{Preset: "quadratic", Steps: 60, Window: 10, ResetPolicy: PolicyImprove, ResetHorizon: 5, ResetAt: []int{33}, ResetFrom: FromForward},
-		{Preset: "quadratic", Steps: 90, Window: 16, BackwardFrom: 20},
+		{Preset: "quadratic", Steps: 90, Window: 16},
 	}
+	backwardFrom := []int{0, 0, 0, 20}
+	setBackwardFrom(t, &cases[3], backwardFrom[3])
 	for i, spec := range cases {
 		for _, s := range []string{StrategyWindow, StrategyMemo} {
 			sp := spec
@@ -64,7 +67,7 @@ func TestMemoMovesAnchorsAsWindow(t *testing.T) {
 			}
 		}
 		wm, mm := metricsOf(t, h.store, win, "backward", 0), metricsOf(t, h.store, memo, "backward", 0)
-		if len(wm) != len(mm) || len(wm) != spec.Steps-spec.BackwardFrom {
+		if len(wm) != len(mm) || len(wm) != spec.Steps-backwardFrom[i] {
 			t.Fatalf("case %d: %d memo and %d window backward results", i, len(mm), len(wm))
 		}
 		for k := range wm {
@@ -76,7 +79,7 @@ func TestMemoMovesAnchorsAsWindow(t *testing.T) {
 		}
 		// The iterates themselves (not only norms): every backward
 		// parameter vector.
-		for n := spec.BackwardFrom + 1; n <= spec.Steps; n++ {
+		for n := backwardFrom[i] + 1; n <= spec.Steps; n++ {
 			_, tw, err := h.s.Params(context.Background(), win, KindBackward, n)
 			if err != nil {
 				t.Fatal(err)
@@ -179,5 +182,14 @@ func TestMemoWindowResumeBitwise(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// setBackwardFrom sets spec's backward_from through its JSON form, so that
+// the test does not depend on how api.RunSpec spells an optional number.
+func setBackwardFrom(t *testing.T, spec *api.RunSpec, n int) {
+	t.Helper()
+	if err := json.Unmarshal(fmt.Appendf(nil, `{"backward_from":%d}`, n), spec); err != nil {
+		t.Fatal(err)
 	}
 }
