@@ -56,6 +56,9 @@ type RunState struct {
 	// backward result. It never exceeds ForwardStep.
 	BackwardStep  int
 	PendingResets []Reset // manual resets not yet applied
+	// Epoch counts the starts of the run's backward loop (the scheduler's
+	// job generations are unique across restarts through it).
+	Epoch uint64
 }
 
 // Reset is a requested move of the backward anchor to Step, starting from

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"math"
 
 	"gonum.org/v1/gonum/blas"
@@ -83,7 +84,7 @@ func NewAffinePrefix(ops AffineOperators) *AffinePrefix {
 // composed into the memo during this call (each one a low-rank update, the
 // equivalent of one operator application); 0 when the memo already holds
 // P_n.
-func (p *AffinePrefix) Eval(dst []float32, an Anchor, n int) (int, error) {
+func (p *AffinePrefix) Eval(ctx context.Context, dst []float32, an Anchor, n int) (int, error) {
 	if err := checkEval(p.ops.Dim(), dst, an, n); err != nil {
 		return 0, err
 	}
@@ -92,6 +93,15 @@ func (p *AffinePrefix) Eval(dst []float32, an Anchor, n int) (int, error) {
 	}
 	applied := 0
 	for k := p.n + 1; k <= n; k++ {
+		if applied%checkEvery == 0 {
+			if err := cancelled(ctx, n); err != nil {
+				// P_{k−1} is composed: the memo stays exact, and the
+				// composition sequence (so every bit) is the one an
+				// uninterrupted call makes.
+				p.n = k - 1
+				return applied, err
+			}
+		}
 		p.compose(k)
 		applied++
 	}

@@ -1,5 +1,7 @@
 package replay
 
+import "context"
+
 // Coalescing evaluates backward iterates with a coalescence memo, in the
 // spirit of Propp and Wilson's coupling from the past.
 //
@@ -81,7 +83,7 @@ func (c *Coalescing) KeptBytes() int64 { return int64(c.kept) * int64(4*c.dim) }
 
 // Eval implements Evaluator; the count is the number of Apply calls made.
 // dst receives the result; the memo never aliases it.
-func (c *Coalescing) Eval(dst []float32, a Anchor, n int) (int, error) {
+func (c *Coalescing) Eval(ctx context.Context, dst []float32, a Anchor, n int) (int, error) {
 	if err := checkEval(c.dim, dst, a, n); err != nil {
 		return 0, err
 	}
@@ -100,6 +102,14 @@ func (c *Coalescing) Eval(dst []float32, a Anchor, n int) (int, error) {
 	applied := 0
 	met := false
 	for k := n; k > r; k-- {
+		if applied%checkEvery == 0 {
+			if err := cancelled(ctx, n); err != nil {
+				// Levels of this chain and of the previous one are mixed
+				// now: start over (exact either way, only slower).
+				c.valid = false
+				return applied, err
+			}
+		}
 		c.ops.Apply(k, dst)
 		applied++
 		if (k-r)%c.stride != 0 {

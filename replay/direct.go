@@ -1,6 +1,9 @@
 package replay
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Direct evaluates T_{r+1}∘…∘T_n(x_r) by applying the n−r operators one by
 // one, newest first: it copies x_r into dst and applies T_n, T_{n−1}, …,
@@ -16,12 +19,17 @@ var _ Evaluator = (*Direct)(nil)
 func NewDirect(ops Operators) *Direct { return &Direct{ops: ops} }
 
 // Eval implements Evaluator. It returns ErrStep (wrapped) when n < a.Step.
-func (d *Direct) Eval(dst []float32, a Anchor, n int) (int, error) {
+func (d *Direct) Eval(ctx context.Context, dst []float32, a Anchor, n int) (int, error) {
 	if err := checkEval(d.ops.Dim(), dst, a, n); err != nil {
 		return 0, err
 	}
 	copy(dst, a.Start)
 	for k := n; k > a.Step; k-- {
+		if (n-k)%checkEvery == 0 {
+			if err := cancelled(ctx, n); err != nil {
+				return n - k, err
+			}
+		}
 		d.ops.Apply(k, dst)
 	}
 	return n - a.Step, nil

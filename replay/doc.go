@@ -26,8 +26,24 @@
 // an evaluator: Full (anchor 0 only), Windowed (periodic resets every W
 // steps and manual resets; start points from the backward or the forward
 // iterate), Sliding (θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W})) and Memo (the anchors
-// of Full or Windowed with AffinePrefix or Coalescing). WindowResetDue is
-// the anchor rule the scheduler shares with Windowed.
+// of Full or Windowed with AffinePrefix or Coalescing).
+//
+// # The anchor policy
+//
+// AnchorRule is the only statement of when an anchor moves: under the
+// anchor at a, the window's periodic reset falls at every m > a with m − a
+// a multiple of W (so at a+W when that move is made, and W steps later
+// again when an adaptive trial rejected it), and a manual reset at m moves
+// the anchor to m. Windowed, Memo and Full take their anchor sequence from
+// it. Policy is the state machine the scheduler executes for a run, in the
+// style of etcd-raft: events in (Logged, SetPending, Received, Committed,
+// Decide, Advance of a performed action), actions out (Next: dispatch a
+// job, move the anchor, start an adaptive trial, roll back, done). Next
+// does not change the policy; Advance does. It is pure and deterministic:
+// the same events give the same actions, and its state after a restart is
+// rebuilt from what the scheduler stores (anchor, segment number,
+// frontier). Project lists the jobs still to come under the same rule (the
+// scheduler's ETA). TrialKeeps is the adaptive decision.
 //
 // # What is mutated, what may alias
 //
@@ -36,6 +52,9 @@
 //   - Anchor.Start, θ_0 and every input slice are never modified. Strategies
 //     and memoizing evaluators keep copies, so callers may reuse their
 //     slices after a call.
+//   - Evaluators take a context: a cancelled evaluation returns the
+//     context's error (wrapped) within a few applications, never a
+//     partial result, and leaves an exact memo behind.
 //   - Operators are mutated only through their own scratch space; an
 //     Operators value (and every evaluator or strategy built on it) belongs
 //     to one goroutine at a time.

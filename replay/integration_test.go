@@ -4,6 +4,7 @@ package replay_test
 // paper's scalar quadratic and on least squares on Fashion-MNIST.
 
 import (
+	"context"
 	"flag"
 	"math"
 	"testing"
@@ -157,7 +158,7 @@ func TestNNLinearMemoMatchesFull(t *testing.T) {
 		if !check[n] {
 			continue
 		}
-		if _, err := direct.Eval(want, replay.Anchor{Start: run.theta0}, n); err != nil {
+		if _, err := direct.Eval(context.Background(), want, replay.Anchor{Start: run.theta0}, n); err != nil {
 			t.Fatal(err)
 		}
 		e := replaytest.RelErr(got, want)

@@ -1,6 +1,7 @@
 package replay_test
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 
@@ -46,44 +47,6 @@ func mustMemo(t *testing.T, f replaytest.Family, cfg replay.MemoConfig) *replay.
 		t.Fatal(err)
 	}
 	return m
-}
-
-func TestWindowResetDue(t *testing.T) {
-	for _, c := range []struct {
-		r, n, w int
-		due     bool
-	}{
-		{0, 1, 0, false}, {0, 1000, 0, false}, {0, 5, 5, false}, {0, 6, 5, true},
-		{5, 10, 5, false}, {5, 11, 5, true}, {0, 2, 1, true}, {1, 2, 1, false},
-	} {
-		if got := replay.WindowResetDue(c.r, c.n, c.w); got != c.due {
-			t.Errorf("WindowResetDue(%d, %d, %d) = %v, want %v", c.r, c.n, c.w, got, c.due)
-		}
-	}
-	// Applied sequentially, the rule puts anchors at 0, W, 2W, … and the
-	// Windowed strategy uses exactly those anchors.
-	rng := newRand(t)
-	f := replaytest.NewQuadraticFamily(rng, 50, 1, 0.1, 100)
-	for _, w := range []int{1, 3, 7, 100} {
-		s := mustWindowed(t, f, replay.Config{Window: w})
-		r := 0
-		dst := make([]float32, 1)
-		for n := 1; n <= 100; n++ {
-			if replay.WindowResetDue(r, n, w) {
-				r = n - 1
-			}
-			if r%w != 0 {
-				t.Fatalf("W=%d: anchor %d is not a multiple of W", w, r)
-			}
-			res, err := s.Backward(dst, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Anchor != r {
-				t.Fatalf("W=%d step %d: strategy anchor %d, rule %d", w, n, res.Anchor, r)
-			}
-		}
-	}
 }
 
 // TestWideWindowEqualsFull: with W ≥ n no reset happens, so windowed (from
@@ -156,7 +119,7 @@ func TestAffinePrefixMatchesFull(t *testing.T) {
 				if n%97 != 0 && n > 20 && n != steps {
 					continue // the direct reference costs n: check a sample
 				}
-				if _, err := direct.Eval(want, replay.Anchor{Start: f.Theta0}, n); err != nil {
+				if _, err := direct.Eval(context.Background(), want, replay.Anchor{Start: f.Theta0}, n); err != nil {
 					t.Fatal(err)
 				}
 				e := replaytest.RelErr(got, want)
@@ -235,7 +198,7 @@ func TestWindowedBackwardStart(t *testing.T) {
 				if r != (n-1)/w*w || res[n].Applied > w {
 					t.Fatalf("step %d: %+v, want anchor %d and ≤ %d applications", n, res[n], (n-1)/w*w, w)
 				}
-				if _, err := direct.Eval(want, replay.Anchor{Step: r, Start: got[r]}, n); err != nil {
+				if _, err := direct.Eval(context.Background(), want, replay.Anchor{Step: r, Start: got[r]}, n); err != nil {
 					t.Fatal(err)
 				}
 				if !replaytest.Bitwise(got[n], want) {
@@ -363,7 +326,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("sliding W=0 without forward source: %v", err)
 	}
 	d := replay.NewDirect(f.Ops)
-	if _, err := d.Eval(make([]float32, 1), replay.Anchor{Step: 5, Start: f.Theta0}, 4); !errorsIs(err, replay.ErrStep) {
+	if _, err := d.Eval(context.Background(), make([]float32, 1), replay.Anchor{Step: 5, Start: f.Theta0}, 4); !errorsIs(err, replay.ErrStep) {
 		t.Errorf("step before anchor: %v", err)
 	}
 }

@@ -1,5 +1,10 @@
 package replay
 
+import (
+	"context"
+	"fmt"
+)
+
 // Operators is the family T_1, T_2, … of one run: T_k is the training step
 // made with the k-th batch. Parameters are flat float32 vectors of length Dim.
 //
@@ -35,11 +40,32 @@ type Anchor struct {
 // AffinePrefix and Coalescing (memoized, meant to be called with increasing
 // n under one anchor; a different anchor discards the memo). None is safe
 // for concurrent use.
+//
+// Eval checks ctx between applications (every checkEvery of them) and
+// returns ctx's error, wrapped, once it is done: dst is then undefined, the
+// applications made so far are counted, and a memoizing evaluator keeps a
+// memo that is still exact (AffinePrefix keeps the maps composed so far;
+// Coalescing discards its chain), so the next call returns the same bits as
+// if nothing had been cancelled.
 type Evaluator interface {
 	// Eval writes T_{a.Step+1}∘…∘T_n(a.Start) into dst (len Dim, must not
 	// alias a.Start) and returns the number of operator applications (or
 	// their equivalent) it performed.
-	Eval(dst []float32, a Anchor, n int) (applied int, err error)
+	Eval(ctx context.Context, dst []float32, a Anchor, n int) (applied int, err error)
+}
+
+// checkEvery is how many applications an evaluator makes between two looks
+// at its context: a look costs a few nanoseconds, an application at least
+// tens, so the overhead stays below a few percent while a cancelled chain
+// stops within a few applications.
+const checkEvery = 4
+
+// cancelled returns ctx's error wrapped for an evaluation of step n.
+func cancelled(ctx context.Context, n int) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("evaluate step %d: %w", n, err)
+	}
+	return nil
 }
 
 // AffineOperators is an optional capability of Operators (checked by type

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,7 +34,10 @@ type Result struct {
 	Applied int
 }
 
-// Strategy computes backward iterates θ̃_n under its own choice of anchors.
+// Strategy computes backward iterates θ̃_n under its own choice of anchors,
+// in memory and to completion (it evaluates with context.Background(): a
+// caller that must be able to stop a long chain uses an Evaluator, as the
+// scheduler does).
 // Strategies are deterministic: the result for n depends only on the
 // operators, θ_0 and the configuration, never on which steps were asked
 // before (order of calls only changes the cost). They are meant for
@@ -45,18 +49,10 @@ type Strategy interface {
 	Backward(dst []float32, n int) (Result, error)
 }
 
-// WindowResetDue reports whether the anchor at anchorStep must move before
-// step n is computed with window W: true when n − anchorStep would exceed W
-// (the anchor then moves to n−1). A window ≤ 0 means no periodic reset.
-// Applied to n = 1, 2, 3, … in turn it puts anchors at 0, W, 2W, …
-func WindowResetDue(anchorStep, n, window int) bool {
-	return window > 0 && n-anchorStep > window
-}
-
 // Config chooses the anchors of a Windowed or Memo strategy. The anchors are
 // a pure function of the configuration: anchor 0 is (0, θ_0); after anchor r
-// the next one is at min(r+W, the first reset step > r) — what calling
-// WindowResetDue for n = 1, 2, … gives, plus the manual resets.
+// the next one is AnchorRule{Window: W}.Next(r, r, ResetAt) — min(r+W, the
+// first reset step > r), the rule the scheduler's Policy applies too.
 type Config struct {
 	// Window is W: no step is more than W steps from its anchor. 0 means no
 	// periodic reset (only ResetAt).
@@ -101,7 +97,7 @@ type anchored struct {
 	ops    Operators
 	dim    int
 	theta0 []float32
-	window int
+	rule   AnchorRule
 	resets []int // sorted, unique, > 0
 	from   Source
 	fwd    ForwardSource
@@ -133,7 +129,7 @@ func newAnchored(ops Operators, theta0 []float32, cfg Config, eval Evaluator) (a
 	resets = slices.Compact(resets)
 	a := anchored{
 		ops: ops, dim: dim, theta0: slices.Clone(theta0),
-		window: cfg.Window, resets: resets, from: from, fwd: cfg.Forward, eval: eval,
+		rule: AnchorRule{Window: cfg.Window}, resets: resets, from: from, fwd: cfg.Forward, eval: eval,
 		start: make([]float32, dim), last: make([]float32, dim),
 	}
 	a.rewind()
@@ -148,17 +144,7 @@ func (a *anchored) rewind() {
 }
 
 // next returns the anchor that follows r, or −1 if there is none.
-func (a *anchored) next(r int) int {
-	nx := -1
-	if a.window > 0 {
-		nx = r + a.window
-	}
-	i, _ := slices.BinarySearch(a.resets, r+1)
-	if i < len(a.resets) && (nx < 0 || a.resets[i] < nx) {
-		nx = a.resets[i]
-	}
-	return nx
-}
+func (a *anchored) next(r int) int { return a.rule.Next(r, r, a.resets) }
 
 // Backward implements Strategy.
 func (a *anchored) Backward(dst []float32, n int) (Result, error) {
@@ -187,7 +173,7 @@ func (a *anchored) Backward(dst []float32, n int) (Result, error) {
 			return Result{}, err
 		}
 	}
-	k, err := a.eval.Eval(dst, Anchor{Step: a.step, Start: a.start}, n)
+	k, err := a.eval.Eval(context.Background(), dst, Anchor{Step: a.step, Start: a.start}, n)
 	applied += k
 	if err != nil {
 		return Result{}, fmt.Errorf("backward step %d under anchor %d: %w", n, a.step, err)
@@ -207,7 +193,7 @@ func (a *anchored) move(r int) (int, error) {
 		}
 	default:
 		if a.lastStep != r {
-			k, err := a.eval.Eval(a.last, Anchor{Step: a.step, Start: a.start}, r)
+			k, err := a.eval.Eval(context.Background(), a.last, Anchor{Step: a.step, Start: a.start}, r)
 			if err != nil {
 				return k, fmt.Errorf("backward iterate %d for anchor: %w", r, err)
 			}
@@ -360,7 +346,7 @@ func (s *Sliding) Backward(dst []float32, n int) (Result, error) {
 		}
 		an, src = Anchor{Step: r, Start: s.start}, SourceForward
 	}
-	k, err := s.direct.Eval(dst, an, n)
+	k, err := s.direct.Eval(context.Background(), dst, an, n)
 	if err != nil {
 		return Result{}, err
 	}

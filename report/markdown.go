@@ -49,7 +49,7 @@ func writeRun(bw *bufio.Writer, r *Result) {
 		cfg = append(cfg, fmt.Sprintf("seed `%d`", *s.Seed))
 	}
 	add("strategy", st.Strategy)
-	if st.Strategy != "full" && st.Strategy != "memo" {
+	if st.Strategy != "full" { // memo moves its anchors as window does
 		add("window", fmt.Sprint(st.Window))
 	}
 	if len(s.ResetAt) > 0 {

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -11,12 +10,6 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/replay"
-)
-
-// Sides of an adaptive trial.
-const (
-	sideOld = 1 // the old anchor continued
-	sideNew = 2 // the candidate anchor
 )
 
 // Flush policy of the committer: results are written when this many are
@@ -36,24 +29,25 @@ type anchorState struct {
 	start     []float32
 }
 
-// trial is an adaptive reset being decided: both the old anchor continued
-// and the candidate are computed over the horizon N+1..N+H.
+// trial is the executor's side of an adaptive reset being decided (the
+// policy decides what to dispatch): both the old anchor continued and the
+// candidate are computed over the horizon N+1..N+H, and committed in order
+// per side.
 type trial struct {
-	n, h         int
-	from, reason string
-	manual       *ckpt.Reset
-	cand, old    anchorState
-	next         [2]int // next step to dispatch per side
-	buf          [2]map[int]*result
-	done         [2]int // last step processed in order per side
-	prev         [2][]float32
-	res          [2][]ckpt.BackwardResult
-	sum          [2]float64
+	n, h      int
+	cand, old anchorState
+	buf       [2]map[int]Result
+	done      [2]int // last step processed in order per side
+	prev      [2][]float32
+	res       [2][]ckpt.BackwardResult
+	sum       [2]float64
 }
 
-// bwdLoop is the backward job stream of one run: dispatcher and in-order
-// committer in one goroutine, so that anchors, the frontier and the reorder
-// buffer have a single owner.
+// bwdLoop is the backward job stream of one run: it executes the actions
+// of the run's replay.Policy (dispatch, move anchor, trial, rollback),
+// reorders results and commits them, in one goroutine, so that anchors,
+// the frontier and the reorder buffer have a single owner. Where the
+// anchor goes is the policy's business only.
 type bwdLoop struct {
 	r   *run
 	s   *Scheduler
@@ -61,49 +55,63 @@ type bwdLoop struct {
 	cfg *ckpt.RunConfig
 	ctx context.Context
 
-	lineage []anchorState
-	nextSeg int
-	b, d    int // committed frontier (in memory) and last dispatched step
+	pol     *replay.Policy
+	lineage []anchorState // the anchors' start points (the last one's in memory)
 	prev    []float32
 	prevOK  bool
 
-	gen       int
-	genCtx    context.Context
-	genCancel context.CancelFunc
-	inflight  int
+	// b is the frontier the next flush writes: the last step whose result
+	// is stored or pending (the policy's frontier, except while a trial's
+	// winner is being committed).
+	b         int
+	act       replay.Action // the dispatch Next returned, Advanced when sent
+	done      bool          // the policy said ActDone
+	plan      execPlan
+	pc        replay.PolicyConfig
+	q         Queue
+	in        *runInputs
+	gen       uint64             // current generation (epoch<<32 | rollbacks)
+	flight    map[JobID]struct{} // dispatched, not yet received
 	maxFlight int
-	results   chan *result
-	buf       map[int]*result
+	buf       map[int]Result
 
 	pending    []ckpt.BackwardResult
 	removals   []ckpt.Reset // applied manual resets to drop from the state at the next flush
 	firstPend  time.Time
-	memo       *memoState
+	memo       *memoState // strategy memo: the loop's own, for recomputations (the workers' are the pool's)
 	cursor     *forwardCursor
 	wr         *workerRun
 	trial      *trial
-	stopped    bool // failed: stop without further writes
-	recomputed int  // operator applications spent outside jobs
+	trialAct   replay.Action // the ActTrial being decided
+	stopped    bool          // failed: stop without further writes
+	recomputed int           // operator applications spent outside jobs
 }
 
 // backward runs the backward loop of r until the run is done or failed or
 // ctx is cancelled.
 func (r *run) backward(ctx context.Context, env *runEnv) error {
 	s := r.s
-	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]*result{}}
+	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]Result{}, flight: map[JobID]struct{}{}}
+	b.pc, b.plan = strategyOf(b.cfg)
 	b.maxFlight = 2 * s.opts.Workers
-	if r.cfg.Strategy == StrategyMemo {
+	if b.plan.memo {
 		b.maxFlight = 1
-		b.memo = newMemo(env, s.opts.MemoBudget)
 	}
-	b.results = make(chan *result, b.maxFlight)
+	// A new epoch at every start, stored before any job is issued: the
+	// generations of this loop differ from those of every earlier one.
+	if err := r.update(func(st *ckpt.RunState) bool { st.Epoch++; return true }); err != nil {
+		return err
+	}
+	b.gen = r.state().Epoch << 32
+	b.in = newRunInputs(s.store, b.cfg.Dim)
+	b.q = s.pool.Open(execRun{
+		Name: r.name, Epoch: r.state().Epoch, Config: r.cfg, Inputs: b.in,
+		env: env, memoBudget: s.opts.MemoBudget, Flight: b.maxFlight,
+	})
 	s.loops.Add(1)
 	defer s.loops.Add(-1)
-	sgd := env.proto.Clone()
-	ops := &cancelOps{ops: sgd, ctx: ctx}
-	b.wr = &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: env.evaluators()}
-	b.cursor = newForwardCursor(s.store, b.cfg, env.proto.Clone())
-	b.newGen()
+	b.wr = newWorkerRun(env, b.in, b.cfg, false)
+	b.cursor = newForwardCursor(b.in, b.cfg, env.proto.Clone())
 	defer b.shutdown()
 	if err := b.init(); err != nil {
 		return err
@@ -132,12 +140,12 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 		if b.stopped {
 			return nil
 		}
-		if !ok && b.finished() {
+		if !ok && b.done {
 			return b.finish()
 		}
 		var send chan<- Job
 		if ok {
-			send = s.jobs
+			send = b.q.Jobs()
 		}
 		var tick <-chan time.Time
 		if len(b.pending) > 0 {
@@ -147,7 +155,7 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 		select {
 		case send <- j:
 			b.sent(j)
-		case res := <-b.results:
+		case res := <-b.q.Results():
 			b.receive(res)
 		case <-r.bwdKick:
 		case <-tick:
@@ -157,16 +165,69 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 	}
 }
 
+// newGen starts a new generation: the results of the jobs in flight are
+// stale (they are still received, and dropped).
 func (b *bwdLoop) newGen() {
-	if b.genCancel != nil {
-		b.genCancel()
-	}
 	b.gen++
-	b.genCtx, b.genCancel = context.WithCancel(b.ctx)
+	b.q.Cancel(b.gen)
 }
 
-// init loads the anchors and the frontier and recomputes θ̃ at the frontier
-// (needed for the step distance of the next iterate and as a reset start).
+// execPlan is how a strategy's jobs are evaluated.
+type execPlan struct {
+	slide int  // sliding window W (0: none): start from θ_{n−W}
+	memo  bool // with the run's memoized evaluator
+}
+
+// strategyOf is the one place where the scheduler tells strategies apart:
+// their anchor policy — window and memo have the window's periodic resets
+// (memo moves its anchors exactly as window does; only the evaluator
+// differs), full and sliding only the manual ones (sliding's window is not
+// an anchor) — and how their jobs are evaluated.
+func strategyOf(cfg *ckpt.RunConfig) (replay.PolicyConfig, execPlan) {
+	pc := replay.PolicyConfig{
+		Steps: cfg.Steps, From: replay.Source(cfg.ResetFrom),
+		Improve: cfg.ResetPolicy == PolicyImprove, Horizon: cfg.ResetHorizon, BackwardFrom: cfg.BackwardFrom,
+	}
+	var plan execPlan
+	switch cfg.Strategy {
+	case StrategyWindow:
+		pc.Window = cfg.Window
+	case StrategyMemo:
+		pc.Window = cfg.Window
+		plan.memo = true
+	case StrategySliding:
+		plan.slide = cfg.Window
+	}
+	return pc, plan
+}
+
+// job is the Job of θ̃_step under the anchor (seg, anchorStep).
+func (p execPlan) job(run string, gen uint64, seg, anchorStep, step int) Job {
+	j := Job{Run: run, Generation: gen, Segment: seg, AnchorStep: anchorStep, Step: step, StartStep: anchorStep, Memo: p.memo}
+	if p.slide > 0 && step-p.slide > anchorStep {
+		j.StartStep, j.StartForward = step-p.slide, true
+	}
+	return j
+}
+
+func policyResets(rs []ckpt.Reset) []replay.Reset {
+	out := make([]replay.Reset, len(rs))
+	for i, r := range rs {
+		out[i] = replay.Reset{Step: r.Step, From: replay.Source(r.From)}
+	}
+	return out
+}
+
+func ckptReset(r *replay.Reset) *ckpt.Reset {
+	if r == nil {
+		return nil
+	}
+	return &ckpt.Reset{Step: r.Step, From: string(r.From)}
+}
+
+// init loads the anchors and the frontier, builds the policy from them and
+// recomputes θ̃ at the frontier (needed for the step distance of the next
+// iterate and as a reset start).
 func (b *bwdLoop) init() error {
 	r, store := b.r, b.s.store
 	recs, err := store.Anchors(r.name)
@@ -177,15 +238,17 @@ func (b *bwdLoop) init() error {
 		return fmt.Errorf("run has no anchor: %w", ckpt.ErrCorrupt)
 	}
 	slices.SortFunc(recs, func(x, y ckpt.AnchorRec) int { return x.Segment - y.Segment })
+	nextSeg := 0
 	for _, a := range recs {
 		b.push(anchorState{seg: a.Segment, step: a.Step, from: a.From})
-		b.nextSeg = a.Segment + 1
+		nextSeg = a.Segment + 1
 	}
 	last := &b.lineage[len(b.lineage)-1]
 	last.start = make([]float32, b.cfg.Dim)
 	if err := store.AnchorStart(r.name, last.seg, last.start); err != nil {
 		return err
 	}
+	b.in.put(last.seg, last.start)
 	st := r.state()
 	b.b = st.BackwardStep
 	// An anchor written just before a crash, with the state that applied
@@ -225,7 +288,7 @@ func (b *bwdLoop) init() error {
 	// The first anchor of a run with backward_from written just before a
 	// crash, without the state that moved the frontier to it.
 	b.b = max(b.b, last.step)
-	b.d = b.b
+	b.pol = replay.NewPolicy(b.pc, replay.AnchorRef{Segment: last.seg, Step: last.step, From: replay.Source(last.from)}, nextSeg, b.b)
 	b.publishAnchor()
 	if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
 		return nil // the first anchor comes when the trainer reaches it
@@ -247,8 +310,10 @@ func (b *bwdLoop) push(a anchorState) {
 	}
 	if len(b.lineage) > 0 {
 		b.lineage[len(b.lineage)-1].start = nil
+		b.in.drop(b.lineage[len(b.lineage)-1].seg)
 	}
 	b.lineage = append(b.lineage, a)
+	b.in.put(a.seg, a.start)
 }
 
 func (b *bwdLoop) last() *anchorState { return &b.lineage[len(b.lineage)-1] }
@@ -268,185 +333,163 @@ func (b *bwdLoop) iterate(dst []float32, n int) error {
 		i--
 	}
 	a := b.lineage[i]
-	start := a.start
-	if start == nil {
-		start = make([]float32, b.cfg.Dim)
-		if err := b.s.store.AnchorStart(b.r.name, a.seg, start); err != nil {
+	if n == a.step {
+		start, err := b.in.AnchorStart(b.r.name, a.seg)
+		if err != nil {
 			return err
 		}
-	}
-	if n == a.step {
 		copy(dst, start)
 		return nil
 	}
-	j := b.job(n, a.seg, a.step, start)
-	j.ctx = b.ctx
-	applied, err := computeIterate(j, b.wr, dst, b.s.store)
+	j := b.newJob(n, a.seg, a.step, replay.SideNone)
+	if j.Memo && b.memo == nil {
+		// Budget 0: a one-off recomputation needs no chain levels (the
+		// coalescence memo is exact, so its bits are Direct's), and the
+		// workers' memos already hold the run's budget.
+		b.memo = newMemo(b.env, 0)
+	}
+	applied, err := computeIterate(b.ctx, j, b.wr, b.memo, b.in, dst)
 	b.recomputed += applied
 	b.s.met.ops.Add(float64(applied))
-	if errors.Is(err, errCancelled) {
-		return b.ctx.Err()
-	}
 	return err
 }
 
-func (b *bwdLoop) job(n, seg, anchorStep int, start []float32) Job {
-	// Under the adaptive policy the first reset_horizon steps of every
-	// anchor measure their losses, as the trial that kept the anchor did:
-	// so the stored metrics do not depend on whether those steps were
-	// computed in the trial or, after a crash between storing the anchor
-	// and its results, afterwards.
-	eval := evalDue(b.cfg, n) || b.cfg.ResetPolicy == PolicyImprove && n-anchorStep <= b.cfg.ResetHorizon
-	return Job{
-		Run: b.r.name, Step: n, Segment: seg, AnchorStep: anchorStep, Strategy: b.cfg.Strategy,
-		Eval: eval,
-		r:    b.r, env: b.env, ctx: b.genCtx, start: start, memo: b.memo, out: b.results, gen: b.gen,
-	}
+func (b *bwdLoop) newJob(n, seg, anchorStep int, side int) Job {
+	// Trial jobs measure their losses (the decision compares them), and
+	// so do the steps the adaptive policy wants measured.
+	eval := side != replay.SideNone || evalDue(b.cfg, n) || b.pc.Measured(n, anchorStep)
+	j := b.plan.job(b.r.name, b.gen, seg, anchorStep, n)
+	j.Strategy, j.Side, j.Eval = b.cfg.Strategy, side, eval
+	return j
 }
+
+// job is the Job of a dispatch action.
+func (b *bwdLoop) job(a replay.Action) Job { return b.newJob(a.Step, a.Segment, a.AnchorStep, a.Side) }
 
 // next returns the next job to dispatch, if any, after performing the
-// anchor changes that are due.
+// anchor changes the policy asks for.
 func (b *bwdLoop) next() (Job, bool, error) {
 	for {
-		if b.trial != nil {
-			j, ok := b.trialNext()
-			return j, ok, nil
-		}
 		st := b.r.state()
-		f := st.ForwardStep
-		last := b.last()
-		if b.cfg.BackwardFrom > 0 && last.step < b.cfg.BackwardFrom {
-			s := b.cfg.BackwardFrom
-			if f < s {
-				return Job{}, false, nil
+		b.pol.Logged(st.ForwardStep)
+		b.pol.SetPending(policyResets(st.PendingResets))
+		a := b.pol.Next(b.flightLimit())
+		b.done = a.Kind == replay.ActDone
+		var err error
+		switch a.Kind {
+		case replay.ActDispatch:
+			b.act = a
+			return b.job(a), true, nil
+		case replay.ActWait, replay.ActDone:
+			if a.Hungry {
+				b.r.mu.Lock()
+				b.r.mu.hungry = true
+				b.r.mu.Unlock()
 			}
-			start := make([]float32, b.cfg.Dim)
-			if err := b.cursor.Forward(start, s); err != nil {
-				return Job{}, false, err
-			}
-			b.b, b.d = s, s
-			if err := b.setAnchor(s, FromForward, start, "backward-from", nil); err != nil {
-				return Job{}, false, err
-			}
-			continue
-		}
-		// A reset at or before a dispatched step: drop the work after it.
-		if len(st.PendingResets) > 0 && st.PendingResets[0].Step < b.d {
-			if err := b.rollback(st.PendingResets[0].Step); err != nil {
-				return Job{}, false, err
-			}
-			continue
-		}
-		next := b.d + 1
-		if from, reason, manual, due := b.resetDue(next, st.PendingResets); due {
-			if b.inflight > 0 || b.b < next-1 {
-				return Job{}, false, nil
-			}
-			if err := b.reset(next-1, from, reason, manual); err != nil {
-				return Job{}, false, err
-			}
-			continue
-		}
-		if next > f && next <= b.cfg.Steps && b.inflight < b.flightLimit() {
-			b.r.mu.Lock()
-			b.r.mu.hungry = true
-			b.r.mu.Unlock()
-		}
-		if next > f || next > b.cfg.Steps || b.inflight >= b.flightLimit() {
 			return Job{}, false, nil
+		case replay.ActRollback:
+			err = b.rollback(a)
+		case replay.ActMove:
+			err = b.move(a)
+		case replay.ActTrial:
+			err = b.startTrial(a)
 		}
-		return b.job(next, last.seg, last.step, last.start), true, nil
+		if err != nil {
+			return Job{}, false, err
+		}
 	}
 }
 
-// resetDue reports whether the anchor must move to next−1 before next is
-// computed: a manual reset there, or the window's periodic reset.
-func (b *bwdLoop) resetDue(next int, pending []ckpt.Reset) (from, reason string, manual *ckpt.Reset, due bool) {
-	r := next - 1
-	for _, p := range pending {
-		if p.Step == r {
-			return p.From, "manual", &p, true
-		}
-	}
-	a := b.last()
-	w := b.cfg.Window
-	if b.cfg.Strategy == StrategyWindow && next <= b.cfg.Steps && replay.WindowResetDue(a.step, next, w) && (r-a.step)%w == 0 {
-		return b.cfg.ResetFrom, "window", nil, true
-	}
-	return "", "", nil, false
-}
-
-// rollback discards the work after step n (a manual reset there): jobs in
-// flight are cancelled and, if n is before the frontier, the frontier moves
-// back to n (the stored results of later steps stay in their segments).
-func (b *bwdLoop) rollback(n int) error {
+// rollback discards the work after step a.To (a manual reset there): jobs
+// in flight are cancelled and, if a.To is before the frontier, the frontier
+// moves back to it (the stored results of later steps stay in their
+// segments).
+func (b *bwdLoop) rollback(a replay.Action) error {
 	b.newGen()
 	for _, res := range b.buf {
-		b.env.putBuf(res.theta)
+		b.env.putBuf(res.Theta)
 	}
 	clear(b.buf)
 	b.trial = nil
-	b.d = b.b
-	if n < b.b {
+	if a.To < b.b {
 		if err := b.flush(); err != nil {
 			return err
 		}
-		b.b, b.d = n, n
+		b.b = a.To
 		b.prevOK = false
 	}
+	b.pol.Advance(a)
 	return nil
 }
 
-// reset moves the anchor to n (b.b == n, nothing in flight), or starts an
-// adaptive trial of that move.
-func (b *bwdLoop) reset(n int, from, reason string, manual *ckpt.Reset) error {
-	if !b.prevOK {
-		// After a rollback: θ̃_n of the lineage is the backward start, the
-		// previous iterate of the next step and the old side of a trial.
-		if b.prev == nil {
-			b.prev = make([]float32, b.cfg.Dim)
-		}
-		if err := b.iterate(b.prev, n); err != nil {
-			return err
-		}
-		b.prevOK = true
+// ensurePrev makes b.prev θ̃ at the frontier n of the lineage (after a
+// rollback it is not known): the backward start, the previous iterate of
+// the next step and the old side of a trial.
+func (b *bwdLoop) ensurePrev(n int) error {
+	if b.prevOK {
+		return nil
 	}
-	start := make([]float32, b.cfg.Dim)
-	if from == FromForward {
-		if err := b.cursor.Forward(start, n); err != nil {
-			return err
-		}
-	} else {
-		copy(start, b.prev)
+	if b.prev == nil {
+		b.prev = make([]float32, b.cfg.Dim)
 	}
-	if b.cfg.ResetPolicy == PolicyImprove {
-		if h := min(b.cfg.ResetHorizon, b.cfg.Steps-n); h > 0 {
-			b.startTrial(n, h, from, reason, manual, start)
-			return nil
-		}
+	if err := b.iterate(b.prev, n); err != nil {
+		return err
 	}
-	return b.setAnchor(n, from, start, reason, manual)
+	b.prevOK = true
+	return nil
 }
 
-// setAnchor stores a new anchor at n (the frontier) and makes it current.
-func (b *bwdLoop) setAnchor(n int, from string, start []float32, reason string, manual *ckpt.Reset) error {
+// startOf computes the start point of an anchor at n (the frontier).
+func (b *bwdLoop) startOf(n int, from replay.Source) ([]float32, error) {
+	start := make([]float32, b.cfg.Dim)
+	if from == replay.SourceForward {
+		if err := b.cursor.Forward(start, n); err != nil {
+			return nil, err
+		}
+		return start, nil
+	}
+	if err := b.ensurePrev(n); err != nil {
+		return nil, err
+	}
+	copy(start, b.prev)
+	return start, nil
+}
+
+// move performs an ActMove: the anchor moves to a.Anchor.Step (the
+// frontier, nothing in flight).
+func (b *bwdLoop) move(a replay.Action) error {
+	start, err := b.startOf(a.Anchor.Step, a.Anchor.From)
+	if err != nil {
+		return err
+	}
+	if err := b.storeAnchor(a, start); err != nil {
+		return err
+	}
+	b.pol.Advance(a)
+	return nil
+}
+
+// storeAnchor stores the anchor of a move at its step n (the frontier) and
+// makes it current; θ̃_n is its start.
+func (b *bwdLoop) storeAnchor(a replay.Action, start []float32) error {
 	if err := b.flush(); err != nil {
 		return err
 	}
-	a := anchorState{seg: b.nextSeg, step: n, from: from, start: start}
-	if err := b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: a.seg, Step: n, From: from}, start); err != nil {
+	n, from := a.Anchor.Step, string(a.Anchor.From)
+	as := anchorState{seg: a.Anchor.Segment, step: n, from: from, start: start}
+	if err := b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: as.seg, Step: n, From: from}, start); err != nil {
 		return err
 	}
-	b.nextSeg++
-	b.push(a)
-	b.s.event(b.r.name, "anchor segment=%d step=%d from=%s reason=%s", a.seg, n, from, reason)
-	b.b, b.d = n, n
+	b.push(as)
+	b.s.event(b.r.name, "anchor segment=%d step=%d from=%s reason=%s", as.seg, n, from, a.Reason)
+	b.b = n
 	if b.prev == nil {
 		b.prev = make([]float32, b.cfg.Dim)
 	}
 	copy(b.prev, start)
 	b.prevOK = true
 	b.publishAnchor()
+	manual := ckptReset(a.Manual)
 	return b.r.update(func(st *ckpt.RunState) bool {
 		st.BackwardStep = n
 		if manual != nil {
@@ -469,34 +512,41 @@ func sortResets(rs []ckpt.Reset) {
 
 // sent records a dispatched job.
 func (b *bwdLoop) sent(j Job) {
-	b.inflight++
 	b.s.met.queue.Inc()
-	if j.side != 0 {
-		b.trial.next[j.side-1] = j.Step + 1
-	}
-	b.d = max(b.d, j.Step)
+	b.flight[j.ID()] = struct{}{}
+	b.pol.Advance(b.act)
 }
 
-// receive files a job's result in the reorder buffer.
-func (b *bwdLoop) receive(res *result) {
-	b.inflight--
-	b.s.met.queue.Dec()
-	if res.job.gen != b.gen || res.cancelled {
-		b.env.putBuf(res.theta)
+// receive files a job's result in the reorder buffer. Results are
+// accounted by job identity: one that is not in flight (a duplicate, or a
+// job of an earlier epoch) is dropped without a trace; one of an earlier
+// generation of this loop (dispatched before a rollback) is counted out of
+// the flight and dropped.
+func (b *bwdLoop) receive(res Result) {
+	id := res.Job.ID()
+	if _, ok := b.flight[id]; !ok {
+		b.env.putBuf(res.Theta)
 		return
 	}
-	if res.err != nil {
+	delete(b.flight, id)
+	b.pol.Received()
+	b.s.met.queue.Dec()
+	if res.Job.Generation != b.gen || res.Cancelled {
+		b.env.putBuf(res.Theta)
+		return
+	}
+	if res.Err != "" {
 		// An error of the store or of a shape: fatal for the run.
-		b.r.fail(res.job.Step, fmt.Sprintf("backward step %d: %v", res.job.Step, res.err))
+		b.r.fail(res.Job.Step, fmt.Sprintf("backward step %d: %s", res.Job.Step, res.Err))
 		b.stopped = true
 		return
 	}
-	b.r.noteOps(res.applied, 1)
-	if res.job.side != 0 && b.trial != nil {
-		b.trial.buf[res.job.side-1][res.job.Step] = res
+	b.r.noteOps(res.Applied, 1)
+	if res.Job.Side != replay.SideNone && b.trial != nil {
+		b.trial.buf[res.Job.Side-1][res.Job.Step] = res
 		return
 	}
-	b.buf[res.job.Step] = res
+	b.buf[res.Job.Step] = res
 }
 
 // commit moves the results that continue the frontier to the pending
@@ -515,13 +565,14 @@ func (b *bwdLoop) commit() error {
 		if !b.prevOK {
 			return fmt.Errorf("backward step %d: no previous iterate (internal error)", n)
 		}
-		m := res.m
-		m.StepDist = dist(res.theta, b.prev)
-		if why := diverged(&m, res.job.Eval); why != "" {
-			return b.diverge(n, res.job.Segment, why)
+		m := res.Metrics
+		m.StepDist = dist(res.Theta, b.prev)
+		if why := diverged(&m, res.Job.Eval); why != "" {
+			return b.diverge(n, res.Job.Segment, why)
 		}
-		b.add(ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}, res.theta)
+		b.add(ckpt.BackwardResult{Segment: res.Job.Segment, Step: n, Metrics: m}, res.Theta)
 		b.b = n
+		b.pol.Committed(n)
 	}
 }
 
@@ -583,13 +634,6 @@ func (b *bwdLoop) flush() error {
 	return nil
 }
 
-// finished reports whether every step has its backward iterate and no
-// reset is pending.
-func (b *bwdLoop) finished() bool {
-	st := b.r.state()
-	return b.trial == nil && b.inflight == 0 && b.b == b.cfg.Steps && len(st.PendingResets) == 0 && st.ForwardStep == b.cfg.Steps
-}
-
 // finish writes what is pending and marks the run done.
 func (b *bwdLoop) finish() error {
 	if err := b.flush(); err != nil {
@@ -609,10 +653,11 @@ func (b *bwdLoop) finish() error {
 // shutdown cancels the jobs in flight, collects them, and writes the
 // results that continue the frontier.
 func (b *bwdLoop) shutdown() {
-	b.genCancel()
-	for b.inflight > 0 {
-		b.receive(<-b.results)
+	b.newGen()
+	for len(b.flight) > 0 {
+		b.receive(<-b.q.Results())
 	}
+	b.q.Close()
 	if b.stopped {
 		return
 	}
@@ -625,19 +670,29 @@ func (b *bwdLoop) shutdown() {
 	}
 }
 
-// startTrial begins the adaptive comparison of the anchor move to n.
-func (b *bwdLoop) startTrial(n, h int, from, reason string, manual *ckpt.Reset, start []float32) {
-	old := *b.last()
-	t := &trial{
-		n: n, h: h, from: from, reason: reason, manual: manual,
-		cand: anchorState{seg: b.nextSeg, step: n, from: from, start: start},
-		old:  old,
-		next: [2]int{n + 1, n + 1},
-		buf:  [2]map[int]*result{{}, {}},
+// startTrial performs an ActTrial: the adaptive comparison of the anchor
+// move to n = a.Anchor.Step (the frontier, nothing in flight).
+func (b *bwdLoop) startTrial(a replay.Action) error {
+	n := a.Anchor.Step
+	if err := b.ensurePrev(n); err != nil {
+		return err
+	}
+	start, err := b.startOf(n, a.Anchor.From)
+	if err != nil {
+		return err
+	}
+	b.trial = &trial{
+		n: n, h: a.Horizon,
+		cand: anchorState{seg: a.Anchor.Segment, step: n, from: string(a.Anchor.From), start: start},
+		old:  *b.last(),
+		buf:  [2]map[int]Result{{}, {}},
 		done: [2]int{n, n},
 		prev: [2][]float32{slices.Clone(b.prev), slices.Clone(start)},
 	}
-	b.trial = t
+	b.in.put(a.Anchor.Segment, start)
+	b.trialAct = a
+	b.pol.Advance(a)
+	return nil
 }
 
 // flightLimit is how many jobs the loop may have in flight now: maxFlight
@@ -655,43 +710,8 @@ func (b *bwdLoop) flightLimit() int {
 	return min(b.maxFlight, max(1, b.s.opts.Workers/n))
 }
 
-// trialNext dispatches the trial's jobs, alternating sides step by step.
-func (b *bwdLoop) trialNext() (Job, bool) {
-	t := b.trial
-	if b.inflight >= b.flightLimit() {
-		return Job{}, false
-	}
-	f := b.r.state().ForwardStep
-	side := sideOld
-	if t.next[sideNew-1] < t.next[sideOld-1] {
-		side = sideNew
-	}
-	n := t.next[side-1]
-	if n > t.n+t.h {
-		side = 3 - side
-		n = t.next[side-1]
-	}
-	if n > t.n+t.h {
-		return Job{}, false
-	}
-	if n > f {
-		b.r.mu.Lock()
-		b.r.mu.hungry = true
-		b.r.mu.Unlock()
-		return Job{}, false
-	}
-	a := t.old
-	if side == sideNew {
-		a = t.cand
-	}
-	j := b.job(n, a.seg, a.step, a.start)
-	j.Eval = true
-	j.side = side
-	return j, true
-}
-
-// commitTrial processes trial results in order per side and decides when
-// both sides are complete.
+// commitTrial processes trial results in order per side and, when both
+// sides are complete, decides (replay.TrialKeeps) and commits the winner.
 func (b *bwdLoop) commitTrial() error {
 	t := b.trial
 	for i := range 2 {
@@ -702,14 +722,14 @@ func (b *bwdLoop) commitTrial() error {
 				break
 			}
 			delete(t.buf[i], n)
-			m := res.m
-			m.StepDist = dist(res.theta, t.prev[i])
+			m := res.Metrics
+			m.StepDist = dist(res.Theta, t.prev[i])
 			b.env.putBuf(t.prev[i])
-			t.prev[i] = res.theta
+			t.prev[i] = res.Theta
 			t.sum[i] += m.Loss
-			br := ckpt.BackwardResult{Segment: res.job.Segment, Step: n, Metrics: m}
+			br := ckpt.BackwardResult{Segment: res.Job.Segment, Step: n, Metrics: m}
 			if n == b.cfg.Steps {
-				br.Theta = slices.Clone(res.theta)
+				br.Theta = slices.Clone(res.Theta)
 			}
 			t.res[i] = append(t.res[i], br)
 			t.done[i] = n
@@ -720,23 +740,29 @@ func (b *bwdLoop) commitTrial() error {
 	}
 	b.trial = nil
 	oldLoss, newLoss := t.sum[0]/float64(t.h), t.sum[1]/float64(t.h)
-	// A diverged old segment (NaN mean) loses to any finite candidate.
-	keep := newLoss < oldLoss || math.IsNaN(oldLoss) && !math.IsNaN(newLoss)
+	keep := replay.TrialKeeps(newLoss, oldLoss)
 	decision := "rejected"
 	if keep {
 		decision = "kept"
 	}
+	a := b.trialAct
 	b.s.event(b.r.name, "adaptive step=%d reason=%s decision=%s new_loss=%.6g old_loss=%.6g horizon=%d",
-		t.n, t.reason, decision, newLoss, oldLoss, t.h)
+		t.n, a.Reason, decision, newLoss, oldLoss, t.h)
 	win := 0
 	if keep {
 		win = 1
-		if err := b.setAnchor(t.n, t.from, t.cand.start, t.reason, t.manual); err != nil {
+		// Stored before the policy hears of it: the flush in storeAnchor
+		// writes the frontier at the trial's start.
+		if err := b.storeAnchor(a, t.cand.start); err != nil {
 			return err
 		}
-	} else if t.manual != nil {
-		b.removals = append(b.removals, *t.manual)
+	} else {
+		b.in.drop(t.cand.seg)
+		if m := ckptReset(a.Manual); m != nil {
+			b.removals = append(b.removals, *m)
+		}
 	}
+	b.pol.Decide(keep)
 	for _, br := range t.res[win] {
 		if why := diverged(&br.Metrics, true); why != "" {
 			return b.diverge(br.Step, br.Segment, why)
@@ -747,7 +773,6 @@ func (b *bwdLoop) commitTrial() error {
 		b.pending = append(b.pending, br)
 		b.b = br.Step
 	}
-	b.d = b.b
 	b.env.putBuf(b.prev)
 	b.env.putBuf(t.prev[1-win])
 	b.prev, b.prevOK = t.prev[win], true

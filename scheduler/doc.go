@@ -49,8 +49,9 @@
 // slot.
 //
 // Run(ctx) starts every running run and returns when ctx is done, after
-// every run has stopped: jobs in flight are cancelled (operators check the
-// context every few applications, so this takes milliseconds), results
+// every run has stopped: jobs in flight are cancelled (replay's evaluators
+// check the context every few applications and return its error, so this
+// takes milliseconds), results
 // that continue the frontier are written, and the state on disk describes
 // exactly what is stored. A later Run resumes each running run from its
 // last committed step: the trainer from the nearest checkpoint ≤ ForwardStep
@@ -73,31 +74,51 @@
 //
 // # Backward jobs
 //
-// Every logged step n > backward_from yields a Job (run, n, anchor segment
-// and step, strategy): self-contained, since the anchor start and the run's
-// configuration are in the store. The backward loop of a run is one
-// goroutine that dispatches jobs in step order to the shared pool (an
-// unbuffered channel; Options.Workers goroutines, each with its own
-// nn.SGD clone, evaluators and scratch) and commits results in step order:
-// results arrive out of order into a reorder buffer; the committer computes
-// the step distance to θ̃_{n−1}, checks for divergence and writes results
-// with the frontier (ckpt.PutBackward with the state), so the stored
-// frontier is always contiguous. Parameters are kept for anchor starts
-// (ckpt.PutAnchor) and for the last step of a run; any other backward
-// iterate is recomputed from its anchor on request (Params).
+// Every logged step n > backward_from yields a Job: a plain value (run,
+// generation, segment, anchor step, step, strategy, trial side, where the
+// chain starts, whether to use the memo and to measure losses; no pointers,
+// no channels, msgpack-serialisable), and so is its Result (θ̃ and the
+// metrics). What a job reads besides itself — the anchor start, a forward
+// checkpoint for sliding windows — comes through JobInputs. The backward
+// loop of a run is one goroutine that hands jobs in step order to an
+// Executor through its Queue and commits results in step order. The
+// executor is the in-process pool: Options.Workers goroutines
+// (Scheduler.worker) take jobs from one unbuffered channel, find the job's
+// run by name and epoch, and keep per run an nn.SGD clone, evaluators and
+// scratch (and, for memo, the run's memoized evaluators). Results arrive
+// out of order into a reorder buffer and are accounted by job identity
+// (JobID: run, generation, segment, step, side), never by counters: a
+// result whose job is not in flight (a duplicate, or of an earlier process)
+// is dropped, and one of an earlier generation (dispatched before a
+// rollback) is counted out and dropped. A generation is the loop's epoch
+// (ckpt.RunState.Epoch, incremented and stored at every start of the loop)
+// in its high 32 bits and the rollbacks of this start below, so it is
+// unique across restarts. The committer computes the step distance to
+// θ̃_{n−1}, checks for divergence and writes results with the frontier
+// (ckpt.PutBackward with the state), so the stored frontier is always
+// contiguous. Parameters are kept for anchor starts (ckpt.PutAnchor) and
+// for the last step of a run; any other backward iterate is recomputed
+// from its anchor on request (Params).
 //
-// Strategies:
-//   - window (default): anchor (r, x_r); before computing n, if
-//     replay.WindowResetDue(r, n, W) the anchor moves to n−1 with x = θ̃_{n−1}
-//     (reset_from backward) or θ_{n−1} (forward). Moving needs θ̃_{n−1}
+// Where the anchor goes is decided by one replay.Policy per run (built by
+// strategyOf from the run's configuration and, at a restart, from the
+// stored anchors and frontier); the backward loop performs its actions
+// (dispatch, move the anchor, start a trial, roll back, done), reorders
+// and commits. The same rule gives the status' ETA (remainingOps, via
+// Policy.Project). Strategies:
+//   - window (default): anchor (r, x_r); the window's periodic reset moves
+//     the anchor to r+W before r+W+1 is computed, with x = θ̃_{r+W}
+//     (reset_from backward) or θ_{r+W} (forward). Moving needs θ̃_{r+W}
 //     committed: a barrier, during which at most one job's time is lost.
 //   - sliding: θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W}) with θ_{n−W} from the forward
 //     checkpoints (each worker keeps a cursor, so consecutive jobs cost one
-//     forward step); no barriers.
+//     forward step); no barriers, no periodic resets.
 //   - full: anchor 0 and manual resets only; job n costs n applications.
-//   - memo: one sequential evaluator per run (replay.AffinePrefix when the
-//     operators are affine, else replay.Coalescing within Options.MemoBudget);
-//     its jobs are dispatched one at a time.
+//   - memo: the anchors of window (periodic and manual resets, both start
+//     points, improve), each segment evaluated by one sequential evaluator
+//     per run (replay.AffinePrefix when the operators are affine, else
+//     replay.Coalescing within Options.MemoBudget; one more per side during
+//     an adaptive trial); its jobs are dispatched one at a time.
 //
 // Manual resets (Reset, or reset_at in the spec) move the anchor to step N
 // (a new segment) from the backward or forward iterate there. If N is
@@ -107,7 +128,7 @@
 // segment's result is what BackwardMetrics returns. If N is ahead, the
 // reset waits in RunState.PendingResets until the frontier reaches it.
 //
-// Adaptive resets (reset_policy improve, strategies window and full): at a
+// Adaptive resets (reset_policy improve, strategies window, memo and full): at a
 // periodic or manual reset to N, both the candidate anchor and the old
 // anchor continued are computed over the horizon N+1..N+H (H = reset_horizon,
 // default min(W, 50)), with losses at every step; the candidate is kept
@@ -125,6 +146,14 @@
 // Divergence: a NaN or ±Inf parameter norm, or a NaN/Inf loss at a step
 // where losses are measured, forward or backward, marks the run failed with
 // the step and the reason; other runs go on.
+//
+// # Models
+//
+// Model (Dim, Layout: the named parameter tensors) is what the scheduler
+// exposes of a run's model: Tensors cuts an iterate into them for the
+// server, which no longer sees nn. nn is the built-in family; the rest of
+// the family seam (init from a seed, operators, measures, data set sizes)
+// is still reached through nn directly in newEnv, Create and the trainer.
 //
 // # Pacing and memory bounds
 //
@@ -177,7 +206,10 @@
 // # Concurrency
 //
 // Each run has one trainer goroutine and one backward goroutine; the
-// backward goroutine owns the anchors, the frontier and the reorder buffer.
+// backward goroutine owns the anchor policy, the anchors, the frontier, the
+// reorder buffer and its executor Queue. Workers share with it only the
+// anchor starts it publishes in its JobInputs (under their own lock; a
+// start is never modified once published).
 // The run's state (ckpt.RunState) is shared and changed only under run.mu,
 // which is also held while the state is written to the store, so the
 // trainer's and the committer's writes never lose each other's progress.

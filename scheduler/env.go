@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -330,7 +329,7 @@ func dist(a, b []float32) float64 {
 // consecutive requests (sliding windows, resets) cost one step each. Not
 // safe for concurrent use.
 type forwardCursor struct {
-	store *ckpt.Store
+	store checkpoints
 	name  string
 	every int
 	ops   replay.Operators
@@ -338,7 +337,12 @@ type forwardCursor struct {
 	theta []float32
 }
 
-func newForwardCursor(store *ckpt.Store, cfg *ckpt.RunConfig, ops replay.Operators) *forwardCursor {
+// checkpoints is what a forwardCursor reads (*ckpt.Store, JobInputs).
+type checkpoints interface {
+	NearestCheckpoint(run string, k int, dst []float32) (int, error)
+}
+
+func newForwardCursor(store checkpoints, cfg *ckpt.RunConfig, ops replay.Operators) *forwardCursor {
 	return &forwardCursor{store: store, name: cfg.Name, every: cfg.CheckpointEvery, ops: ops, step: -1, theta: make([]float32, cfg.Dim)}
 }
 
@@ -361,34 +365,3 @@ func (c *forwardCursor) Forward(dst []float32, k int) error {
 	copy(dst, c.theta)
 	return nil
 }
-
-// cancelOps wraps operators so that a cancelled job stops within a few
-// applications: once ctx is done, Apply does nothing and the result is
-// discarded by the caller (Cancelled). It counts applications.
-type cancelOps struct {
-	ops       replay.Operators
-	ctx       context.Context
-	calls     int
-	cancelled bool
-}
-
-func (c *cancelOps) Dim() int { return c.ops.Dim() }
-
-func (c *cancelOps) Apply(k int, theta []float32) {
-	if c.cancelled {
-		return
-	}
-	if c.calls%4 == 0 && c.ctx.Err() != nil {
-		c.cancelled = true
-		return
-	}
-	c.calls++
-	c.ops.Apply(k, theta)
-}
-
-// reset prepares c for one evaluation under ctx.
-func (c *cancelOps) reset(ctx context.Context) {
-	c.ctx, c.calls, c.cancelled = ctx, 0, false
-}
-
-var errCancelled = errors.New("scheduler: job cancelled")

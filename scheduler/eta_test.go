@@ -29,7 +29,7 @@ func TestRemainingOps(t *testing.T) {
 		{"memo", StrategyMemo, 4, 6, 0, nil, 4 * 2.5},               // observed mean × steps left
 	}
 	for _, c := range cases {
-		cfg := ckpt.RunConfig{Strategy: c.strategy, Window: c.window, Steps: 10}
+		cfg := ckpt.RunConfig{Strategy: c.strategy, Window: c.window, Steps: 10, ResetFrom: FromBackward, ResetPolicy: PolicyFixed}
 		st := ckpt.RunState{BackwardStep: c.frontier}
 		for _, p := range c.resets {
 			st.PendingResets = append(st.PendingResets, ckpt.Reset{Step: p, From: FromBackward})
@@ -37,6 +37,21 @@ func TestRemainingOps(t *testing.T) {
 		if got := remainingOps(cfg, st, c.anchor, 2.5); got != c.want {
 			t.Errorf("%s: remainingOps = %g, want %g", c.name, got, c.want)
 		}
+	}
+}
+
+// TestRemainingOpsAfterRejection: under reset_policy improve, a rejected
+// trial leaves the old anchor in place and the next trial comes W steps
+// later. Anchor 0, W = 10, horizon 5, 40 steps, frontier 25 after the
+// trials at 10 and 20 were rejected: steps 26..30 under anchor 0 (140), the
+// trial at 30 with its old side 31..35 under 0 (165), then 31..40 under 30
+// (55). Before the anchor policy, the ETA moved the anchor to 25 at once
+// (70).
+func TestRemainingOpsAfterRejection(t *testing.T) {
+	cfg := ckpt.RunConfig{Strategy: StrategyWindow, Window: 10, Steps: 40, ResetFrom: FromBackward, ResetPolicy: PolicyImprove, ResetHorizon: 5}
+	st := ckpt.RunState{BackwardStep: 25}
+	if got, want := remainingOps(cfg, st, 0, 0), 140.0+165+55; got != want {
+		t.Errorf("remainingOps after rejections = %g, want %g", got, want)
 	}
 }
 

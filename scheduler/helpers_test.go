@@ -220,6 +220,7 @@ func (o *oracle) strategy(t testing.TB) replay.Strategy {
 	case StrategyFull:
 		s, err = replay.NewWindowed(o.sgd, o.theta0, cfg)
 	case StrategyMemo:
+		cfg.Window = o.cfg.Window // memo moves its anchors as window does
 		s, err = replay.NewMemo(o.sgd, o.theta0, replay.MemoConfig{Config: cfg, BudgetBytes: 1 << 20})
 	case StrategySliding:
 		s, err = replay.NewSliding(o.sgd, o.theta0, o.cfg.Window, o)

@@ -2,81 +2,103 @@ package scheduler
 
 import (
 	"context"
-	"errors"
-	"time"
+	"fmt"
 
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/replay"
 )
 
 // Job is one backward iterate to compute: θ̃_Step of run Run under the
-// anchor (AnchorStep, start of Segment) with the run's strategy. Its
-// exported fields are all a worker needs besides the run's configuration
-// and the anchor start, both in the store, so a job could be handed to a
-// remote worker; the unexported ones are the in-process plumbing (the run's
-// environment, the start vector in memory, the reply channel).
+// anchor (AnchorStep, start of Segment), a plain value (no pointers, no
+// channels: it serialises with msgpack, so it can be handed to a remote
+// worker). A worker needs besides it only the run's configuration and what
+// JobInputs gives: the anchor start and, for a sliding window, a forward
+// checkpoint.
 type Job struct {
-	Run        string
-	Step       int
+	Run string
+	// Generation is the issuing backward loop's: its epoch (unique across
+	// restarts, stored in ckpt.RunState.Epoch) in the high 32 bits, the
+	// number of rollbacks in this epoch below. A result of another
+	// generation is stale.
+	Generation uint64
 	Segment    int
 	AnchorStep int
+	Step       int
 	Strategy   string
-	// Eval asks for the losses (an evaluation step, or an adaptive trial).
+	// Side is the adaptive trial side (replay.SideOld, SideNew) or
+	// replay.SideNone.
+	Side int
+	// StartStep and StartForward say where the chain starts: the anchor's
+	// start (StartStep = AnchorStep) or, for a sliding window, the forward
+	// iterate θ_StartStep (StartStep = Step − W > AnchorStep).
+	StartStep    int
+	StartForward bool
+	// Memo evaluates with the run's memoized evaluator of Side (strategy
+	// memo); jobs with Memo come one at a time per side.
+	Memo bool
+	// Eval asks for the losses (an evaluation step, or an adaptive trial);
+	// the parameter norm is always measured.
 	Eval bool
-
-	r     *run
-	env   *runEnv
-	ctx   context.Context // cancelled when the result is no longer wanted
-	start []float32       // the anchor start, read only
-	side  int             // adaptive trial side (sideOld, sideNew), 0 otherwise
-	gen   int             // the backward loop's generation that issued it
-	memo  *memoState      // strategy memo: the run's sequential evaluator
-	out   chan<- *result
 }
 
-// result is the outcome of a Job.
-type result struct {
-	job       Job
-	theta     []float32 // nil when cancelled or failed
-	m         ckpt.Metrics
-	applied   int
-	err       error
-	cancelled bool
+// JobID is a job's identity: results are accounted by it, never by
+// counters, so a duplicate or a stale result is recognised.
+type JobID struct {
+	Run                 string
+	Generation          uint64
+	Segment, Step, Side int
 }
 
-// memoState is the one memoized evaluator of a memo run. Only one job of the
-// run uses it at a time (the backward loop dispatches memo jobs one by one),
-// so the goroutine of that job owns it.
+// ID returns j's identity.
+func (j Job) ID() JobID {
+	return JobID{Run: j.Run, Generation: j.Generation, Segment: j.Segment, Step: j.Step, Side: j.Side}
+}
+
+// Result is the outcome of a Job, a plain value too.
+type Result struct {
+	Job Job
+	// Theta is θ̃_Step (nil when cancelled or failed).
+	Theta []float32
+	// Metrics has the norm and, if Job.Eval, the losses (StepDist is the
+	// committer's).
+	Metrics ckpt.Metrics
+	Applied int
+	// Err is why the job failed (a store or shape error: fatal for the
+	// run); empty on success.
+	Err       string
+	Cancelled bool
+}
+
+// memoState is a memoized evaluator of a memo run: replay.AffinePrefix when
+// the operators are affine, else replay.Coalescing. Its user owns it (the
+// pool hands it to one memo job at a time).
 type memoState struct {
-	ops    *cancelOps
-	affine bool
-	eval   replay.Evaluator
-	seg, n int // the memo holds iterate n of segment seg (n = −1: nothing)
+	eval replay.Evaluator
 }
-
-// memoChunk is how far an affine prefix is extended per call when it must
-// catch up (after a restart): the context is checked between calls.
-const memoChunk = 64
 
 func newMemo(env *runEnv, budget int64) *memoState {
 	sgd := env.proto.Clone()
-	m := &memoState{ops: &cancelOps{ops: sgd, ctx: context.Background()}, seg: -1, n: -1}
 	if sgd.IsAffine() {
-		m.affine = true
-		m.eval = replay.NewAffinePrefix(sgd)
-	} else {
-		m.eval = replay.NewCoalescing(m.ops, budget, 1)
+		return &memoState{eval: replay.NewAffinePrefix(sgd)}
 	}
-	return m
+	return &memoState{eval: replay.NewCoalescing(sgd, budget, 1)}
 }
 
 // workerRun is a worker's scratch space for one run.
 type workerRun struct {
-	ops    *cancelOps
 	direct *replay.Direct
 	ev     evaluators
 	cursor *forwardCursor
 	fwd    []float32 // sliding-window start
+}
+
+func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) *workerRun {
+	wr := &workerRun{direct: replay.NewDirect(env.proto.Clone())}
+	if measure {
+		wr.ev = env.evaluators()
+	}
+	wr.cursor = newForwardCursor(in, cfg, env.proto.Clone())
+	return wr
 }
 
 // worker runs jobs until quit is closed.
@@ -87,112 +109,72 @@ func (s *Scheduler) worker(quit <-chan struct{}) {
 		case <-quit:
 			return
 		case j := <-s.jobs:
+			q := s.pool.lookup(j)
+			if q == nil {
+				continue // its loop is gone: nobody wants the result
+			}
 			if len(scratch) > 8 {
 				clear(scratch) // runs come and go; never hold more than a few
 			}
-			wr := scratch[j.env]
+			wr := scratch[q.x.env] // one env per start of a run
 			if wr == nil {
-				sgd := j.env.proto.Clone()
-				ops := &cancelOps{ops: sgd, ctx: context.Background()}
-				wr = &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: j.env.evaluators()}
-				scratch[j.env] = wr
+				wr = newWorkerRun(q.x.env, q.x.Inputs, &q.x.Config, true)
+				scratch[q.x.env] = wr
 			}
-			j.out <- s.exec(j, wr)
+			q.deliver(s.pool.exec(j, q, wr))
 		}
 	}
 }
 
-// exec computes a job.
-func (s *Scheduler) exec(j Job, wr *workerRun) *result {
-	t0 := time.Now()
-	res := &result{job: j}
-	theta := j.env.getBuf()
-	applied, err := computeIterate(j, wr, theta, s.store)
-	res.applied = applied
-	s.met.ops.Add(float64(applied))
-	switch {
-	case errors.Is(err, errCancelled):
-		res.cancelled = true
-		j.env.putBuf(theta)
-		return res
-	case err != nil:
-		res.err = err
-		j.env.putBuf(theta)
-		return res
+// computeIterate writes θ̃_{j.Step} into theta: with memo if j.Memo, else
+// directly from the job's start. It is shared by the workers, the backward
+// loop's own recomputations (anchor starts, resume) and Params. A cancelled
+// ctx returns its error (wrapped).
+func computeIterate(ctx context.Context, j Job, wr *workerRun, memo *memoState, in JobInputs, theta []float32) (int, error) {
+	var a replay.Anchor
+	if j.StartForward {
+		if wr.fwd == nil {
+			wr.fwd = make([]float32, len(theta))
+		}
+		if err := wr.cursor.Forward(wr.fwd, j.StartStep); err != nil {
+			return 0, err
+		}
+		a = replay.Anchor{Step: j.StartStep, Start: wr.fwd}
+	} else {
+		start, err := in.AnchorStart(j.Run, j.Segment)
+		if err != nil {
+			return 0, err
+		}
+		a = replay.Anchor{Step: j.AnchorStep, Start: start}
 	}
-	res.theta = theta
-	res.m = ckpt.Metrics{Step: j.Step, Segment: j.Segment, Anchor: j.AnchorStep}
-	if j.Strategy == StrategySliding {
-		res.m.Anchor = max(j.AnchorStep, j.Step-j.r.cfg.Window)
+	ev := replay.Evaluator(wr.direct)
+	if j.Memo {
+		ev = memo.eval
 	}
-	wr.ev.measure(&res.m, theta, j.Eval)
-	d := time.Since(t0)
-	s.met.jobSecs.Observe(d.Seconds())
-	s.met.busy.Add(int64(d))
-	return res
+	n, err := ev.Eval(ctx, theta, a, j.Step)
+	if err != nil {
+		return n, fmt.Errorf("backward step %d: %w", j.Step, err)
+	}
+	return n, nil
 }
 
-// computeIterate writes θ̃_{j.Step} into theta. It is shared by the workers
-// and by the backward loop's own recomputations (anchor starts, resume).
-func computeIterate(j Job, wr *workerRun, theta []float32, store *ckpt.Store) (int, error) {
-	a := replay.Anchor{Step: j.AnchorStep, Start: j.start}
-	switch j.Strategy {
-	case StrategyMemo:
-		return memoIterate(j, theta)
-	case StrategySliding:
-		if w := j.r.cfg.Window; j.Step-w > j.AnchorStep {
-			if wr.cursor == nil {
-				wr.cursor = newForwardCursor(store, &j.r.cfg, j.env.proto.Clone())
-				wr.fwd = make([]float32, j.r.cfg.Dim)
-			}
-			if err := wr.cursor.Forward(wr.fwd, j.Step-w); err != nil {
-				return 0, err
-			}
-			a = replay.Anchor{Step: j.Step - w, Start: wr.fwd}
-		}
+// recompute writes into theta the backward iterate θ̃_step of r under the
+// anchor (seg, anchorStep), as the job that produced the stored result did,
+// in the calling goroutine (Params). Memo runs of affine operators use the
+// affine prefix (the stored numbers are its, to rounding); the coalescence
+// memo is exact, so Direct gives its bits.
+func (s *Scheduler) recompute(ctx context.Context, r *run, env *runEnv, seg, anchorStep, step int, theta []float32) error {
+	in := newRunInputs(s.store, r.cfg.Dim)
+	_, plan := strategyOf(&r.cfg)
+	j := plan.job(r.name, 0, seg, anchorStep, step)
+	j.Strategy = r.cfg.Strategy
+	var memo *memoState
+	if j.Memo && env.proto.IsAffine() {
+		memo = newMemo(env, 0)
+	} else {
+		j.Memo = false
 	}
-	wr.ops.reset(j.ctx)
-	n, err := wr.direct.Eval(theta, a, j.Step)
-	if wr.ops.cancelled {
-		return wr.ops.calls, errCancelled
-	}
-	return n, err
-}
-
-// memoIterate evaluates a memo job with the run's memoized evaluator.
-func memoIterate(j Job, theta []float32) (int, error) {
-	m := j.memo
-	a := replay.Anchor{Step: j.AnchorStep, Start: j.start}
-	if m.seg != j.Segment || m.n > j.Step || m.n < j.AnchorStep {
-		m.seg, m.n = j.Segment, j.AnchorStep
-	}
-	total := 0
-	if m.affine {
-		// Catch up in chunks so that a stop request is honoured; the
-		// composition sequence (and so every bit) is the same as one call.
-		for next := m.n + memoChunk; next < j.Step; next += memoChunk {
-			if j.ctx.Err() != nil {
-				return total, errCancelled
-			}
-			n, err := m.eval.Eval(theta, a, next)
-			total += n
-			if err != nil {
-				return total, err
-			}
-			m.n = next
-		}
-		n, err := m.eval.Eval(theta, a, j.Step)
-		m.n = j.Step
-		return total + n, err
-	}
-	m.ops.reset(j.ctx)
-	n, err := m.eval.Eval(theta, a, j.Step)
-	if calls := m.ops.calls; m.ops.cancelled {
-		// The chain levels kept during this call are garbage: start over
-		// (the coalescence memo is exact, so results do not change).
-		*m = *newMemo(j.env, j.r.s.opts.MemoBudget)
-		return calls, errCancelled
-	}
-	m.n = j.Step
-	return n, err
+	wr := newWorkerRun(env, in, &r.cfg, false)
+	_, err := computeIterate(ctx, j, wr, memo, in, theta)
+	return err
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/nn"
-	"github.com/replay-sgd/replay/replay"
 )
 
 // Trajectory kinds.
@@ -159,11 +158,11 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 		return nil, nil, fmt.Errorf("backward step %d of %q not computed (frontier %d, backward_from %d): %w",
 			step, name, st.BackwardStep, r.cfg.BackwardFrom, ErrNotFound)
 	}
-	seg, anchorStep := 0, 0
+	seg := 0
 	found := false
 	if step > 0 {
 		if err := s.store.BackwardMetrics(name, step, step, func(m ckpt.Metrics) error {
-			seg, anchorStep, found = m.Segment, m.Anchor, true
+			seg, found = m.Segment, true
 			return nil
 		}); err != nil {
 			return nil, nil, storeErr(name, err)
@@ -177,7 +176,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 		}
 		for _, a := range as {
 			if a.Step == step && a.Segment >= seg {
-				seg, anchorStep, found = a.Segment, a.Step, true
+				seg, found = a.Segment, true
 			}
 		}
 		if !found {
@@ -199,30 +198,13 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 			anchorAt = a.Step
 		}
 	}
-	start := make([]float32, r.cfg.Dim)
-	if err := s.store.AnchorStart(name, seg, start); err != nil {
-		return nil, nil, storeErr(name, err)
-	}
 	release, err := s.acquireQuery()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer release()
-	ops := &cancelOps{ops: env.proto.Clone(), ctx: ctx}
-	j := Job{Run: name, Step: step, Segment: seg, AnchorStep: anchorAt, Strategy: r.cfg.Strategy, r: r, env: env, ctx: ctx, start: start}
-	if j.Strategy == StrategyMemo {
-		// Direct gives the exact iterate; the memo's own rounding differs
-		// from it by float64 composition only.
-		j.Strategy = StrategyFull
-		if env.proto.IsAffine() {
-			j.memo = newMemo(env, 0)
-			j.Strategy = StrategyMemo
-		}
-	}
-	_ = anchorStep
-	wr := &workerRun{ops: ops, direct: replay.NewDirect(ops), ev: evaluators{}}
-	if _, err := computeIterate(j, wr, theta, s.store); err != nil {
-		if errors.Is(err, errCancelled) {
+	if err := s.recompute(ctx, r, env, seg, anchorAt, step, theta); err != nil {
+		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
 		return nil, nil, err

@@ -15,7 +15,11 @@ func TestPresetsResolve(t *testing.T) {
 		if err != nil {
 			t.Fatalf("preset %s: %v", p.Name, err)
 		}
-		if cfg.Dim <= 0 || cfg.Window != 256 || cfg.CheckpointEvery != ckpt.DefaultCheckpointEvery || cfg.Seed != DefaultSeed {
+		wantWindow := 256 // the daemon's, unless the preset sets one (fmnist-linear: its steps)
+		if p.Spec.Window != 0 {
+			wantWindow = p.Spec.Window
+		}
+		if cfg.Dim <= 0 || cfg.Window != wantWindow || cfg.CheckpointEvery != ckpt.DefaultCheckpointEvery || cfg.Seed != DefaultSeed {
 			t.Errorf("preset %s: %+v", p.Name, cfg)
 		}
 	}
@@ -30,7 +34,7 @@ func TestPresetsResolve(t *testing.T) {
 		t.Errorf("paper-fig3: %+v", fig3)
 	}
 	lin, _ := Resolve(api.RunSpec{Preset: "fmnist-linear"}, 256)
-	if lin.Model != "linear" || lin.Loss != "mse" || lin.Strategy != StrategyMemo || lin.Dim != 7850 {
+	if lin.Model != "linear" || lin.Loss != "mse" || lin.Strategy != StrategyMemo || lin.Window != 2000 || lin.Dim != 7850 {
 		t.Errorf("fmnist-linear: %+v", lin)
 	}
 	q, _ := Resolve(api.RunSpec{Preset: "quadratic"}, 256)
@@ -85,7 +89,7 @@ func TestResolveReportsEveryProblem(t *testing.T) {
 		{Preset: "quadratic", Batch: 5000},
 		{Preset: "quadratic", ResetAt: []int{1001}},
 		{Preset: "quadratic", BackwardFrom: api.Ptr(10), ResetAt: []int{5}},
-		{Preset: "fmnist-linear", ResetPolicy: PolicyImprove},
+		{Preset: "quadratic", Strategy: StrategySliding, ResetPolicy: PolicyImprove},
 		{Preset: "quadratic", Loss: "cross-entropy"},
 		{Preset: "regression", DataPath: "/tmp"},
 		{Preset: "quadratic", Window: -1},

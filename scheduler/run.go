@@ -262,35 +262,25 @@ func (r *run) noteOps(applied int, steps int) {
 func ptr(v float64) *float64 { return &v }
 
 // remainingOps estimates the operator applications the run's backward
-// iterates still need, from the frontier to the last step. The cost of step
-// n is n − r(n) for the strategies that compose from an anchor r(n) (window,
-// full: the anchor moves at the pending manual resets and, for window, every
-// W steps), W for sliding, and the observed mean perN for memo, whose cost
-// depends on the data. A mean would be wrong for the others: the cost of
-// full grows with n, so a trajectory's remaining cost is quadratic.
+// iterates still need, from the frontier to the last step, over the jobs
+// the run's anchor policy projects (replay.Policy.Project: the same rule
+// that moves the anchors, trials assumed kept, their old side counted).
+// A job n under anchor a costs n − a for window and full, n − max(a, n−W)
+// for sliding, and the observed mean perN for memo, whose cost depends on
+// the data. A mean would be wrong for the others: the cost of full grows
+// with n, so a trajectory's remaining cost is quadratic.
 func remainingOps(cfg ckpt.RunConfig, st ckpt.RunState, anchor int, perN float64) float64 {
-	from := max(st.BackwardStep, cfg.BackwardFrom) + 1
-	switch cfg.Strategy {
-	case StrategyMemo:
-		return float64(cfg.Steps-from+1) * perN
-	case StrategySliding:
-		var ops float64
-		for n := from; n <= cfg.Steps; n++ {
-			ops += float64(min(n, cfg.Window))
-		}
-		return ops
-	}
-	resets := make(map[int]bool, len(st.PendingResets))
-	for _, p := range st.PendingResets {
-		resets[p.Step] = true
-	}
+	pc, plan := strategyOf(&cfg)
+	pol := replay.NewPolicy(pc, replay.AnchorRef{Step: anchor}, 0, st.BackwardStep)
+	pol.SetPending(policyResets(st.PendingResets))
 	var ops float64
-	r := anchor
-	for n := from; n <= cfg.Steps; n++ {
-		if resets[n-1] || cfg.Strategy == StrategyWindow && replay.WindowResetDue(r, n, cfg.Window) {
-			r = n - 1
+	pol.Project(func(n, a int) {
+		switch {
+		case plan.memo:
+			ops += perN
+		default:
+			ops += float64(n - plan.job("", 0, 0, a, n).StartStep)
 		}
-		ops += float64(n - r)
-	}
+	})
 	return ops
 }

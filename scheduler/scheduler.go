@@ -25,6 +25,7 @@ type Scheduler struct {
 	met   *collectors
 
 	jobs chan Job // unbuffered: a job is handed to a free worker
+	pool *pool    // the in-process executor over jobs
 	wg   sync.WaitGroup
 	// loops counts the backward loops running now; each may keep at most
 	// its fair share of the workers busy (bwdLoop.flightLimit).
@@ -70,6 +71,7 @@ func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.met = newCollectors(s)
+	s.pool = newPool(s.jobs, s.met)
 	s.mu.runs = map[string]*run{}
 	names, err := store.Runs()
 	if err != nil {

@@ -681,7 +681,7 @@ func TestFashionMNISTSmall(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := make([]float32, o.cfg.Dim)
-		if _, err := direct.Eval(want, replay.Anchor{Step: m.Anchor, Start: start}, n); err != nil {
+		if _, err := direct.Eval(context.Background(), want, replay.Anchor{Step: m.Anchor, Start: start}, n); err != nil {
 			t.Fatal(err)
 		}
 		_, got, err := h.s.Params(context.Background(), "f", KindBackward, n)

@@ -16,7 +16,7 @@
 //	                                        &from=N (0) &to=N (0: latest) &every=N (1)
 //	                                        → application/x-ndjson, one api.Point a line
 //	GET    /v1/runs/{name}/params           ?kind=forward|backward&step=N
-//	                                        → safetensors (float32, nn.Model tensor names)
+//	                                        → safetensors (float32, the model's tensor names)
 //	GET    /v1/runs/{name}/batches          → .npy int64 [steps, batch]
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
 //	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/export"
 	"github.com/replay-sgd/replay/nn"
 	"github.com/replay-sgd/replay/scheduler"
 )
@@ -169,16 +170,26 @@ func (f *fakeBackend) Trajectory(ctx context.Context, name, kind string, from, t
 	return nil
 }
 
-func (f *fakeBackend) Params(ctx context.Context, name, kind string, step int) (*nn.Model, []float32, error) {
+func (f *fakeBackend) Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st, err := f.get("Params", name)
+	st, err := f.get("Params", name) // failures are keyed by the route: /params
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if step > st.Steps {
-		return nil, nil, fmt.Errorf("step %d beyond %d: %w", step, st.Steps, scheduler.ErrInvalid)
+		return nil, fmt.Errorf("step %d beyond %d: %w", step, st.Steps, scheduler.ErrInvalid)
 	}
+	theta := f.theta(kind, step)
+	var out []export.Tensor
+	for _, t := range f.model.Tensors() {
+		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[t.Offset : t.Offset+t.Size()]})
+	}
+	return out, nil
+}
+
+// theta is the flat parameter vector the fake serves for (kind, step).
+func (f *fakeBackend) theta(kind string, step int) []float32 {
 	theta := make([]float32, f.model.Dim())
 	for i := range theta {
 		theta[i] = float32(step) + float32(i)/8
@@ -186,7 +197,7 @@ func (f *fakeBackend) Params(ctx context.Context, name, kind string, step int) (
 			theta[i] = -theta[i]
 		}
 	}
-	return f.model, theta, nil
+	return theta
 }
 
 func (f *fakeBackend) Batches(name string) (int, int, []int64, error) {

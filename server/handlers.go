@@ -18,7 +18,6 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
-	"github.com/replay-sgd/replay/nn"
 	"github.com/replay-sgd/replay/scheduler"
 )
 
@@ -216,12 +215,10 @@ func (s *server) params(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	model, theta, err := s.b.Params(r.Context(), r.PathValue("name"), kind, step)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	tensors, err := s.b.Tensors(r.Context(), r.PathValue("name"), kind, step)
+	if err == nil {
+		err = checkTensors(tensors)
 	}
-	tensors, err := modelTensors(model, theta)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -242,23 +239,22 @@ func (s *server) params(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// modelTensors cuts theta into the model's named tensors (views, no copy).
-func modelTensors(m *nn.Model, theta []float32) ([]export.Tensor, error) {
-	if m == nil {
-		return nil, errors.New("server: backend returned no model")
+// checkTensors rejects what a backend should never return: no tensor, or
+// one whose data does not fill its shape.
+func checkTensors(ts []export.Tensor) error {
+	if len(ts) == 0 {
+		return errors.New("server: backend returned no tensor")
 	}
-	if len(theta) != m.Dim() {
-		return nil, fmt.Errorf("server: backend returned %d parameters for a model of dimension %d", len(theta), m.Dim())
-	}
-	var out []export.Tensor
-	for _, t := range m.Tensors() {
-		n := t.Size()
-		if t.Offset < 0 || t.Offset+n > len(theta) {
-			return nil, fmt.Errorf("server: tensor %s [%d:%d] outside the %d parameters", t.Name, t.Offset, t.Offset+n, len(theta))
+	for _, t := range ts {
+		n := 1
+		for _, d := range t.Shape {
+			n *= d
 		}
-		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[t.Offset : t.Offset+n]})
+		if n != len(t.Data) {
+			return fmt.Errorf("server: backend returned tensor %s of shape %v with %d values", t.Name, t.Shape, len(t.Data))
+		}
 	}
-	return out, nil
+	return nil
 }
 
 func (s *server) batches(w http.ResponseWriter, r *http.Request) {

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/replay-sgd/replay/api"
-	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/export"
 )
 
 // Backend is what the server needs from the scheduler (*scheduler.Scheduler
@@ -29,9 +29,9 @@ type Backend interface {
 	// Trajectory calls fn once per point, in step order; it stops with fn's
 	// error. to ≤ 0 means "up to the latest step".
 	Trajectory(ctx context.Context, name, kind string, from, to, every int, fn func(api.Point) error) error
-	// Params returns the model (for tensor names and shapes) and the flat
-	// parameters of the forward or backward iterate at step.
-	Params(ctx context.Context, name, kind string, step int) (*nn.Model, []float32, error)
+	// Tensors returns the forward or backward iterate at step as the
+	// model's named tensors (names, shapes, data).
+	Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error)
 	// Batches returns the batch log as a rows×cols matrix, step 1 first.
 	Batches(name string) (rows, cols int, idx []int64, err error)
 	Verify(ctx context.Context, name string) (api.VerifyReport, error)

@@ -465,7 +465,7 @@ func TestParams(t *testing.T) {
 	for _, x := range ts {
 		byName[x.Name] = x
 	}
-	_, theta, _ := h.fake.Params(t.Context(), "a", "backward", 7)
+	theta := h.fake.theta("backward", 7)
 	for i, name := range wantNames {
 		x, ok := byName[name]
 		if !ok || fmt.Sprint(x.Shape) != fmt.Sprint(wantShapes[i]) {

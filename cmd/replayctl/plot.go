@@ -225,8 +225,9 @@ func plotTitle(st api.RunStatus) string {
 	s := st.Spec
 	t := fmt.Sprintf("%s — %s on %s, lr %g, batch %d", st.Name, s.Model, s.Dataset, s.LR, s.Batch)
 	switch st.Strategy {
-	case "full", "memo":
-		// No periodic reset: the window does not apply.
+	case "full":
+		// No periodic reset: the window does not apply (memo moves its
+		// anchors as window does, so its window is shown).
 		t += ", strategy " + st.Strategy
 	case "":
 	default:

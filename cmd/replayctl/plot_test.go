@@ -142,3 +142,17 @@ func TestPlotErrors(t *testing.T) {
 		t.Errorf("failed plots left files: %v", ents)
 	}
 }
+
+// TestPlotTitleWindow: the window is named for every strategy it applies
+// to — memo moves its anchors as window does — and not for full.
+func TestPlotTitleWindow(t *testing.T) {
+	for _, c := range []struct {
+		strategy string
+		window   bool
+	}{{"window", true}, {"memo", true}, {"sliding", true}, {"full", false}} {
+		got := plotTitle(api.RunStatus{Name: "r", Strategy: c.strategy, Window: 16})
+		if strings.Contains(got, "window 16") != c.window {
+			t.Errorf("%s: title %q (window shown: want %v)", c.strategy, got, c.window)
+		}
+	}
+}

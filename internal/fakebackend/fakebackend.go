@@ -23,6 +23,7 @@ import (
 	"sync"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/export"
 	"github.com/replay-sgd/replay/nn"
 	"github.com/replay-sgd/replay/scheduler"
 )
@@ -337,6 +338,20 @@ func (b *Backend) Params(ctx context.Context, name, kind string, step int) (*nn.
 	}
 	theta[0] = float32(step)
 	return b.Model, theta, nil
+}
+
+// Tensors implements server.Backend: Params' parameters cut into Model's
+// tensors.
+func (b *Backend) Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
+	m, theta, err := b.Params(ctx, name, kind, step)
+	if err != nil {
+		return nil, err
+	}
+	var out []export.Tensor
+	for _, t := range m.Tensors() {
+		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[t.Offset : t.Offset+t.Size()]})
+	}
+	return out, nil
 }
 
 // Batches returns a ForwardStep × Spec.Batch log whose entry i is i % 60000.

@@ -1,6 +1,7 @@
 package replaytest
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -197,7 +198,7 @@ func testFamily(t *testing.T, fam Family, newStrategy New, tol float64, seed uin
 		default:
 			t.Fatalf("step %d: unknown source %q", n, res.From)
 		}
-		if _, err := direct.Eval(ref, replay.Anchor{Step: res.Anchor, Start: start}, n); err != nil {
+		if _, err := direct.Eval(context.Background(), ref, replay.Anchor{Step: res.Anchor, Start: start}, n); err != nil {
 			t.Fatal(err)
 		}
 		if !Close(dst, ref, tol) {
