@@ -81,6 +81,7 @@ type workerRun struct {
 
 // worker runs jobs until quit is closed.
 func (s *Scheduler) worker(quit <-chan struct{}) {
+	defer reserveWorkerProc()()
 	scratch := map[*runEnv]*workerRun{}
 	for {
 		select {
