@@ -24,9 +24,10 @@ var benchSteps = flag.Int("bench-steps", 256, "steps of the Fashion-MNIST benchm
 // whole scheduler and a real store, and in the same run measures the
 // ceiling of the 2-worker speed-up: the operator loop (one SGD operator
 // after another, as BenchmarkSGDStep in nn) in one child process alone and
-// in two child processes at once. Each iteration measures, in this order,
-// one process, one worker, two processes, two workers, so that a change in
-// the machine's load between them touches both ratios alike:
+// in two child processes at once. A ceiling round (a window with one child
+// busy, then one with both) comes before the 1-worker run, between the
+// runs and after the 2-worker run, so that the machine's load, which
+// drifts, weighs on the ceiling as it weighs on the runs:
 //
 //	go test -run '^$' -bench BackwardFashionMNIST -benchtime 1x ./scheduler/
 //
@@ -38,17 +39,18 @@ var benchSteps = flag.Int("bench-steps", 256, "steps of the Fashion-MNIST benchm
 // step n costs n applications; the steady-state rate with W = 256 is
 // ops/s ÷ 128.5.
 func BenchmarkBackwardFashionMNIST(b *testing.B) {
-	const procWindow = 5 * time.Second
-	var p1, p2 float64
+	const window = 3 * time.Second
+	kids := startOperatorLoops(b, 2)
+	defer kids.close(b)
+	var p1, p2 []float64
+	round := func() {
+		p1 = append(p1, kids.run(b, 1, window))
+		p2 = append(p2, kids.run(b, 2, window))
+	}
 	var w [3]struct{ iters, ops, busy, wall float64 }
 	for range b.N {
+		round()
 		for workers := 1; workers <= 2; workers++ {
-			ops := operatorProcs(b, workers, procWindow)
-			if workers == 1 {
-				p1 += ops
-			} else {
-				p2 += ops
-			}
 			r := &w[workers]
 			wall, busy := backwardRun(b, workers, *benchSteps)
 			n := *benchSteps
@@ -56,22 +58,31 @@ func BenchmarkBackwardFashionMNIST(b *testing.B) {
 			r.busy += busy
 			r.iters += float64(n)
 			r.ops += float64(n * (n + 1) / 2)
+			round()
 		}
 	}
 	w1, w2 := w[1].ops/w[1].wall, w[2].ops/w[2].wall
-	p1, p2 = p1/float64(b.N), p2/float64(b.N)
+	mp1, mp2 := mean(p1), mean(p2)
 	b.ReportMetric(w1, "w1-ops/s")
 	b.ReportMetric(w2, "w2-ops/s")
 	b.ReportMetric(w2/w1, "w2/w1")
-	b.ReportMetric(p1, "p1-ops/s")
-	b.ReportMetric(p2, "p2-ops/s")
-	b.ReportMetric(p2/p1, "ceiling-p2/p1")
+	b.ReportMetric(mp1, "p1-ops/s")
+	b.ReportMetric(mp2, "p2-ops/s")
+	b.ReportMetric(mp2/mp1, "ceiling-p2/p1")
 	for k := 1; k <= 2; k++ {
 		b.ReportMetric(w[k].iters/w[k].wall, fmt.Sprintf("w%d-iterates/s", k))
 		b.ReportMetric(100*(1-w[k].busy/(w[k].wall*float64(k))), fmt.Sprintf("w%d-overhead%%", k))
 	}
-	b.Logf("%d steps: 2 workers %.2f× 1 worker (%.0f → %.0f ops/s); ceiling in this run, 2 processes of the operator loop: %.2f× 1 (%.0f → %.0f ops/s)",
-		*benchSteps, w2/w1, w1, w2, p2/p1, p1, p2)
+	b.Logf("%d steps: 2 workers %.2f× 1 worker (%.0f → %.0f ops/s); ceiling in this run, 2 processes of the operator loop: %.2f× 1 (%.0f → %.0f ops/s; rounds p1 %.0f, p2 %.0f)",
+		*benchSteps, w2/w1, w1, w2, mp2/mp1, mp1, mp2, p1, p2)
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
 }
 
 // backwardRun runs the benchmark's run to the end with the given number of
@@ -108,20 +119,20 @@ func backwardRun(b *testing.B, workers, steps int) (wall, busy float64) {
 	return wall, float64(h.s.met.busy.Load()) / 1e9
 }
 
-// operatorProcs runs n child processes of the operator loop (TestMain's
-// SCHED_HELPER=oploop) over the same window of time d and returns their
-// total operator applications per second. Each child loads the data set
-// and warms up before it reports ready; all start on one signal.
-func operatorProcs(b *testing.B, n int, d time.Duration) float64 {
-	type child struct {
-		cmd *exec.Cmd
-		in  io.WriteCloser
-		out *bufio.Reader
-	}
-	kids := make([]child, n)
+// operatorLoops are child processes of the operator loop (TestMain's
+// SCHED_HELPER=oploop), each with the data set loaded and warm, waiting
+// for a line on its stdin to apply operators for one window.
+type operatorLoops []struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startOperatorLoops(b *testing.B, n int) operatorLoops {
+	kids := make(operatorLoops, n)
 	for i := range kids {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "SCHED_HELPER=oploop", fmt.Sprintf("SCHED_OPLOOP_SECS=%g", d.Seconds()))
+		cmd.Env = append(os.Environ(), "SCHED_HELPER=oploop")
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -134,20 +145,26 @@ func operatorProcs(b *testing.B, n int, d time.Duration) float64 {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		kids[i] = child{cmd, in, bufio.NewReader(out)}
+		kids[i].cmd, kids[i].in, kids[i].out = cmd, in, bufio.NewReader(out)
 	}
 	for _, k := range kids {
 		if line, err := k.out.ReadString('\n'); err != nil || line != "ready\n" {
 			b.Fatalf("operator loop child: %q, %v", line, err)
 		}
 	}
-	for _, k := range kids {
-		if _, err := io.WriteString(k.in, "go\n"); err != nil {
+	return kids
+}
+
+// run has the first n children apply operators over the same window d
+// and returns their total operator applications per second.
+func (kids operatorLoops) run(b *testing.B, n int, d time.Duration) float64 {
+	for _, k := range kids[:n] {
+		if _, err := fmt.Fprintf(k.in, "%g\n", d.Seconds()); err != nil {
 			b.Fatal(err)
 		}
 	}
 	var total float64
-	for _, k := range kids {
+	for _, k := range kids[:n] {
 		line, err := k.out.ReadString('\n')
 		var ops int
 		var secs float64
@@ -157,22 +174,28 @@ func operatorProcs(b *testing.B, n int, d time.Duration) float64 {
 		if err != nil {
 			b.Fatalf("operator loop child: %q: %v", line, err)
 		}
-		if err := k.cmd.Wait(); err != nil {
-			b.Fatal(err)
-		}
 		total += float64(ops) / secs
 	}
 	return total
 }
 
-// operatorLoopChild is the body of a child of operatorProcs: it builds the
-// paper's operator, reports "ready", waits for a line on in, applies
-// operators for secs seconds and reports how many.
-func operatorLoopChild(in io.Reader, out io.Writer, secs string) error {
-	d, err := time.ParseDuration(secs + "s")
-	if err != nil {
-		return err
+// close ends the children (EOF on their stdin) and waits for them.
+func (kids operatorLoops) close(b *testing.B) {
+	for _, k := range kids {
+		k.in.Close()
 	}
+	for _, k := range kids {
+		if err := k.cmd.Wait(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// operatorLoopChild is the body of a child of startOperatorLoops: it
+// builds the paper's operator and reports "ready"; then, for every line on
+// in (a window in seconds), applies operators for that long and reports
+// how many. It returns at EOF.
+func operatorLoopChild(in io.Reader, out io.Writer) error {
 	sgd, m, err := paperOperator(256)
 	if err != nil {
 		return err
@@ -183,17 +206,26 @@ func operatorLoopChild(in io.Reader, out io.Writer, secs string) error {
 	}
 	sgd.Apply(1, th) // size the scratch space
 	fmt.Fprintln(out, "ready")
-	if _, err := bufio.NewReader(in).ReadString('\n'); err != nil {
-		return err
-	}
-	t0 := time.Now()
+	sc := bufio.NewScanner(in)
 	k := 0
-	for time.Since(t0) < d {
-		sgd.Apply(k%256+1, th)
-		k++
+	for sc.Scan() {
+		var secs float64
+		if _, err := fmt.Sscanf(sc.Text(), "%g", &secs); err != nil {
+			return err
+		}
+		d := time.Duration(secs * float64(time.Second))
+		t0 := time.Now()
+		n := 0
+		for time.Since(t0) < d {
+			sgd.Apply(k%256+1, th)
+			k++
+			n++
+		}
+		if _, err := fmt.Fprintf(out, "ops %d secs %.6f\n", n, time.Since(t0).Seconds()); err != nil {
+			return err
+		}
 	}
-	_, err = fmt.Fprintf(out, "ops %d secs %.6f\n", k, time.Since(t0).Seconds())
-	return err
+	return sc.Err()
 }
 
 // paperOperator returns the paper's SGD operator (mlp:500x5 on

@@ -14,7 +14,7 @@ func TestMain(m *testing.M) {
 	case "":
 		os.Exit(m.Run())
 	case "oploop":
-		if err := operatorLoopChild(os.Stdin, os.Stdout, os.Getenv("SCHED_OPLOOP_SECS")); err != nil {
+		if err := operatorLoopChild(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "oploop:", err)
 			os.Exit(1)
 		}
