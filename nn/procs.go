@@ -18,17 +18,21 @@ import (
 // thread (sysmon) takes such a P away after 20 µs whenever no other P is
 // idle, hands it to another thread that spins looking for work, finds
 // none and goes back to sleep, and the goroutine must get a P back when its
-// call returns. An operator is a dozen GEMMs of 50–500 µs, so with as many
+// call returns. An operator is 17 GEMMs of 50–500 µs each, so with as many
 // goroutines in OpenBLAS as there are Ps — the daemon's default, one worker
-// per core on a machine with GOMAXPROCS = cores — this happens on almost
-// every call of every worker: measured on two vCPUs, 11 voluntary and 11
-// involuntary context switches per operator instead of 4 and 4, a sixth of
-// the process's CPU time spent outside the workers' threads, and the
-// second worker adding 1.3× instead of the 1.8× two processes reach. While
-// one P stays idle, sysmon leaves a P in a C call alone (for up to 10 ms,
-// far longer than any GEMM here), so one extra P per worker restores the
-// scaling; pure-Go work is unaffected, since a P in a C call runs no Go
-// code anyway.
+// per core on a machine with GOMAXPROCS = cores — this happens on a large
+// share of the calls of every worker. Measured on two vCPUs with two
+// goroutines applying the paper's operator: 10–12 voluntary and 10–12
+// involuntary context switches per operator instead of about 4 and 4, an
+// execution trace showing 3.4 lost Ps per operator instead of 0.7, 12–15%
+// of the process's CPU time outside the two goroutines' threads instead of
+// 7%; through the daemon, two workers ran 1.1–1.3× one where two processes
+// reach 2×, and 1.6–1.8× with the reservation. While a P stays idle,
+// sysmon leaves a P in a C call alone, so one extra P per worker is
+// enough. It lets no more Go code run beside the workers than before: the
+// P of a goroutine in C was handed to runnable Go code anyway, only after
+// 20 µs and a thread switch. C threads calling the same sgemm scale as processes do, so
+// OpenBLAS's own shared state is not a factor.
 func ReserveProc() (release func()) {
 	if backendName != "openblas" || os.Getenv("GOMAXPROCS") != "" {
 		return func() {}
