@@ -134,7 +134,8 @@ func BenchmarkSGDStepNoGEMM(b *testing.B) {
 // two goroutines are as many as GOMAXPROCS: the runtime takes their Ps away
 // on nearly every GEMM (see ReserveProc). vcsw/op counts the process's
 // voluntary context switches per step, a figure the machine's load barely
-// moves: about 4 with the reservation, 11 without on the 2-vCPU machine.
+// moves: on the 2-vCPU machine about 4 with the reservation and 11 without
+// (Haswell kernels), 7 and 20 with OpenBLAS's Prescott kernels.
 //
 // Earlier experiments (before the reservation, so their absolute figures
 // are suspect) found that walking the backward pass in blocks of weight
