@@ -1,8 +1,8 @@
 package nn
 
 import (
-	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,37 +125,50 @@ func BenchmarkSGDStepNoGEMM(b *testing.B) {
 // goroutines at once, each with its own clone and parameter vector, as the
 // daemon runs one backward job per core. Each goroutine makes b.N steps;
 // ops/s is the total throughput, so its ratio between g=2 and g=1 is the
-// scaling over two cores (the design's target is ≥ 1.8 on a quiet machine):
+// scaling over two cores:
 //
 //	go test -run '^$' -bench 'SGDStepParallel' -benchtime 400x -count 4 ./nn/
 //
-// On the shared 2-vCPU machine it is about 1.5, and memory bandwidth is not
-// what limits it: its GEMMs slow by 15–60 % when the other vCPU runs a
-// register-only scalar loop, as much as or more than when it streams
-// memory; GEMMs small enough to stay in L2 scale no better; and walking
-// the backward pass in blocks of weight rows (reading W once there instead
-// of twice) measured no gain, so it was not kept. OpenBLAS's kernel set
-// matters more: with OPENBLAS_CORETYPE=SkylakeX (AVX-512) the step runs
-// about a fifth faster here than with Haswell (AVX2), on 1 and 2
-// goroutines alike.
+// In g=2 each goroutine holds a ReserveProc, as the scheduler's workers do;
+// g=2-noreserve does not, and shows what that costs with OpenBLAS when the
+// two goroutines are as many as GOMAXPROCS: the runtime takes their Ps away
+// on nearly every GEMM (see ReserveProc). vcsw/op counts the process's
+// voluntary context switches per step, a figure the machine's load barely
+// moves: on the 2-vCPU machine about 4 with the reservation and 11 without
+// (Haswell kernels), 7 and 20 with OpenBLAS's Prescott kernels.
+//
+// Earlier experiments (before the reservation, so their absolute figures
+// are suspect) found that walking the backward pass in blocks of weight
+// rows (reading W once there instead of twice) gained nothing, and that
+// OpenBLAS's kernel set matters: with OPENBLAS_CORETYPE=SkylakeX (AVX-512)
+// the step runs about a fifth faster than with Haswell (AVX2).
 func BenchmarkSGDStepParallel(b *testing.B) {
 	sgd, theta, log := benchSGD(b)
-	for _, g := range []int{1, 2} {
-		b.Run(fmt.Sprintf("g=%d", g), func(b *testing.B) {
-			ops := make([]*SGD, g)
-			ths := make([][]float32, g)
-			for i := range g {
+	for _, c := range []struct {
+		name    string
+		g       int
+		reserve bool
+	}{{"g=1", 1, true}, {"g=2", 2, true}, {"g=2-noreserve", 2, false}} {
+		b.Run(c.name, func(b *testing.B) {
+			ops := make([]*SGD, c.g)
+			ths := make([][]float32, c.g)
+			for i := range c.g {
 				ops[i] = sgd.Clone()
 				ths[i] = append([]float32(nil), theta...)
 				ops[i].Apply(1, ths[i]) // size the scratch space
 			}
 			b.ReportAllocs()
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			b.ResetTimer()
 			var wg sync.WaitGroup
-			for i := range g {
+			for i := range c.g {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					if c.reserve {
+						defer ReserveProc()()
+					}
 					for k := range b.N {
 						ops[i].Apply(k%len(log)+1, ths[i])
 					}
@@ -163,7 +176,10 @@ func BenchmarkSGDStepParallel(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			b.ReportMetric(float64(g*b.N)/b.Elapsed().Seconds(), "ops/s")
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			n := float64(c.g * b.N)
+			b.ReportMetric(n/b.Elapsed().Seconds(), "ops/s")
+			b.ReportMetric(float64(ru1.Nvcsw-ru0.Nvcsw)/n, "vcsw/op")
 		})
 	}
 }

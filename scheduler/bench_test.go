@@ -1,7 +1,12 @@
 package scheduler
 
 import (
+	"bufio"
 	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -11,43 +16,237 @@ import (
 	"github.com/replay-sgd/replay/nn"
 )
 
-var benchSteps = flag.Int("bench-steps", 128, "steps of the Fashion-MNIST benchmark run")
+var benchSteps = flag.Int("bench-steps", 256, "steps of the Fashion-MNIST benchmark run")
 
 // BenchmarkBackwardFashionMNIST runs the paper's model (mlp:500x5 on
 // Fashion-MNIST, batch 8, window 256, losses every 10 steps on 1000+1000
-// images) for -bench-steps steps with 1 and 2 workers, through the whole
-// scheduler and a real store. It reports backward iterates per second,
-// operator applications per second, and the scheduling + storage overhead:
-// the share of the workers' wall time (wall × workers) not spent inside
-// jobs. With steps ≤ 256 no periodic reset happens, so step n costs n
-// applications; the steady-state rate with W = 256 is ops/s ÷ 128.5.
+// images) for -bench-steps steps with 1 and with 2 workers, through the
+// whole scheduler and a real store, and in the same run measures the
+// ceiling of the 2-worker speed-up: the operator loop (one SGD operator
+// after another, as BenchmarkSGDStep in nn) in one child process alone and
+// in two child processes at once. A ceiling round (a window with one child
+// busy, then one with both) comes before the 1-worker run, between the
+// runs and after the 2-worker run, so that the machine's load, which
+// drifts, weighs on the ceiling as it weighs on the runs:
+//
+//	go test -run '^$' -bench BackwardFashionMNIST -benchtime 1x ./scheduler/
+//
+// It reports operator applications per second of each (w1, w2 through
+// the scheduler; p1, p2 the processes), the speed-ups w2/w1 and
+// p2/p1 (the ceiling), backward iterates per second, and the scheduling +
+// storage overhead: the share of the workers' wall time (wall × workers)
+// not spent inside jobs. With steps ≤ 256 no periodic reset happens, so
+// step n costs n applications; the steady-state rate with W = 256 is
+// ops/s ÷ 128.5.
 func BenchmarkBackwardFashionMNIST(b *testing.B) {
-	for _, workers := range []int{1, 2} {
-		b.Run(map[int]string{1: "workers=1", 2: "workers=2"}[workers], func(b *testing.B) {
-			var iters, ops, busy, wall float64
-			for range b.N {
-				store := openStore(b, b.TempDir())
-				h := startHarness(b, store, DefaultOptions().WithWorkers(workers))
-				h.create(api.RunSpec{Preset: "fmnist-mlp", Name: "bench", Steps: *benchSteps, Window: 256, ResetAt: []int{}})
-				// The data set loads on the first use; time the run after it.
-				h.wait("bench", ckpt.StateRunning)
-				t0 := time.Now()
-				h.wait("bench", ckpt.StateDone)
-				wall += time.Since(t0).Seconds()
-				iters += float64(*benchSteps)
-				n := *benchSteps
-				ops += float64(n * (n + 1) / 2)
-				busy += float64(h.s.met.busy.Load()) / 1e9
-				h.stop()
-				if err := store.Close(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(iters/wall, "iterates/s")
-			b.ReportMetric(ops/wall, "ops/s")
-			b.ReportMetric(100*(1-busy/(wall*float64(workers))), "overhead%")
-		})
+	const window = 3 * time.Second
+	kids := startOperatorLoops(b, 2)
+	defer kids.close(b)
+	var p1, p2 []float64
+	round := func() {
+		p1 = append(p1, kids.run(b, 1, window))
+		p2 = append(p2, kids.run(b, 2, window))
 	}
+	var w [3]struct{ iters, ops, busy, wall float64 }
+	for range b.N {
+		round()
+		for workers := 1; workers <= 2; workers++ {
+			r := &w[workers]
+			wall, busy := backwardRun(b, workers, *benchSteps)
+			n := *benchSteps
+			r.wall += wall
+			r.busy += busy
+			r.iters += float64(n)
+			r.ops += float64(n * (n + 1) / 2)
+			round()
+		}
+	}
+	w1, w2 := w[1].ops/w[1].wall, w[2].ops/w[2].wall
+	mp1, mp2 := mean(p1), mean(p2)
+	b.ReportMetric(w1, "w1-ops/s")
+	b.ReportMetric(w2, "w2-ops/s")
+	b.ReportMetric(w2/w1, "w2/w1")
+	b.ReportMetric(mp1, "p1-ops/s")
+	b.ReportMetric(mp2, "p2-ops/s")
+	b.ReportMetric(mp2/mp1, "ceiling-p2/p1")
+	for k := 1; k <= 2; k++ {
+		b.ReportMetric(w[k].iters/w[k].wall, fmt.Sprintf("w%d-iterates/s", k))
+		b.ReportMetric(100*(1-w[k].busy/(w[k].wall*float64(k))), fmt.Sprintf("w%d-overhead%%", k))
+	}
+	b.Logf("%d steps: 2 workers %.2f× 1 worker (%.0f → %.0f ops/s); ceiling in this run, 2 processes of the operator loop: %.2f× 1 (%.0f → %.0f ops/s; rounds p1 %.0f, p2 %.0f)",
+		*benchSteps, w2/w1, w1, w2, mp2/mp1, mp1, mp2, p1, p2)
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// backwardRun runs the benchmark's run to the end with the given number of
+// workers and returns its wall time (from the data set loaded to done) and
+// the workers' busy time, in seconds.
+func backwardRun(b *testing.B, workers, steps int) (wall, busy float64) {
+	store := openStore(b, b.TempDir())
+	defer func() {
+		if err := store.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}()
+	h := startHarness(b, store, DefaultOptions().WithWorkers(workers))
+	defer h.stop()
+	h.create(api.RunSpec{Preset: "fmnist-mlp", Name: "bench", Steps: steps, Window: 256, ResetAt: []int{}})
+	// The data set loads on the first use; time the run after it.
+	h.wait("bench", ckpt.StateRunning)
+	t0 := time.Now()
+	// h.wait gives up after 3 minutes; 256 steps with one worker on a busy
+	// machine may take longer.
+	for deadline := t0.Add(time.Hour); ; time.Sleep(5 * time.Millisecond) {
+		st, err := h.s.Status("bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.State == ckpt.StateDone {
+			break
+		}
+		if st.State == ckpt.StateFailed || time.Now().After(deadline) {
+			b.Fatalf("run %s (forward %d, backward %d): %s", st.State, st.ForwardStep, st.BackwardStep, st.Reason)
+		}
+	}
+	wall = time.Since(t0).Seconds()
+	return wall, float64(h.s.met.busy.Load()) / 1e9
+}
+
+// operatorLoops are child processes of the operator loop (TestMain's
+// SCHED_HELPER=oploop), each with the data set loaded and warm, waiting
+// for a line on its stdin to apply operators for one window.
+type operatorLoops []struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startOperatorLoops(b *testing.B, n int) operatorLoops {
+	kids := make(operatorLoops, n)
+	for i := range kids {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "SCHED_HELPER=oploop")
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		kids[i].cmd, kids[i].in, kids[i].out = cmd, in, bufio.NewReader(out)
+	}
+	for _, k := range kids {
+		if line, err := k.out.ReadString('\n'); err != nil || line != "ready\n" {
+			b.Fatalf("operator loop child: %q, %v", line, err)
+		}
+	}
+	return kids
+}
+
+// run has the first n children apply operators over the same window d
+// and returns their total operator applications per second.
+func (kids operatorLoops) run(b *testing.B, n int, d time.Duration) float64 {
+	for _, k := range kids[:n] {
+		if _, err := fmt.Fprintf(k.in, "%g\n", d.Seconds()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var total float64
+	for _, k := range kids[:n] {
+		line, err := k.out.ReadString('\n')
+		var ops int
+		var secs float64
+		if err == nil {
+			_, err = fmt.Sscanf(line, "ops %d secs %g", &ops, &secs)
+		}
+		if err != nil {
+			b.Fatalf("operator loop child: %q: %v", line, err)
+		}
+		total += float64(ops) / secs
+	}
+	return total
+}
+
+// close ends the children (EOF on their stdin) and waits for them.
+func (kids operatorLoops) close(b *testing.B) {
+	for _, k := range kids {
+		k.in.Close()
+	}
+	for _, k := range kids {
+		if err := k.cmd.Wait(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// operatorLoopChild is the body of a child of startOperatorLoops: it
+// builds the paper's operator and reports "ready"; then, for every line on
+// in (a window in seconds), applies operators for that long and reports
+// how many. It returns at EOF.
+func operatorLoopChild(in io.Reader, out io.Writer) error {
+	sgd, m, err := paperOperator(256)
+	if err != nil {
+		return err
+	}
+	th := make([]float32, m.Dim())
+	if err := m.Init(th, "he", 1); err != nil {
+		return err
+	}
+	sgd.Apply(1, th) // size the scratch space
+	fmt.Fprintln(out, "ready")
+	sc := bufio.NewScanner(in)
+	k := 0
+	for sc.Scan() {
+		var secs float64
+		if _, err := fmt.Sscanf(sc.Text(), "%g", &secs); err != nil {
+			return err
+		}
+		d := time.Duration(secs * float64(time.Second))
+		t0 := time.Now()
+		n := 0
+		for time.Since(t0) < d {
+			sgd.Apply(k%256+1, th)
+			k++
+			n++
+		}
+		if _, err := fmt.Fprintf(out, "ops %d secs %.6f\n", n, time.Since(t0).Seconds()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// paperOperator returns the paper's SGD operator (mlp:500x5 on
+// Fashion-MNIST, batch 8, η = 0.001) over steps logged batches.
+func paperOperator(steps int) (*nn.SGD, *nn.Model, error) {
+	train, _, err := nn.LoadDataset("fashion-mnist", "", 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := nn.NewModel("mlp:500x5", train.In, train.Out)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := make(nn.BatchLog, steps)
+	s := nn.NewSampler(train.N, 8, 1)
+	for i := range log {
+		log[i] = make([]int32, 8)
+		s.Batch(i+1, log[i])
+	}
+	sgd, err := nn.NewSGD(m, nn.CrossEntropy, train, 0.001, log)
+	return sgd, m, err
 }
 
 // BenchmarkStopLatency measures how long Run takes to return after its
@@ -76,26 +275,14 @@ func BenchmarkStopLatency(b *testing.B) {
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "stop-ms")
 }
 
-// BenchmarkRawOperators is the ceiling for BenchmarkBackwardFashionMNIST:
-// the paper's SGD operator applied by 1 and 2 goroutines with no scheduler
-// at all (each its own clone), in operator applications per second.
+// BenchmarkRawOperators is the in-process counterpart of the ceiling that
+// BenchmarkBackwardFashionMNIST measures with processes: the paper's SGD
+// operator applied by 1 and 2 goroutines with no scheduler at all (each its
+// own clone, each holding an nn.ReserveProc as the workers do), in operator
+// applications per second.
 func BenchmarkRawOperators(b *testing.B) {
-	train, _, err := nn.LoadDataset("fashion-mnist", "", 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := nn.NewModel("mlp:500x5", train.In, train.Out)
-	if err != nil {
-		b.Fatal(err)
-	}
 	const steps = 64
-	log := make(nn.BatchLog, steps)
-	s := nn.NewSampler(train.N, 8, 1)
-	for i := range log {
-		log[i] = make([]int32, 8)
-		s.Batch(i+1, log[i])
-	}
-	sgd, err := nn.NewSGD(m, nn.CrossEntropy, train, 0.001, log)
+	sgd, m, err := paperOperator(steps)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,6 +295,7 @@ func BenchmarkRawOperators(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
+						defer nn.ReserveProc()() // as the scheduler's workers do
 						op := sgd.Clone()
 						th := make([]float32, m.Dim())
 						if err := m.Init(th, "he", 1); err != nil {

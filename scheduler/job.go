@@ -103,6 +103,7 @@ func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) 
 
 // worker runs jobs until quit is closed.
 func (s *Scheduler) worker(quit <-chan struct{}) {
+	defer reserveWorkerProc()()
 	scratch := map[*runEnv]*workerRun{}
 	for {
 		select {
