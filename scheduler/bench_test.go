@@ -27,7 +27,7 @@ func BenchmarkBackwardFashionMNIST(b *testing.B) {
 			var iters, ops, busy, wall float64
 			for range b.N {
 				store := openStore(b, b.TempDir())
-				h := startHarness(b, store, DefaultOptions().WithWorkers(workers))
+				h := startHarness(b, store, DefaultOptions().WithFamilies(testFamilies...).WithWorkers(workers))
 				h.create(api.RunSpec{Preset: "fmnist-mlp", Name: "bench", Steps: *benchSteps, Window: 256, ResetAt: []int{}})
 				// The data set loads on the first use; time the run after it.
 				h.wait("bench", ckpt.StateRunning)
@@ -57,7 +57,7 @@ func BenchmarkStopLatency(b *testing.B) {
 	var total time.Duration
 	for range b.N {
 		store := openStore(b, b.TempDir())
-		h := startHarness(b, store, DefaultOptions().WithWorkers(2))
+		h := startHarness(b, store, DefaultOptions().WithFamilies(testFamilies...).WithWorkers(2))
 		h.create(api.RunSpec{Preset: "paper-fig3", Name: "stop"})
 		for {
 			st, _ := h.s.Status("stop")
