@@ -162,6 +162,9 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 				Model: s.Model, Init: s.Init, Loss: s.Loss, Dataset: s.Dataset, DataPath: s.DataPath,
 				LR: s.LR, Batch: s.Batch, EvalSize: deref(s.EvalSize, 0),
 			}
+			// Only the size's Params and Train are used here (the
+			// scratch estimate, which depends on eval_size, is admission's,
+			// from the resolved configuration).
 			size, fproblems := f.Resolve(&fs)
 			problems = append(problems, fproblems...)
 			s.Init, s.Loss = fs.Init, fs.Loss
