@@ -6,7 +6,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
 )
 
 // Admission control: before a run is stored (Create) or started again
@@ -33,9 +32,6 @@ const (
 	// metricsRecBytes bounds one msgpack-encoded ckpt.Metrics record
 	// (eight named fields).
 	metricsRecBytes = 128
-	// evalChunk is nn's evaluation chunk: an evaluator's scratch holds at
-	// most this many samples.
-	evalChunk = 256
 )
 
 // DefaultMaxParams is the parameter limit for the store's default value-log
@@ -68,42 +64,14 @@ type Estimate struct {
 	DiskParts []Part
 }
 
-// dataSizes are the sizes of a data set's splits and what the loaded data
-// set holds in memory (nn.Dataset: Fashion-MNIST's pixels as bytes, float32
-// elsewhere, one-hot targets and labels).
-type dataSizes struct {
-	in, out, train, test int
-	bytes                int64
-}
-
-func dataSizesOf(name string) (dataSizes, bool) {
-	in, out, train, ok := datasetShape(name)
-	if !ok {
-		return dataSizes{}, false
-	}
-	d := dataSizes{in: in, out: out, train: train, test: train}
-	switch name {
-	case "fashion-mnist":
-		d.test = 10000
-		n := int64(d.train + d.test)
-		d.bytes = n*int64(in) + 4*n*int64(out) + 4*n
-	default:
-		n := int64(d.train + d.test)
-		d.bytes = 4 * n * int64(in+out)
-	}
-	return d, true
-}
-
-// estimate computes cfg's Estimate under opts. It fails only for a spec that
-// Resolve would refuse (unknown data set or model).
+// estimate computes cfg's Estimate under opts from its family's size
+// (family.Size: parameters, data set, scratch, memo). It fails only for a
+// spec that Resolve would refuse (no family knows the model, or its family
+// refuses the spec).
 func estimate(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
-	d, ok := dataSizesOf(cfg.Dataset)
-	if !ok {
-		return Estimate{}, fmt.Errorf("data set %q: %w", clip(cfg.Dataset), ErrInvalid)
-	}
-	sz, err := nn.SizeOf(cfg.Model, d.in, d.out)
+	_, sz, err := opts.sizeOf(cfg)
 	if err != nil {
-		return Estimate{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return Estimate{}, err
 	}
 	var e Estimate
 	e.Params = sz.Params
@@ -128,31 +96,27 @@ func estimate(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
 	// and a forward cursor.
 	vectors += 3 * slots
 	// Scratch of every goroutine applying operators or evaluating: the
-	// workers, the trainer, the backward loop and the query slots, each an
-	// SGD engine over a batch and two evaluators over ≤ evalChunk samples.
-	width := int64(d.in) + 2*sz.Units
-	evalTrain, evalTest := evalSamples(cfg.EvalSize, d.train), evalSamples(cfg.EvalSize, d.test)
-	engine := 4 * width * (int64(cfg.Batch) + min(evalChunk, evalTrain) + min(evalChunk, evalTest))
-	scratch := (w + 2 + slots) * engine
+	// workers, the trainer, the backward loop and the query slots, each
+	// the family's scratch of one goroutine (operators and measurer).
+	scratch := (w + 2 + slots) * sz.ScratchBytes
 	// The memo of a memo run (the backward loop's; an affine one also per
 	// query slot, which recomputes with a fresh prefix).
 	var memo int64
 	if cfg.Strategy == StrategyMemo {
-		if rows, cols, affine := affineShape(cfg, d); affine {
-			memo = (1 + slots) * (8*(3*rows*cols+cols*cols) + vec)
+		if sz.MemoBytes > 0 {
+			memo = (1 + slots) * (sz.MemoBytes + vec)
 		} else {
 			memo = opts.MemoBudget
 		}
 	}
 	// The batch log: whole epochs of the sampler in a bounded cache.
-	batchLog := int64(batchLogSlots(opts)+1) * 4 * int64(d.train)
-	subsets := 4 * (evalTrain + evalTest)
+	batchLog := int64(batchLogSlots(opts)+1) * 4 * int64(sz.Train)
 	e.MemoryParts = []Part{
 		{"parameter vectors", vectors * vec},
 		{"scratch", scratch},
 		{"memo", memo},
 		{"batch log", batchLog},
-		{"data set", d.bytes + subsets},
+		{"data set", sz.DataBytes},
 	}
 
 	// Disk: the live records of a finished run.
@@ -176,29 +140,6 @@ func estimate(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
 	}
 	e.Memory, e.Disk = sum(e.MemoryParts), sum(e.DiskParts)
 	return e, nil
-}
-
-// affineShape is nn.SGD.AffineShape from the configuration: whether the
-// run's operators are affine and the matrix view of θ.
-func affineShape(cfg ckpt.RunConfig, d dataSizes) (rows, cols int64, affine bool) {
-	if cfg.Loss != "mse" && cfg.Loss != "quadratic" {
-		return 0, 0, false
-	}
-	switch cfg.Model {
-	case "scalar":
-		return 1, 1, true
-	case "linear":
-		return int64(d.out), int64(d.in) + 1, true
-	}
-	return 0, 0, false
-}
-
-// evalSamples is the size of nn.FixedSubset(n, size, ·).
-func evalSamples(size, n int) int64 {
-	if size <= 0 || size >= n {
-		return int64(n)
-	}
-	return int64(size)
 }
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }

@@ -24,11 +24,11 @@ import (
 
 // The estimate of a small run, term by term from the bounds of doc.go.
 func TestEstimateClosedForm(t *testing.T) {
-	cfg, err := Resolve(api.RunSpec{Dataset: "regression-sin", Model: "mlp:4", Batch: 10, Steps: 2000, Window: 256}, 256)
+	cfg, err := Resolve(testFamilies, api.RunSpec{Dataset: "regression-sin", Model: "mlp:4", Batch: 10, Steps: 2000, Window: 256}, 256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := DefaultOptions().WithWorkers(2).WithQuerySlots(1)
+	opts := DefaultOptions().WithFamilies(testFamilies...).WithWorkers(2).WithQuerySlots(1)
 	e, err := estimate(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -61,13 +61,18 @@ func TestEstimateClosedForm(t *testing.T) {
 	}
 	// Parts that grow with the options or the spec do so.
 	// Each worker: 3 vectors, its scratch and a batch-log slot.
-	e2, _ := estimate(cfg, opts.WithWorkers(4))
+	e2, err := estimate(cfg, opts.WithWorkers(4))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if perWorker := 3*vec + 4*11*210 + 4*100; e2.Memory-e.Memory != int64(2*perWorker) {
 		t.Errorf("2 more workers add %d bytes, want %d", e2.Memory-e.Memory, 2*perWorker)
 	}
-	cfg.Strategy = StrategyMemo
-	cfg.Loss = "cross-entropy" // not affine: the coalescence memo's budget
-	e3, _ := estimate(cfg, opts.WithMemoBudget(1<<20))
+	cfg.Strategy = StrategyMemo // an MLP is not affine: the coalescence memo's budget
+	e3, err := estimate(cfg, opts.WithMemoBudget(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if e3.Memory-e.Memory != 1<<20 {
 		t.Errorf("memo adds %d bytes, want the budget", e3.Memory-e.Memory)
 	}
@@ -140,7 +145,7 @@ func checkRefusal(t *testing.T, err error, want []string) {
 
 // A 10 KB name is not echoed whole.
 func TestLongNameClipped(t *testing.T) {
-	_, err := Resolve(api.RunSpec{Name: strings.Repeat("ä", 5<<10), Preset: "quadratic"}, 16)
+	_, err := Resolve(testFamilies, api.RunSpec{Name: strings.Repeat("ä", 5<<10), Preset: "quadratic"}, 16)
 	if !errors.Is(err, ErrInvalid) || len(err.Error()) > 400 || !strings.Contains(err.Error(), "(10240 bytes)") {
 		t.Fatalf("error of %d bytes: %.300v", len(err.Error()), err)
 	}
@@ -191,7 +196,7 @@ func TestBatchLogMatchesSampler(t *testing.T) {
 	}
 	t.Logf("seed %d (rerun with -batchlogseed %d)", seed, seed)
 	const n, b = 103, 7 // 14 steps per epoch, 5 samples skipped
-	log := newBatchLog(n, b, 42, 3)
+	log := newBatchLog(nn.NewSampler(n, b, 42), b, 3)
 	want := nn.NewSampler(n, b, 42)
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -389,13 +394,15 @@ func TestDataLoadDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A load that never finishes, as a hung file system would.
-	k := dataKey{name: "fashion-mnist", dir: "/hung"}
+	fam := testFamilies[0]
+	hung := ckpt.RunConfig{Model: "linear", Dataset: "fashion-mnist", DataPath: "/hung"}
+	k := dataKey{family: fam.Name(), key: fam.DataKey(familySpec(hung))}
 	s.data[k] = &dataLoad{done: make(chan struct{})}
-	_, err = s.loadData(context.Background(), ckpt.RunConfig{Dataset: "fashion-mnist", DataPath: "/hung"})
+	_, err = s.loadData(context.Background(), fam, hung)
 	if err == nil || !strings.Contains(err.Error(), "not loaded after 50ms") {
 		t.Fatalf("hung load: %v", err)
 	}
-	if _, err := s.loadData(context.Background(), ckpt.RunConfig{Dataset: "quadratic", Seed: 1}); err != nil {
+	if _, err := s.loadData(context.Background(), fam, ckpt.RunConfig{Model: "scalar", Dataset: "quadratic", Seed: 1}); err != nil {
 		t.Fatalf("another data set: %v", err)
 	}
 }

@@ -95,7 +95,7 @@ func backwardRun(b *testing.B, workers, steps int) (wall, busy float64) {
 			b.Fatal(err)
 		}
 	}()
-	h := startHarness(b, store, DefaultOptions().WithWorkers(workers))
+	h := startHarness(b, store, DefaultOptions().WithFamilies(testFamilies...).WithWorkers(workers))
 	defer h.stop()
 	h.create(api.RunSpec{Preset: "fmnist-mlp", Name: "bench", Steps: steps, Window: 256, ResetAt: []int{}})
 	// The data set loads on the first use; time the run after it.
@@ -256,7 +256,7 @@ func BenchmarkStopLatency(b *testing.B) {
 	var total time.Duration
 	for range b.N {
 		store := openStore(b, b.TempDir())
-		h := startHarness(b, store, DefaultOptions().WithWorkers(2))
+		h := startHarness(b, store, DefaultOptions().WithFamilies(testFamilies...).WithWorkers(2))
 		h.create(api.RunSpec{Preset: "paper-fig3", Name: "stop"})
 		for {
 			st, _ := h.s.Status("stop")

@@ -7,7 +7,8 @@
 //
 // Create resolves an api.RunSpec (Resolve: preset, then explicit fields,
 // then defaults; every problem reported in one ErrInvalid error; the model's
-// size is counted from the spec, nn.CountParams, never by building it),
+// fields are checked and its size counted by its family, family.Size,
+// never by building it),
 // checks it against the admission limits (below), loads the data set, draws
 // θ0 and stores the run (ckpt.CreateRun: checkpoint 0 and anchor segment
 // 0 = (0, θ0, "init")) with its configured resets pending. A refused spec
@@ -63,14 +64,14 @@
 //
 // # Forward trainer
 //
-// Step n applies the SGD operator with batch nn.Sampler.Batch(n) of the
-// run's seed. Steps are logged in chunks (batch, metrics, state in one
+// Step n applies the family's SGD operator with batch n of the run's
+// sampler (Family.Sampler, a pure function of n, batch and seed). Steps are logged in chunks (batch, metrics, state in one
 // ckpt.AppendForward); a checkpoint is stored every CheckpointEvery steps
 // and at the last step. Metrics: parameter norm and distance to the
 // previous iterate every step; training loss (fixed evaluation subset of
-// the training split), test loss and accuracy (fixed test subset, both
-// nn.FixedSubset of eval_size) every eval_every steps and at the last step,
-// NaN elsewhere.
+// the training split), test loss and accuracy (fixed test subset, both of
+// eval_size, the family's Measurer) every eval_every steps and at the last
+// step, NaN elsewhere.
 //
 // # Backward jobs
 //
@@ -84,7 +85,7 @@
 // Executor through its Queue and commits results in step order. The
 // executor is the in-process pool: Options.Workers goroutines
 // (Scheduler.worker) take jobs from one unbuffered channel, find the job's
-// run by name and epoch, and keep per run an nn.SGD clone, evaluators and
+// run by name and epoch, and keep per run an operators clone, a measurer and
 // scratch (and, for memo, the run's memoized evaluators). Results arrive
 // out of order into a reorder buffer and are accounted by job identity
 // (JobID: run, generation, segment, step, side), never by counters: a
@@ -147,13 +148,36 @@
 // where losses are measured, forward or backward, marks the run failed with
 // the step and the reason; other runs go on.
 //
-// # Models
+// # Model families
 //
-// Model (Dim, Layout: the named parameter tensors) is what the scheduler
-// exposes of a run's model: Tensors cuts an iterate into them for the
-// server, which no longer sees nn. nn is the built-in family; the rest of
-// the family seam (init from a seed, operators, measures, data set sizes)
-// is still reached through nn directly in newEnv, Create and the trainer.
+// The scheduler reaches models only through the seam of package family
+// (it imports no model package): Options.Families are asked in order and a
+// run's model belongs to the first whose Knows accepts its name; New
+// refuses options without one (replayd registers the built-in nnfamily; an
+// external process speaking the operator protocol will be one more). Of a
+// family the scheduler uses:
+//   - Resolve: the family's defaults (init, loss), its checks of model, data
+//     set, init and loss, and family.Size — state length, split sizes,
+//     outputs, data set, per-goroutine scratch and affine memo bytes — for
+//     validation and admission control, all without loading data;
+//   - DataKey and LoadData: one load per key, outside the scheduler's locks
+//     and under Options.DataTimeout (loadData);
+//   - Open, then of the Model: Init (θ0 of the spec's seed), Layout (the
+//     state's named tensors: parameters, then optimizer state; Tensors cuts
+//     iterates into them for the server, which sees no model package),
+//     Operators over the run's batch log (cloned per goroutine; their
+//     Affine capability selects the affine memo), Measurer (one per
+//     goroutine);
+//   - Sampler: the batch schedule, the same for every family, since the
+//     daemon owns the batch log.
+//
+// A family's objects follow package family's concurrency contract: Family
+// and Model are shared read-only; Operators and Measurer belong to one
+// goroutine. Every number a family computes is a pure function of the spec,
+// the data and its arguments, so the scheduler's determinism holds for
+// every family. A stored run is checked against its family's size again
+// before its environment is built (buildEnv), so a record that no longer
+// fits its family fails that run at start instead of allocating.
 //
 // # Pacing and memory bounds
 //

@@ -9,20 +9,20 @@ import (
 	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/replay"
 )
 
-// runEnv is what a run needs to compute: model, data, batch log, operators.
-// It is built once per start of a run and only read afterwards (the batch
-// log is safe for concurrent use).
+// runEnv is what a run needs to compute: its family's model over the data,
+// the batch log, the operators. It is built once per start of a run and
+// only read afterwards (the model and the batch log are safe for concurrent
+// use).
 type runEnv struct {
-	model             *nn.Model
-	loss              nn.Loss
-	train, test       *nn.Dataset
-	log               *batchLog
-	proto             *nn.SGD // cloned by every goroutine that applies operators
-	trainIdx, testIdx []int32
+	fam    family.Family
+	model  family.Model
+	trainN int // training samples (the sampler's n)
+	log    *batchLog
+	proto  family.Operators // cloned by every goroutine that applies operators
 	// free recycles the parameter vectors of job results, so that a run
 	// in steady state allocates none (and the heap does not grow with
 	// garbage of model-sized vectors between collections).
@@ -51,8 +51,8 @@ func (e *runEnv) putBuf(b []float32) {
 }
 
 // batchLog is a run's batch log as its operators read it: a
-// concurrency-safe nn.Batches over the run's sampler. The batches are a
-// pure function of the seed (nn.Sampler), the same the trainer stores, so
+// concurrency-safe family.Batches over the run's sampler. The batches are a
+// pure function of the seed (Family.Sampler), the same the trainer stores, so
 // the log in memory is never Steps × Batch: it keeps the batches of a few
 // whole epochs (slots), each computed once from the sampler when a step of
 // it is first asked for, and replaced by clock when a new epoch is needed.
@@ -67,8 +67,8 @@ type batchLog struct {
 	slots       []atomic.Pointer[epochBatches]
 
 	mu      sync.Mutex
-	sampler *nn.Sampler // used under mu only
-	hand    int         // the clock hand over slots, under mu
+	sampler family.Sampler // used under mu only
+	hand    int            // the clock hand over slots, under mu
 }
 
 // epochBatches is the batches of one epoch: batch j at idx[j·b : (j+1)·b].
@@ -78,14 +78,13 @@ type epochBatches struct {
 	used  atomic.Bool // clock bit: read since the hand last passed
 }
 
-// newBatchLog returns the batch log of a run over n training samples with
-// batch b and seed, keeping at most slots epochs (≥ 1).
-func newBatchLog(n, b int, seed uint64, slots int) *batchLog {
-	sampler := nn.NewSampler(n, b, seed)
+// newBatchLog returns the batch log of a run over sampler (batch b),
+// keeping at most slots epochs (≥ 1).
+func newBatchLog(sampler family.Sampler, b int, slots int) *batchLog {
 	return &batchLog{b: b, perEpoch: sampler.StepsPerEpoch(), slots: make([]atomic.Pointer[epochBatches], max(1, slots)), sampler: sampler}
 }
 
-// Batch implements nn.Batches for k ≥ 1.
+// Batch implements family.Batches for k ≥ 1.
 func (l *batchLog) Batch(k int) []int32 {
 	if k < 1 {
 		panic(fmt.Sprintf("scheduler: batch of step %d", k))
@@ -133,23 +132,17 @@ func (l *batchLog) fill(e int) *epochBatches {
 	}
 }
 
-var _ nn.Batches = (*batchLog)(nil)
+var _ family.Batches = (*batchLog)(nil)
 
-// dataKey identifies a loaded data set: Fashion-MNIST does not depend on the
-// seed, the synthetic ones do.
-type dataKey struct {
-	name, dir string
-	seed      uint64
-}
-
-type dataPair struct{ train, test *nn.Dataset }
+// dataKey identifies a loaded data set: the family's name and its DataKey.
+type dataKey struct{ family, key string }
 
 // dataLoad is one load of a data set: done is closed when p and err are set.
 // A failed load is forgotten (a later one tries again); a loaded data set
 // stays for the scheduler's life.
 type dataLoad struct {
 	done chan struct{}
-	p    dataPair
+	p    family.Data
 	err  error
 }
 
@@ -158,26 +151,22 @@ type dataLoad struct {
 // first request starts the load, every request for the same key waits for
 // it until its own ctx or Options.DataTimeout ends, and requests for other
 // data sets do not wait at all. A load stuck in the file system (a hung
-// mount) keeps only its own key waiting; nn opens regular files only, so a
-// FIFO is an error, not a hang.
-func (s *Scheduler) loadData(ctx context.Context, cfg ckpt.RunConfig) (dataPair, error) {
-	k := dataKey{name: cfg.Dataset, seed: cfg.Seed}
-	if cfg.Dataset == "fashion-mnist" {
-		k.seed = 0
-		k.dir = cfg.DataPath
-		if k.dir == "" {
-			k.dir = s.opts.DataDir
-		}
+// mount) keeps only its own key waiting (the built-in family opens regular
+// files only, so a FIFO is an error, not a hang).
+func (s *Scheduler) loadData(ctx context.Context, f family.Family, cfg ckpt.RunConfig) (family.Data, error) {
+	spec := familySpec(cfg)
+	if spec.DataPath == "" {
+		spec.DataPath = s.opts.DataDir
 	}
+	k := dataKey{family: f.Name(), key: f.DataKey(spec)}
 	s.dataMu.Lock()
 	l, ok := s.data[k]
 	if !ok {
 		l = &dataLoad{done: make(chan struct{})}
 		s.data[k] = l
 		go func() {
-			train, test, err := nn.LoadDataset(k.name, k.dir, cfg.Seed)
-			l.p, l.err = dataPair{train, test}, err
-			if err != nil {
+			l.p, l.err = f.LoadData(spec)
+			if l.err != nil {
 				s.dataMu.Lock()
 				if s.data[k] == l {
 					delete(s.data, k)
@@ -194,12 +183,12 @@ func (s *Scheduler) loadData(ctx context.Context, cfg ckpt.RunConfig) (dataPair,
 	select {
 	case <-l.done:
 	case <-ctx.Done():
-		return dataPair{}, fmt.Errorf("load data set %s: %w", cfg.Dataset, ctx.Err())
+		return nil, fmt.Errorf("load data set %s: %w", cfg.Dataset, ctx.Err())
 	case <-t.C:
-		return dataPair{}, fmt.Errorf("load data set %s from %s: not loaded after %v", cfg.Dataset, clip(k.dir), timeout)
+		return nil, fmt.Errorf("load data set %s from %s: not loaded after %v", cfg.Dataset, clip(spec.DataPath), timeout)
 	}
 	if l.err != nil {
-		return dataPair{}, fmt.Errorf("load data set %s: %w", cfg.Dataset, l.err)
+		return nil, fmt.Errorf("load data set %s: %w", cfg.Dataset, l.err)
 	}
 	return l.p, nil
 }
@@ -217,35 +206,32 @@ func (s *Scheduler) newEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, er
 // buildEnv builds a run's environment without the admission check: for
 // queries, which hold one model's worth of it, not the run's.
 func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, error) {
-	if cfg.Dim <= 0 || int64(cfg.Dim) > nn.MaxParams {
-		return nil, fmt.Errorf("run %q has %d parameters: %w", clip(cfg.Name), cfg.Dim, ErrInvalid)
-	}
-	d, err := s.loadData(ctx, cfg)
+	// The stored configuration is checked against its family's size before
+	// anything is loaded (a corrupt or foreign record allocates nothing).
+	f, size, err := s.opts.sizeOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	m, err := nn.NewModel(cfg.Model, d.train.In, d.train.Out)
+	if cfg.Dim <= 0 || int64(cfg.Dim) != size.Params {
+		return nil, fmt.Errorf("run %q has %d parameters, its model %s %d: %w", clip(cfg.Name), cfg.Dim, clip(cfg.Model), size.Params, ErrInvalid)
+	}
+	d, err := s.loadData(ctx, f, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", clip(cfg.Model), err)
+		return nil, err
+	}
+	m, err := f.Open(familySpec(cfg), d)
+	if err != nil {
+		return nil, err
 	}
 	if m.Dim() != cfg.Dim {
 		return nil, fmt.Errorf("model %s has %d parameters, the run %d", clip(cfg.Model), m.Dim(), cfg.Dim)
 	}
-	loss, err := nn.ParseLoss(cfg.Loss)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Batch < 1 || cfg.Batch > d.train.N {
-		return nil, fmt.Errorf("batch %d not in [1, %d training samples]", cfg.Batch, d.train.N)
-	}
 	env := &runEnv{
-		model: m, loss: loss, train: d.train, test: d.test,
-		log:      newBatchLog(d.train.N, cfg.Batch, cfg.Seed, batchLogSlots(s.opts)),
-		free:     make(chan []float32, s.opts.Workers+1),
-		trainIdx: nn.FixedSubset(d.train.N, cfg.EvalSize, cfg.Seed),
-		testIdx:  nn.FixedSubset(d.test.N, cfg.EvalSize, cfg.Seed),
+		fam: f, model: m, trainN: size.Train,
+		log:  newBatchLog(f.Sampler(size.Train, cfg.Batch, cfg.Seed), cfg.Batch, batchLogSlots(s.opts)),
+		free: make(chan []float32, s.opts.Workers+1),
 	}
-	env.proto, err = nn.NewSGD(m, loss, d.train, cfg.LR, env.log)
+	env.proto, err = m.Operators(env.log)
 	if err != nil {
 		return nil, err
 	}
@@ -259,16 +245,13 @@ func (r *run) setEnv(e *runEnv) {
 	r.mu.env = e
 }
 
-// evaluators is one goroutine's loss evaluators of a run.
+// evaluators is one goroutine's measurer of a run.
 type evaluators struct {
-	train, test *nn.Evaluator
+	m family.Measurer
 }
 
 func (e *runEnv) evaluators() evaluators {
-	return evaluators{
-		train: nn.NewEvaluator(e.model, e.loss, e.train, e.trainIdx),
-		test:  nn.NewEvaluator(e.model, e.loss, e.test, e.testIdx),
-	}
+	return evaluators{m: e.model.Measurer()}
 }
 
 // measure fills the metrics of theta. Losses are evaluated only when eval
@@ -277,8 +260,7 @@ func (ev evaluators) measure(m *ckpt.Metrics, theta []float32, eval bool) {
 	m.ParamNorm = norm(theta)
 	m.Loss, m.TestLoss, m.TestAcc = math.NaN(), math.NaN(), math.NaN()
 	if eval {
-		m.Loss, _ = ev.train.Eval(theta)
-		m.TestLoss, m.TestAcc = ev.test.Eval(theta)
+		m.Loss, m.TestLoss, m.TestAcc = ev.m.Measure(theta)
 	}
 }
 

@@ -1,29 +1,47 @@
 package scheduler
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/replay-sgd/replay/api"
 )
 
 // Sentinel errors. Every error the Scheduler returns for a bad request wraps
-// one of these with a message naming the problem; the HTTP server maps them
-// to 404, 400, 409 and 503.
+// one of these with a message naming the problem. Each matches the api
+// sentinel of its kind (errors.Is(err, api.ErrNotFound) holds for an error
+// wrapping ErrNotFound), so that the HTTP server maps api's sentinels to
+// statuses without importing the scheduler; their messages stay the
+// scheduler's own.
 var (
 	// ErrNotFound reports an unknown run, or a record (a backward iterate
-	// not computed yet) that does not exist.
-	ErrNotFound = errors.New("scheduler: not found")
+	// not computed yet) that does not exist. Matches api.ErrNotFound.
+	ErrNotFound error = &sentinel{"scheduler: not found", api.ErrNotFound}
 	// ErrInvalid reports a request that can never succeed as written: a bad
-	// run spec, a reset beyond the run's steps, an unknown kind.
-	ErrInvalid = errors.New("scheduler: invalid request")
+	// run spec, a reset beyond the run's steps, an unknown kind. Matches
+	// api.ErrInvalid.
+	ErrInvalid error = &sentinel{"scheduler: invalid request", api.ErrInvalid}
 	// ErrConflict reports a request that clashes with the run's state: a run
-	// name in use, resuming a failed run, resetting a failed run.
-	ErrConflict = errors.New("scheduler: conflict")
+	// name in use, resuming a failed run, resetting a failed run. Matches
+	// api.ErrConflict.
+	ErrConflict error = &sentinel{"scheduler: conflict", api.ErrConflict}
 	// ErrTooLarge reports a run refused by admission control: its model,
 	// memory or disk estimate exceeds the scheduler's limits. It wraps
 	// ErrInvalid: the request cannot succeed as written under these limits.
 	ErrTooLarge = fmt.Errorf("%w: too large", ErrInvalid)
 	// ErrBusy reports that every slot for recomputations on behalf of a
 	// query (Params, Verify) is taken: try again later (the server answers
-	// 503 with Retry-After).
-	ErrBusy = errors.New("scheduler: busy")
+	// 503 with Retry-After). Matches api.ErrBusy.
+	ErrBusy error = &sentinel{"scheduler: busy", api.ErrBusy}
 )
+
+// sentinel is a scheduler error that also matches an api sentinel.
+type sentinel struct {
+	msg string
+	api error
+}
+
+func (e *sentinel) Error() string { return e.msg }
+
+// Is lets errors.Is(err, api.ErrX) hold for an error wrapping the
+// scheduler's ErrX (errors.Is compares e itself first).
+func (e *sentinel) Is(target error) bool { return target == e.api }

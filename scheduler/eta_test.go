@@ -59,7 +59,7 @@ func TestRemainingOpsAfterRejection(t *testing.T) {
 // beside others it keeps at most its share of the workers, and never less
 // than one job.
 func TestFlightLimit(t *testing.T) {
-	s := &Scheduler{opts: DefaultOptions().WithWorkers(4)}
+	s := &Scheduler{opts: DefaultOptions().WithFamilies(testFamilies...).WithWorkers(4)}
 	b := &bwdLoop{s: s, maxFlight: 8}
 	for _, c := range []struct{ loops, want int }{{1, 8}, {2, 2}, {3, 1}, {4, 1}, {9, 1}} {
 		s.loops.Store(int32(c.loops))

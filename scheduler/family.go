@@ -3,84 +3,81 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"strings"
 
+	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/export"
-	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/family"
 )
 
-// TensorSpec is one tensor of a model's state layout: its name (PyTorch's
-// state-dict key for the built-in MLPs), its shape, and where it lies in
-// the flat parameter vector.
-type TensorSpec struct {
-	Name   string
-	Shape  []int
-	Offset int
-}
+// The model-family seam: the scheduler reaches models only through
+// family.Family and family.Model (package family states their concurrency
+// contract), found in Options.Families by the run's model name. It owns
+// everything else: the batch log, checkpoints, anchors, the schedule.
 
-// Size is the number of elements of t.
-func (t TensorSpec) Size() int {
-	n := 1
-	for _, d := range t.Shape {
-		n *= d
+// familySpec is what a family reads of a run's configuration.
+func familySpec(cfg ckpt.RunConfig) family.Spec {
+	return family.Spec{
+		Model: cfg.Model, Init: cfg.Init, Loss: cfg.Loss, Dataset: cfg.Dataset, DataPath: cfg.DataPath,
+		LR: cfg.LR, Batch: cfg.Batch, Seed: cfg.Seed, EvalSize: cfg.EvalSize,
 	}
-	return n
 }
 
-// Model is the start of the model-family seam: what the scheduler needs of
-// a run's model to expose its state, without knowing which family it is.
-// nn is the built-in family (nnModel); an external process speaking the
-// operator protocol will be another. Implementations are read-only after
-// construction and safe for concurrent use.
-//
-// Still reached through nn directly (the rest of the cut, see the report of
-// issue 9): init from a seed (Create), operators and data set sizes
-// (newEnv, the trainer's sampler), evaluation measures (evaluators).
-type Model interface {
-	// Dim is the length of the flat parameter vector.
-	Dim() int
-	// Layout lists the parameter tensors in order; they tile 0..Dim.
-	Layout() []TensorSpec
-}
-
-// nnModel is the built-in family's Model.
-type nnModel struct{ m *nn.Model }
-
-var _ Model = nnModel{}
-
-func (m nnModel) Dim() int { return m.m.Dim() }
-
-func (m nnModel) Layout() []TensorSpec {
-	ts := m.m.Tensors()
-	out := make([]TensorSpec, len(ts))
-	for i, t := range ts {
-		out[i] = TensorSpec{Name: t.Name, Shape: t.Shape, Offset: t.Offset}
+// familyOf returns the first registered family that knows model.
+func (o Options) familyOf(model string) (family.Family, error) {
+	for _, f := range o.Families {
+		if f.Knows(model) {
+			return f, nil
+		}
 	}
-	return out
+	names := make([]string, len(o.Families))
+	for i, f := range o.Families {
+		names[i] = f.Name()
+	}
+	return nil, fmt.Errorf("model %q: no registered model family knows it (families: %s): %w", clip(model), strings.Join(names, ", "), ErrInvalid)
+}
+
+// sizeOf returns the family and the size of a stored configuration, checked
+// again by its family (nothing is loaded).
+func (o Options) sizeOf(cfg ckpt.RunConfig) (family.Family, family.Size, error) {
+	f, err := o.familyOf(cfg.Model)
+	if err != nil {
+		return nil, family.Size{}, err
+	}
+	spec := familySpec(cfg)
+	size, problems := f.Resolve(&spec)
+	if len(problems) > 0 {
+		return nil, family.Size{}, fmt.Errorf("run %q: %s: %w", clip(cfg.Name), strings.Join(problems, "; "), ErrInvalid)
+	}
+	return f, size, nil
 }
 
 // Tensors returns the forward or backward iterate at step (see Params) as
 // the model's named tensors, views into one parameter vector: what the
 // server encodes as safetensors.
 func (s *Scheduler) Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
-	m, theta, err := s.Params(ctx, name, kind, step)
+	layout, theta, err := s.Params(ctx, name, kind, step)
 	if err != nil {
 		return nil, err
 	}
-	return cutTensors(nnModel{m}, theta)
+	return cutTensors(layout, theta)
 }
 
-// cutTensors cuts theta into m's named tensors (views, no copy).
-func cutTensors(m Model, theta []float32) ([]export.Tensor, error) {
-	if len(theta) != m.Dim() {
-		return nil, fmt.Errorf("scheduler: %d parameters for a model of dimension %d", len(theta), m.Dim())
-	}
-	var out []export.Tensor
-	for _, t := range m.Layout() {
-		n := t.Size()
-		if t.Offset < 0 || t.Offset+n > len(theta) {
-			return nil, fmt.Errorf("scheduler: tensor %s [%d:%d] outside the %d parameters", t.Name, t.Offset, t.Offset+n, len(theta))
+// cutTensors cuts theta into the layout's named tensors (views, no copy);
+// the layout must tile theta exactly.
+func cutTensors(layout []family.Tensor, theta []float32) ([]export.Tensor, error) {
+	out := make([]export.Tensor, 0, len(layout))
+	off := 0
+	for _, t := range layout {
+		n := t.Elems()
+		if n < 0 || off+n > len(theta) {
+			return nil, fmt.Errorf("scheduler: tensor %s [%d:%d] outside the %d parameters", t.Name, off, off+n, len(theta))
 		}
-		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[t.Offset : t.Offset+n]})
+		out = append(out, export.Tensor{Name: t.Name, Shape: t.Shape, Data: theta[off : off+n : off+n]})
+		off += n
+	}
+	if off != len(theta) {
+		return nil, fmt.Errorf("scheduler: tensors cover %d of %d parameters", off, len(theta))
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/nn"
 )
 
@@ -59,7 +60,18 @@ func TestCutTensorsShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cutTensors(nnModel{m}, make([]float32, m.Dim()-1)); err == nil {
+	var layout []family.Tensor
+	for _, x := range m.Tensors() {
+		layout = append(layout, family.Tensor{Name: x.Name, Shape: x.Shape})
+	}
+	if _, err := cutTensors(layout, make([]float32, m.Dim()-1)); err == nil {
 		t.Error("cutTensors accepted a vector one short of the model")
+	}
+	if _, err := cutTensors(layout, make([]float32, m.Dim()+1)); err == nil {
+		t.Error("cutTensors accepted a vector one longer than the model")
+	}
+	ts, err := cutTensors(layout, make([]float32, m.Dim()))
+	if err != nil || len(ts) != len(layout) {
+		t.Fatalf("cutTensors of the model's dimension: %d tensors, %v", len(ts), err)
 	}
 }

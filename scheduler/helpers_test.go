@@ -13,9 +13,15 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/replay"
 )
+
+// testFamilies are the families of the tests' schedulers: the built-in one,
+// as replayd registers it.
+var testFamilies = []family.Family{nnfamily.New()}
 
 // syncBuffer is an io.Writer safe to read while the scheduler writes.
 type syncBuffer struct {
@@ -55,7 +61,7 @@ type harness struct {
 }
 
 func testOptions() Options {
-	return DefaultOptions().WithWorkers(2).WithMaxLag(64)
+	return DefaultOptions().WithFamilies(testFamilies...).WithWorkers(2).WithMaxLag(64)
 }
 
 func startHarness(t testing.TB, store *ckpt.Store, opts Options) *harness {

@@ -77,11 +77,11 @@ type memoState struct {
 }
 
 func newMemo(env *runEnv, budget int64) *memoState {
-	sgd := env.proto.Clone()
-	if sgd.IsAffine() {
-		return &memoState{eval: replay.NewAffinePrefix(sgd)}
+	ops := env.proto.Clone()
+	if aff, ok := ops.Affine(); ok {
+		return &memoState{eval: replay.NewAffinePrefix(aff)}
 	}
-	return &memoState{eval: replay.NewCoalescing(sgd, budget, 1)}
+	return &memoState{eval: replay.NewCoalescing(ops, budget, 1)}
 }
 
 // workerRun is a worker's scratch space for one run.
@@ -103,7 +103,7 @@ func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) 
 
 // worker runs jobs until quit is closed.
 func (s *Scheduler) worker(quit <-chan struct{}) {
-	defer reserveWorkerProc()()
+	defer s.reserveWorkerProc()()
 	scratch := map[*runEnv]*workerRun{}
 	for {
 		select {
@@ -170,7 +170,7 @@ func (s *Scheduler) recompute(ctx context.Context, r *run, env *runEnv, seg, anc
 	j := plan.job(r.name, 0, seg, anchorStep, step)
 	j.Strategy = r.cfg.Strategy
 	var memo *memoState
-	if j.Memo && env.proto.IsAffine() {
+	if _, affine := env.proto.Affine(); j.Memo && affine {
 		memo = newMemo(env, 0)
 	} else {
 		j.Memo = false

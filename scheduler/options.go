@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/replay-sgd/replay/family"
 )
 
 // Options configure a Scheduler. Build them with DefaultOptions and the WithX
@@ -17,8 +19,13 @@ type Options struct {
 	// Workers is the size of the backward worker pool: at most this many
 	// jobs run at once, over all runs.
 	Workers int
-	// DataDir is the default directory of the Fashion-MNIST files for runs
-	// that do not name one ("" = nn.DefaultFashionMNISTDir).
+	// Families are the model families runs can use, asked in order: a
+	// run's model belongs to the first that knows its name. replayd
+	// registers the built-in one (nnfamily); at least one is required.
+	Families []family.Family
+	// DataDir is the default data directory of runs that do not name one
+	// ("" = the family's default; the built-in family's Fashion-MNIST
+	// directory).
 	DataDir string
 	// Logger receives operational messages; nil means a discarding logger.
 	Logger *slog.Logger
@@ -120,6 +127,9 @@ func (o Options) WithWindow(w int) Options { o.Window = w; return o }
 // WithWorkers sets Options.Workers.
 func (o Options) WithWorkers(n int) Options { o.Workers = n; return o }
 
+// WithFamilies sets Options.Families.
+func (o Options) WithFamilies(f ...family.Family) Options { o.Families = f; return o }
+
 // WithDataDir sets Options.DataDir.
 func (o Options) WithDataDir(dir string) Options { o.DataDir = dir; return o }
 
@@ -149,6 +159,9 @@ func (o Options) Validate() error {
 	}
 	if o.MemoBudget < 0 {
 		errs = append(errs, fmt.Errorf("memo budget %d: must be ≥ 0", o.MemoBudget))
+	}
+	if len(o.Families) == 0 {
+		errs = append(errs, errors.New("no model family registered (Options.Families)"))
 	}
 	if o.MaxParams < 0 || o.MaxRunMemory < 0 || o.MaxRunDisk < 0 {
 		errs = append(errs, fmt.Errorf("limits (params %d, memory %d, disk %d): must be ≥ 0 (0: none)", o.MaxParams, o.MaxRunMemory, o.MaxRunDisk))

@@ -1,11 +1,19 @@
 package scheduler
 
-import "github.com/replay-sgd/replay/nn"
+import "github.com/replay-sgd/replay/family"
 
-// reserveWorkerProc is called by each worker goroutine for its lifetime:
-// a worker spends nearly all its time inside OpenBLAS calls, and the Go
-// runtime needs an idle P beside every goroutine in a C call, or it keeps
-// taking the workers' Ps away (nn.ReserveProc has the measurements). The
-// forward trainers, evaluations and handlers keep the Ps GOMAXPROCS had.
-// It returns the function that ends the reservation.
-func reserveWorkerProc() (release func()) { return nn.ReserveProc() }
+// reserveWorkerProc is called by each worker goroutine for its lifetime: a
+// worker of a family whose operators live in C calls (OpenBLAS) needs an
+// idle P beside it, or the Go runtime keeps taking its P away
+// (family.ProcReserver; nn.ReserveProc has the measurements). The first
+// registered family with that capability decides; the forward trainers,
+// evaluations and handlers keep the Ps GOMAXPROCS had. It returns the
+// function that ends the reservation.
+func (s *Scheduler) reserveWorkerProc() (release func()) {
+	for _, f := range s.opts.Families {
+		if r, ok := f.(family.ProcReserver); ok {
+			return r.ReserveProc()
+		}
+	}
+	return func() {}
+}

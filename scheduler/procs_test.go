@@ -22,7 +22,7 @@ func TestWorkersReserveProcs(t *testing.T) {
 	}
 	store := openStore(t, t.TempDir())
 	defer store.Close()
-	h := startHarness(t, store, DefaultOptions().WithWorkers(workers))
+	h := startHarness(t, store, DefaultOptions().WithFamilies(testFamilies...).WithWorkers(workers))
 	// The workers start in the background: wait for them with a deadline.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.GOMAXPROCS(0) != want && time.Now().Before(deadline) {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/family"
 )
 
 // Trajectory kinds.
@@ -109,12 +109,12 @@ func storeErr(name string, err error) error {
 	return fmt.Errorf("run %q: %w", name, err)
 }
 
-// Params returns the model and the parameters of the forward or backward
+// Params returns the state layout and the parameters of the forward or backward
 // iterate at step: forward from the nearest checkpoint and the batch log;
 // backward stored if kept, else recomputed under the anchor that produced
 // the stored result (cost at most the window for window runs, the step for
 // full and memo runs). A step not computed yet is ErrNotFound.
-func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*nn.Model, []float32, error) {
+func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]family.Tensor, []float32, error) {
 	r, err := s.get(name)
 	if err != nil {
 		return nil, nil, err
@@ -140,7 +140,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 	if kind == KindForward {
 		if step%r.cfg.CheckpointEvery == 0 || step == 0 {
 			if err := s.store.Checkpoint(name, step, theta); err == nil {
-				return env.model, theta, nil
+				return env.model.Layout(), theta, nil
 			}
 		}
 		release, err := s.acquireQuery()
@@ -152,7 +152,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 		if err := c.Forward(theta, step); err != nil {
 			return nil, nil, storeErr(name, err)
 		}
-		return env.model, theta, nil
+		return env.model.Layout(), theta, nil
 	}
 	if step > st.BackwardStep || step < r.cfg.BackwardFrom {
 		return nil, nil, fmt.Errorf("backward step %d of %q not computed (frontier %d, backward_from %d): %w",
@@ -186,7 +186,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 	if ok, err := s.store.BackwardTheta(name, seg, step, theta); err != nil {
 		return nil, nil, storeErr(name, err)
 	} else if ok {
-		return env.model, theta, nil
+		return env.model.Layout(), theta, nil
 	}
 	var anchorAt int
 	as, err := s.store.Anchors(name)
@@ -209,7 +209,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) (*n
 		}
 		return nil, nil, err
 	}
-	return env.model, theta, nil
+	return env.model.Layout(), theta, nil
 }
 
 // queryEnv is the environment a query computes in: the run's own while it
@@ -306,7 +306,7 @@ func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, 
 	out := api.VerifyReport{Run: name, Checkpoints: rep.Checkpoints, Steps: rep.Steps, Problems: rep.Problems}
 	// The batch log must be the sampler's: a pure function of the seed.
 	if f := r.state().ForwardStep; f > 0 {
-		sampler := nn.NewSampler(env.train.N, r.cfg.Batch, r.cfg.Seed)
+		sampler := env.fam.Sampler(env.trainN, r.cfg.Batch, r.cfg.Seed)
 		want := make([]int32, r.cfg.Batch)
 		for lo := 1; lo <= f; lo += 4096 {
 			b, err := s.store.Batches(name, lo, min(f, lo+4095))

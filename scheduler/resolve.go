@@ -9,7 +9,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/family"
 )
 
 // Strategies, reset sources and reset policies a run may name.
@@ -71,7 +71,7 @@ type Preset struct {
 //     2000 steps, window 2000 (the full backward trajectory).
 func Presets() []Preset {
 	fm := api.RunSpec{
-		Dataset: "fashion-mnist", Model: "mlp:500x5", Init: nn.InitHe, Loss: "cross-entropy",
+		Dataset: "fashion-mnist", Model: "mlp:500x5", Init: "he", Loss: "cross-entropy",
 		LR: 0.001, Batch: 8, Steps: 2000, ResetAt: []int{1000},
 		EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
 	}
@@ -83,14 +83,14 @@ func Presets() []Preset {
 			Dataset: "quadratic", Model: "scalar", Loss: "quadratic", LR: 0.1, Batch: 1, Steps: 1000, EvalEvery: api.Ptr(1),
 		}},
 		{"regression", "the paper's A.1 regression (mlp:300x3 on 100 points of sin x, MSE)", api.RunSpec{
-			Dataset: "regression-sin", Model: "mlp:300x3", Init: nn.InitHe, Loss: "mse",
+			Dataset: "regression-sin", Model: "mlp:300x3", Init: "he", Loss: "mse",
 			LR: 0.001, Batch: 10, Steps: 2000, EvalEvery: api.Ptr(10),
 		}},
 		{"fmnist-mlp", "the paper's §4 Fashion-MNIST run (mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000)", fm},
 		{"paper-fig3", "fmnist-mlp with the full backward trajectory, as the paper's Figure 3", fig3},
 		{"fmnist-linear", "least squares on Fashion-MNIST with the memoized prefix (full trajectory in linear time)", api.RunSpec{
 			Window:  2000, // its steps: the full trajectory (memo honours the window)
-			Dataset: "fashion-mnist", Model: "linear", Init: nn.InitHe, Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
+			Dataset: "fashion-mnist", Model: "linear", Init: "he", Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
 			Strategy: StrategyMemo, EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
 		}},
 	}
@@ -105,45 +105,26 @@ func presetByName(name string) (Preset, bool) {
 	return Preset{}, false
 }
 
-// datasetShape is the input and output size and training-split size of each
-// data set, so that a spec can be checked without loading the data (Create
-// checks them again against the loaded data).
-var datasetShapes = []struct {
-	name           string
-	in, out, train int
-}{
-	{"fashion-mnist", 784, 10, 60000},
-	{"regression-sin", 1, 1, nn.RegressionN},
-	{"regression-x2", 1, 1, nn.RegressionN},
-	{"regression-abs", 1, 1, nn.RegressionN},
-	{"quadratic", 0, 1, nn.QuadraticN},
-}
-
-func datasetShape(name string) (in, out, n int, ok bool) {
-	for _, d := range datasetShapes {
-		if d.name == name {
-			return d.in, d.out, d.train, true
-		}
-	}
-	return 0, 0, 0, false
-}
-
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // Resolve applies the spec's preset and the defaults to spec and validates
 // every field, reporting all problems in one error wrapping ErrInvalid. An
 // empty Name stays empty (Create chooses a unique one). defaultWindow is the
-// window of runs that set none.
+// window of runs that set none. The model's fields (model, data set, init,
+// loss) are the business of the first of families that knows the model:
+// it fills their defaults, checks them and counts the model's size
+// without building it.
 //
-// Defaults without a preset: Dataset and Model are required; Init he; Loss
-// nn.DefaultLoss(model, dataset); LR 0.01; Batch 8; Steps 1000; Seed 1;
+// Defaults without a preset: Dataset and Model are required; Init and Loss
+// the family's (the built-in family: he, and mse for linear, scalar and the
+// regression and quadratic data sets, else cross-entropy); LR 0.01; Batch 8; Steps 1000; Seed 1;
 // strategy window; reset_from backward; reset_policy fixed; reset_horizon
 // min(window, 50); eval_every 10 on Fashion-MNIST, 1 elsewhere; eval_size
 // 1000 on Fashion-MNIST, the whole split elsewhere; checkpoint_every
 // ckpt.DefaultCheckpointEvery. Absent (nil) and zero differ for seed,
 // backward_from, eval_every (0: losses at the last step only), eval_size
 // (0: the whole split) and reset_at ([]: none, also under a preset).
-func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
+func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	var problems []string
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 
@@ -168,39 +149,26 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	if s.Model == "" {
 		bad("model is required without a preset (mlp:<widths>, linear, scalar)")
 	}
-	in, out, ntrain, okData := datasetShape(s.Dataset)
-	if s.Dataset != "" && !okData {
-		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", clip(s.Dataset))
-	}
-	if s.DataPath != "" && s.Dataset != "fashion-mnist" {
-		bad("data_path applies to fashion-mnist only")
-	}
-	// The size is counted from the spec, without building the model: a
-	// spec of a trillion parameters costs nothing to refuse (admission
-	// control then checks it against the daemon's limits).
-	dim := 0
-	if s.Model != "" && okData {
-		n, err := nn.CountParams(s.Model, in, out)
+	// The family counts the size from the spec, without building the
+	// model: a spec of a trillion parameters costs nothing to refuse
+	// (admission control then checks it against the daemon's limits).
+	dim, ntrain := 0, 0
+	if s.Model != "" {
+		f, err := Options{Families: families}.familyOf(s.Model)
 		if err != nil {
-			bad("%v", err)
+			bad("%s", strings.TrimSuffix(err.Error(), ": "+ErrInvalid.Error()))
 		} else {
-			dim = int(n)
-		}
-	}
-	if s.Init == "" {
-		s.Init = nn.InitHe
-	}
-	if !slices.Contains([]string{nn.InitHe, nn.InitLeCun, nn.InitGlorot, nn.InitTorch}, s.Init) {
-		bad("init %q: want he, lecun, glorot or torch", s.Init)
-	}
-	if s.Loss == "" && s.Model != "" && s.Dataset != "" {
-		s.Loss = nn.DefaultLoss(s.Model, s.Dataset)
-	}
-	if s.Loss != "" {
-		if _, err := nn.ParseLoss(s.Loss); err != nil {
-			bad("loss %q: want cross-entropy, mse or quadratic", s.Loss)
-		} else if s.Loss == "cross-entropy" && okData && out < 2 {
-			bad("loss cross-entropy needs a classification data set, %s has one output", s.Dataset)
+			fs := family.Spec{
+				Model: s.Model, Init: s.Init, Loss: s.Loss, Dataset: s.Dataset, DataPath: s.DataPath,
+				LR: s.LR, Batch: s.Batch, EvalSize: deref(s.EvalSize, 0),
+			}
+			// Only the size's Params and Train are used here (the
+			// scratch estimate, which depends on eval_size, is admission's,
+			// from the resolved configuration).
+			size, fproblems := f.Resolve(&fs)
+			problems = append(problems, fproblems...)
+			s.Init, s.Loss = fs.Init, fs.Loss
+			dim, ntrain = int(size.Params), size.Train
 		}
 	}
 	if s.LR == 0 {
@@ -215,7 +183,7 @@ func Resolve(spec api.RunSpec, defaultWindow int) (ckpt.RunConfig, error) {
 	switch {
 	case s.Batch < 1 || s.Batch > maxBatch:
 		bad("batch %d: must be in [1, %d]", s.Batch, maxBatch)
-	case okData && s.Batch > ntrain:
+	case ntrain > 0 && s.Batch > ntrain:
 		bad("batch %d: larger than the %d training samples of %s", s.Batch, ntrain, s.Dataset)
 	}
 	if s.Steps == 0 {

@@ -11,7 +11,7 @@ import (
 
 func TestPresetsResolve(t *testing.T) {
 	for _, p := range Presets() {
-		cfg, err := Resolve(api.RunSpec{Preset: p.Name}, 256)
+		cfg, err := Resolve(testFamilies, api.RunSpec{Preset: p.Name}, 256)
 		if err != nil {
 			t.Fatalf("preset %s: %v", p.Name, err)
 		}
@@ -23,43 +23,43 @@ func TestPresetsResolve(t *testing.T) {
 			t.Errorf("preset %s: %+v", p.Name, cfg)
 		}
 	}
-	fm, _ := Resolve(api.RunSpec{Preset: "fmnist-mlp"}, 128)
+	fm, _ := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-mlp"}, 128)
 	if fm.Model != "mlp:500x5" || fm.Init != "he" || fm.Loss != "cross-entropy" || fm.LR != 0.001 || fm.Batch != 8 ||
 		fm.Steps != 2000 || !slices.Equal(fm.ResetAt, []int{1000}) || fm.Window != 128 || fm.Strategy != StrategyWindow ||
 		fm.Dim != 784*500+500+4*(500*500+500)+500*10+10 {
 		t.Errorf("fmnist-mlp: %+v", fm)
 	}
-	fig3, _ := Resolve(api.RunSpec{Preset: "paper-fig3"}, 256)
+	fig3, _ := Resolve(testFamilies, api.RunSpec{Preset: "paper-fig3"}, 256)
 	if fig3.Strategy != StrategyFull || !slices.Equal(fig3.ResetAt, []int{1000}) || fig3.Model != "mlp:500x5" {
 		t.Errorf("paper-fig3: %+v", fig3)
 	}
-	lin, _ := Resolve(api.RunSpec{Preset: "fmnist-linear"}, 256)
+	lin, _ := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-linear"}, 256)
 	if lin.Model != "linear" || lin.Loss != "mse" || lin.Strategy != StrategyMemo || lin.Window != 2000 || lin.Dim != 7850 {
 		t.Errorf("fmnist-linear: %+v", lin)
 	}
-	q, _ := Resolve(api.RunSpec{Preset: "quadratic"}, 256)
+	q, _ := Resolve(testFamilies, api.RunSpec{Preset: "quadratic"}, 256)
 	if q.Model != "scalar" || q.Dataset != "quadratic" || q.Batch != 1 || q.LR != 0.1 || q.Loss != "quadratic" || q.Dim != 1 {
 		t.Errorf("quadratic: %+v", q)
 	}
-	r, _ := Resolve(api.RunSpec{Preset: "regression"}, 256)
+	r, _ := Resolve(testFamilies, api.RunSpec{Preset: "regression"}, 256)
 	if r.Model != "mlp:300x3" || r.Dataset != "regression-sin" || r.Loss != "mse" || r.ResetHorizon != 50 {
 		t.Errorf("regression: %+v", r)
 	}
 }
 
 func TestResolveOverrides(t *testing.T) {
-	cfg, err := Resolve(api.RunSpec{Preset: "fmnist-mlp", Name: "mine", LR: 0.01, Steps: 500, Window: 64, Seed: seed(0)}, 256)
+	cfg, err := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-mlp", Name: "mine", LR: 0.01, Steps: 500, Window: 64, Seed: seed(0)}, 256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Name != "mine" || cfg.LR != 0.01 || cfg.Steps != 500 || cfg.Window != 64 || cfg.Seed != 0 || len(cfg.ResetAt) != 0 {
 		t.Errorf("overrides: %+v", cfg)
 	}
-	cfg, err = Resolve(api.RunSpec{Preset: "fmnist-mlp", ResetAt: []int{700, 300, 700}}, 256)
+	cfg, err = Resolve(testFamilies, api.RunSpec{Preset: "fmnist-mlp", ResetAt: []int{700, 300, 700}}, 256)
 	if err != nil || !slices.Equal(cfg.ResetAt, []int{300, 700}) {
 		t.Errorf("explicit resets: %v %v", cfg.ResetAt, err)
 	}
-	cfg, err = Resolve(api.RunSpec{Dataset: "regression-abs", Model: "mlp:8"}, 32)
+	cfg, err = Resolve(testFamilies, api.RunSpec{Dataset: "regression-abs", Model: "mlp:8"}, 32)
 	if err != nil || cfg.Loss != "mse" || cfg.LR != DefaultLR || cfg.Batch != DefaultBatch || cfg.Steps != DefaultSteps ||
 		cfg.ResetFrom != FromBackward || cfg.ResetPolicy != PolicyFixed || cfg.ResetHorizon != 32 || cfg.EvalEvery != 1 {
 		t.Errorf("defaults: %+v %v", cfg, err)
@@ -67,7 +67,7 @@ func TestResolveOverrides(t *testing.T) {
 }
 
 func TestResolveReportsEveryProblem(t *testing.T) {
-	_, err := Resolve(api.RunSpec{
+	_, err := Resolve(testFamilies, api.RunSpec{
 		Name: "bad name", Dataset: "mnist", Model: "mlp:x", LR: -1, Batch: -2, Steps: -5, Strategy: "zigzag",
 		ResetFrom: "sideways", ResetPolicy: "sometimes", EvalEvery: api.Ptr(-1), CheckpointEvery: -3, Init: "zeros",
 	}, 256)
@@ -94,17 +94,17 @@ func TestResolveReportsEveryProblem(t *testing.T) {
 		{Preset: "regression", DataPath: "/tmp"},
 		{Preset: "quadratic", Window: -1},
 	} {
-		if _, err := Resolve(spec, 256); !isErr(err, ErrInvalid) {
-			t.Errorf("Resolve(%+v) = %v, want ErrInvalid", spec, err)
+		if _, err := Resolve(testFamilies, spec, 256); !isErr(err, ErrInvalid) {
+			t.Errorf("Resolve(testFamilies, %+v) = %v, want ErrInvalid", spec, err)
 		}
 	}
 }
 
 func TestOptionsValidate(t *testing.T) {
-	if err := DefaultOptions().Validate(); err != nil {
+	if err := DefaultOptions().WithFamilies(testFamilies...).Validate(); err != nil {
 		t.Fatal(err)
 	}
-	err := DefaultOptions().WithWindow(0).WithWorkers(0).WithMaxLag(0).WithMemoBudget(-1).Validate()
+	err := DefaultOptions().WithFamilies(testFamilies...).WithWindow(0).WithWorkers(0).WithMaxLag(0).WithMemoBudget(-1).Validate()
 	for _, want := range []string{"window", "workers", "max lag", "memo budget"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v does not mention %s", err, want)

@@ -35,7 +35,7 @@ func TestResolveAbsentVersusZero(t *testing.T) {
 			want{0, 0, 0, nil, DefaultSeed}},
 		{"no preset, regression defaults", api.RunSpec{Dataset: "regression-sin", Model: "mlp:8"}, want{1, 0, 0, nil, DefaultSeed}},
 	} {
-		cfg, err := Resolve(tc.spec, 256)
+		cfg, err := Resolve(testFamilies, tc.spec, 256)
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
@@ -52,8 +52,8 @@ func TestResolveAbsentVersusZero(t *testing.T) {
 		{Preset: "quadratic", BackwardFrom: api.Ptr(-1)},
 		{Preset: "quadratic", BackwardFrom: api.Ptr(1000)},
 	} {
-		if _, err := Resolve(spec, 256); !isErr(err, ErrInvalid) {
-			t.Errorf("Resolve(%s) = %v, want ErrInvalid", fmt.Sprint(spec.EvalEvery, spec.EvalSize, spec.BackwardFrom), err)
+		if _, err := Resolve(testFamilies, spec, 256); !isErr(err, ErrInvalid) {
+			t.Errorf("Resolve(testFamilies, %s) = %v, want ErrInvalid", fmt.Sprint(spec.EvalEvery, spec.EvalSize, spec.BackwardFrom), err)
 		}
 	}
 }
@@ -76,7 +76,7 @@ func TestOverlayExplicitZero(t *testing.T) {
 // TestSpecOfRoundTrip: the resolved spec of a status names every value,
 // so that sending it back resolves to the same configuration.
 func TestSpecOfRoundTrip(t *testing.T) {
-	cfg, err := Resolve(api.RunSpec{Preset: "quadratic", EvalEvery: api.Ptr(0), ResetAt: []int{}}, 256)
+	cfg, err := Resolve(testFamilies, api.RunSpec{Preset: "quadratic", EvalEvery: api.Ptr(0), ResetAt: []int{}}, 256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestSpecOfRoundTrip(t *testing.T) {
 	if spec.ResetAt == nil || *spec.EvalEvery != 0 || *spec.EvalSize != 0 || *spec.BackwardFrom != 0 {
 		t.Fatalf("specOf: %+v", spec)
 	}
-	again, err := Resolve(spec, 256)
+	again, err := Resolve(testFamilies, spec, 256)
 	if err != nil || fmt.Sprintf("%+v", again) != fmt.Sprintf("%+v", cfg) {
 		t.Errorf("round trip:\n%+v\n%+v (%v)", again, cfg, err)
 	}

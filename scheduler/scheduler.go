@@ -13,7 +13,6 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/nn"
 )
 
 // Scheduler trains runs forward and computes their backward iterates with a
@@ -234,7 +233,7 @@ func (s *Scheduler) get(name string) (*run, error) {
 // parameters and starts it if the scheduler is running. A run without a
 // name gets "<preset or model>-<k>" with the smallest free k.
 func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
-	cfg, err := Resolve(spec, s.opts.Window)
+	cfg, err := Resolve(s.opts.Families, spec, s.opts.Window)
 	if err != nil {
 		return api.RunStatus{}, err
 	}
@@ -249,16 +248,20 @@ func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
 	// request rather than a failed run.
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dataTimeout())
 	defer cancel()
-	d, err := s.loadData(ctx, cfg)
+	f, err := s.opts.familyOf(cfg.Model)
+	if err != nil {
+		return api.RunStatus{}, err
+	}
+	d, err := s.loadData(ctx, f, cfg)
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	m, err := nn.NewModel(cfg.Model, d.train.In, d.train.Out)
+	m, err := f.Open(familySpec(cfg), d)
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	theta0 := make([]float32, m.Dim())
-	if err := m.Init(theta0, cfg.Init, cfg.Seed); err != nil {
+	if err := m.Init(theta0); err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	cfg.Dim = m.Dim()
@@ -416,7 +419,11 @@ func (s *Scheduler) revive(old *run) (api.RunStatus, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dataTimeout())
 	defer cancel()
-	if _, err := s.loadData(ctx, cfg); err != nil {
+	f, err := s.opts.familyOf(cfg.Model)
+	if err != nil {
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+	}
+	if _, err := s.loadData(ctx, f, cfg); err != nil {
 		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", clip(name), ErrConflict, err)
 	}
 	if st.State == ckpt.StateFailed && st.FailedStep == 0 {

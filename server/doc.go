@@ -29,12 +29,19 @@
 //
 // Invariants:
 //   - Every answer that is not a success is a one-line JSON api.Error with a
-//     4xx or 5xx status: 400 for malformed requests and scheduler.ErrInvalid,
-//     404 for unknown routes and scheduler.ErrNotFound, 405 for a known path
-//     with the wrong method, 409 for scheduler.ErrConflict, 413 for a body
+//     4xx or 5xx status: 400 for malformed requests and api.ErrInvalid,
+//     404 for unknown routes and api.ErrNotFound, 405 for a known path
+//     with the wrong method, 409 for api.ErrConflict, 413 for a body
 //     over Options.MaxBodyBytes, 401 without the bearer token when one is
-//     set, and 500 for anything else (logged, never the daemon's death: a
-//     panicking handler is recovered and answered with a 500).
+//     set, 503 with Retry-After for api.ErrBusy (503 without it when the
+//     backend is stopping), and 500 for anything else (logged, never the
+//     daemon's death: a panicking handler is recovered and answered with a
+//     500).
+//   - The server owns its error mapping: it knows the api sentinels, not
+//     the backend's package (a backend's errors match api's through
+//     errors.Is; the scheduler's sentinels do). It imports neither the
+//     scheduler nor a model package: parameters reach it as named tensors
+//     (Backend.Tensors), whatever the model family.
 //   - The server holds no run state of its own. Every request is translated
 //     into one Backend call, so the scheduler's consistency rules are the
 //     only ones; a failed or aborted request changes nothing.

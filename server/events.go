@@ -19,7 +19,7 @@ type EventSource interface {
 	// next blocks until there are events, returns them in order, and
 	// returns false when the stream has ended or ctx is done; stop
 	// unregisters and may be called more than once. The error wraps
-	// scheduler.ErrNotFound for an unknown run. next must never make the
+	// api.ErrNotFound for an unknown run. next must never make the
 	// backend wait for the caller: a slow reader gets fewer, coarser
 	// events (snapshots), never a blocked scheduler.
 	Subscribe(name, cursor string) (next func(context.Context) ([]api.Event, bool), stop func(), err error)

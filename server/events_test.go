@@ -14,6 +14,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/scheduler"
 )
 
@@ -279,7 +280,7 @@ func TestEventsThroughScheduler(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithWorkers(1))
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(nnfamily.New()).WithWorkers(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
-	"github.com/replay-sgd/replay/scheduler"
 )
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -436,7 +435,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	code := errorStatus(err)
 	msg := oneLine(err.Error())
-	if code == http.StatusServiceUnavailable && errors.Is(err, scheduler.ErrBusy) {
+	if code == http.StatusServiceUnavailable && errors.Is(err, api.ErrBusy) {
 		// Saturated, not stopping: the client may come back soon.
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
@@ -454,13 +453,13 @@ func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errBadRequest), errors.Is(err, scheduler.ErrInvalid):
+	case errors.Is(err, errBadRequest), errors.Is(err, api.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, scheduler.ErrNotFound):
+	case errors.Is(err, api.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, scheduler.ErrConflict):
+	case errors.Is(err, api.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, scheduler.ErrBusy):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, api.ErrBusy):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError
@@ -468,7 +467,7 @@ func errorStatus(err error) int {
 }
 
 // retryAfterSeconds is the Retry-After of a 503 for a saturated backend
-// (scheduler.ErrBusy): a recomputation takes from milliseconds to seconds.
+// (api.ErrBusy): a recomputation takes from milliseconds to seconds.
 const retryAfterSeconds = 1
 
 func isClientGone(r *http.Request) bool {

@@ -15,9 +15,9 @@ import (
 
 // Backend is what the server needs from the scheduler (*scheduler.Scheduler
 // implements it). Methods are called concurrently from many requests; the
-// backend must be safe for that. Errors wrapping scheduler.ErrNotFound,
-// ErrInvalid and ErrConflict become 404, 400 and 409; any other error is a
-// 500. A ctx is cancelled when the client goes away.
+// backend must be safe for that. Errors matching api.ErrNotFound,
+// api.ErrInvalid, api.ErrConflict and api.ErrBusy (errors.Is) become 404,
+// 400, 409 and 503 with Retry-After; any other error is a 500. A ctx is cancelled when the client goes away.
 type Backend interface {
 	Create(spec api.RunSpec) (api.RunStatus, error)
 	List() []api.RunStatus

@@ -578,3 +578,31 @@ func TestAuth(t *testing.T) {
 	}
 	decodeStatus(t, h.json("POST", "/v1/runs", `{"name":"a"}`), 201)
 }
+
+// The server's error mapping is its own: api's sentinels, wrapped by any
+// backend, map to the statuses of the API (no scheduler import needed), a
+// busy backend's 503 carries Retry-After and a stopping one's does not.
+func TestErrorStatusFromAPISentinels(t *testing.T) {
+	for _, tc := range []struct {
+		err   error
+		code  int
+		retry bool
+	}{
+		{fmt.Errorf("x: %w", api.ErrNotFound), http.StatusNotFound, false},
+		{fmt.Errorf("x: %w", api.ErrInvalid), http.StatusBadRequest, false},
+		{fmt.Errorf("x: %w", api.ErrConflict), http.StatusConflict, false},
+		{fmt.Errorf("x: %w", api.ErrBusy), http.StatusServiceUnavailable, true},
+		{fmt.Errorf("x: %w", context.Canceled), http.StatusServiceUnavailable, false},
+		{errors.New("disk on fire"), http.StatusInternalServerError, false},
+	} {
+		if got := errorStatus(tc.err); got != tc.code {
+			t.Errorf("errorStatus(%v) = %d, want %d", tc.err, got, tc.code)
+		}
+		s := &server{log: slog.New(slog.DiscardHandler)}
+		w := httptest.NewRecorder()
+		s.fail(w, httptest.NewRequest("GET", "/v1/runs", nil), tc.err)
+		if w.Code != tc.code || (w.Header().Get("Retry-After") != "") != tc.retry {
+			t.Errorf("fail(%v): %d Retry-After %q, want %d retry=%v", tc.err, w.Code, w.Header().Get("Retry-After"), tc.code, tc.retry)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/scheduler"
 	"github.com/replay-sgd/replay/server"
 )
@@ -86,7 +87,10 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
+	// The built-in model family; external families (the operator protocol)
+	// will be registered here too.
 	sched, err := scheduler.New(store, scheduler.DefaultOptions().
+		WithFamilies(nnfamily.New()).
 		WithWindow(cfg.window).
 		WithWorkers(cfg.workers).
 		WithMaxLag(cfg.maxLag).

@@ -6,7 +6,7 @@
 //
 // Runs are a map; a run's trajectory is DefaultPoints of its status unless
 // the test supplies one; parameters and batch logs are computed from the
-// step number. Errors wrap the scheduler's sentinels the server maps to
+// step number. Errors wrap the api sentinels the server maps to
 // 404, 400 and 409, with messages that do not repeat the sentinel's text.
 //
 // Concurrency: every method is safe for concurrent use. The hook fields
@@ -25,7 +25,6 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
 	"github.com/replay-sgd/replay/nn"
-	"github.com/replay-sgd/replay/scheduler"
 )
 
 // Backend implements server.Backend (checked in the tests that use it; this
@@ -113,7 +112,7 @@ func (b *Backend) Run(name string) (api.RunStatus, bool) {
 }
 
 // kindError is an error whose message is msg and which wraps one of the
-// scheduler's sentinels for the server's status mapping.
+// api sentinels for the server's status mapping.
 type kindError struct {
 	msg  string
 	kind error
@@ -140,7 +139,7 @@ func (b *Backend) get(method, name string) (*api.RunStatus, error) {
 	}
 	st, ok := b.runs[name]
 	if !ok {
-		return nil, errorf(scheduler.ErrNotFound, "run %q not found", name)
+		return nil, errorf(api.ErrNotFound, "run %q not found", name)
 	}
 	return st, nil
 }
@@ -156,13 +155,13 @@ func (b *Backend) Create(spec api.RunSpec) (api.RunStatus, error) {
 		spec.Name = fmt.Sprintf("run-%d", len(b.runs)+1)
 	}
 	if _, ok := b.runs[spec.Name]; ok {
-		return api.RunStatus{}, errorf(scheduler.ErrConflict, "run %q already exists", spec.Name)
+		return api.RunStatus{}, errorf(api.ErrConflict, "run %q already exists", spec.Name)
 	}
 	if spec.Model == "bogus" {
-		return api.RunStatus{}, errorf(scheduler.ErrInvalid, "unknown model %q (want mlp:WIDTHS, linear or scalar)", spec.Model)
+		return api.RunStatus{}, errorf(api.ErrInvalid, "unknown model %q (want mlp:WIDTHS, linear or scalar)", spec.Model)
 	}
 	if spec.Steps < 0 {
-		return api.RunStatus{}, errorf(scheduler.ErrInvalid, "steps %d: must not be negative", spec.Steps)
+		return api.RunStatus{}, errorf(api.ErrInvalid, "steps %d: must not be negative", spec.Steps)
 	}
 	st := api.RunStatus{Name: spec.Name, State: "running", Spec: spec, Steps: spec.Steps, Window: spec.Window,
 		Strategy: spec.Strategy, Anchor: api.AnchorInfo{From: "init"}}
@@ -243,7 +242,7 @@ func (b *Backend) Reset(name string, req api.ResetRequest) (api.RunStatus, error
 		return api.RunStatus{}, err
 	}
 	if req.At > st.ForwardStep {
-		return api.RunStatus{}, errorf(scheduler.ErrInvalid, "reset at step %d: run %s has only %d forward steps", req.At, name, st.ForwardStep)
+		return api.RunStatus{}, errorf(api.ErrInvalid, "reset at step %d: run %s has only %d forward steps", req.At, name, st.ForwardStep)
 	}
 	st.PendingReset = append(st.PendingReset, req.At)
 	b.mutations++
@@ -330,7 +329,7 @@ func (b *Backend) Params(ctx context.Context, name, kind string, step int) (*nn.
 		last = st.BackwardStep
 	}
 	if step > last {
-		return nil, nil, errorf(scheduler.ErrInvalid, "step %d out of range: the %s trajectory of run %s reaches step %d", step, kind, name, last)
+		return nil, nil, errorf(api.ErrInvalid, "step %d out of range: the %s trajectory of run %s reaches step %d", step, kind, name, last)
 	}
 	theta := make([]float32, b.Model.Dim())
 	for i := range theta {
