@@ -123,8 +123,9 @@ func estimate(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
 	steps := int64(cfg.Steps)
 	checkpoints := steps/int64(cfg.CheckpointEvery) + 2 // θ0, every CheckpointEvery, the last
 	segments := int64(len(cfg.ResetAt)) + 2             // init, resets, backward_from
-	if cfg.Strategy == StrategyWindow {
-		segments += ceilDiv(steps, int64(cfg.Window))
+	if pc, _ := strategyOf(&cfg); pc.Window > 0 {
+		// The periodic resets of the anchor policy (window and memo).
+		segments += ceilDiv(steps, int64(pc.Window))
 	}
 	paramRec := vec + blobHeader + recOverhead
 	metricsRec := int64(metricsRecBytes + recOverhead)

@@ -76,6 +76,19 @@ func TestEstimateClosedForm(t *testing.T) {
 	if e3.Memory-e.Memory != 1<<20 {
 		t.Errorf("memo adds %d bytes, want the budget", e3.Memory-e.Memory)
 	}
+	// Memo moves its anchors as window does (one anchor policy): the same
+	// disk for its anchors; sliding and full have none but the manual ones.
+	if e3.Disk != e.Disk {
+		t.Errorf("memo's disk %d (%v), window's %d: the anchors differ", e3.Disk, e3.DiskParts, e.Disk)
+	}
+	cfg.Strategy = StrategySliding
+	e4, err := estimate(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.Disk - 2*8*(vec+20+128); e4.Disk != int64(want) {
+		t.Errorf("sliding's disk %d (%v), want %d (no periodic anchors)", e4.Disk, e4.DiskParts, want)
+	}
 }
 
 // Specs over a limit are refused at once, with one line naming the estimate
