@@ -21,6 +21,11 @@
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
 //	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID
 //	                                        → text/event-stream of api.Event
+//	GET    /v1/runs/{name}/series           ?kind=forward|backward &from=N (1) &to=N
+//	                                        &buckets=N (1000) or &width=N
+//	                                        → min, max, last per bucket (series.go)
+//	GET    /  and  /ui/…                    the web view (package web), without the
+//	                                        token: it holds no data and asks for it
 //
 // JSON bodies are decoded strictly (unknown fields are errors) whatever the
 // Content-Type, so `curl -d '{"preset":"quadratic"}'` works. JSON has no NaN
