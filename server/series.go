@@ -46,8 +46,10 @@ type bucket struct {
 	min, max, end  [len(seriesMeasures)]float64
 }
 
-// add folds p into b. min and max skip NaN (a regression's accuracy is
-// NaN throughout; a NaN loss is still shown as the last value).
+// add folds p into b. NaN means "not measured at this step" (losses are
+// evaluated every eval_every steps; a regression has no accuracy): min, max
+// and last skip it, so last is the bucket's last measured value, and NaN
+// only when the bucket has none.
 func (b *bucket) add(p api.Point) {
 	for i, m := range seriesMeasures {
 		v := m.get(p)
@@ -62,7 +64,9 @@ func (b *bucket) add(p api.Point) {
 				b.max[i] = v
 			}
 		}
-		b.end[i] = v
+		if !math.IsNaN(v) || b.n == 0 {
+			b.end[i] = v
+		}
 	}
 	b.last = p.Step
 	b.n++
@@ -138,7 +142,7 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 			buckets = append(buckets, bucket{start: start})
 		}
 		buckets[len(buckets)-1].add(p)
-		if kind == "backward" && p.Segment > 0 && len(anchors) < maxSeriesAnchors {
+		if kind == "backward" && len(anchors) < maxSeriesAnchors {
 			if n := len(anchors); n == 0 || anchors[n-1] != (anchor{p.Segment, p.Anchor}) {
 				anchors = append(anchors, anchor{p.Segment, p.Anchor})
 			}

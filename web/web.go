@@ -22,7 +22,8 @@ func Static() fs.FS {
 // path (mount it as mux.Handle("GET /ui/", web.Handler("/ui/"))). The files
 // are answered with Cache-Control: no-cache so that a browser revalidates
 // them after the daemon is upgraded, and with headers that keep the page
-// out of frames and its scripts to its own origin.
+// out of frames and its scripts to its own origin (inline style attributes
+// are allowed: the progress bars' widths).
 func Handler(prefix string) http.Handler {
 	fsrv := http.StripPrefix(prefix, http.FileServerFS(Static()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -30,7 +31,7 @@ func Handler(prefix string) http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+		h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
 		h.Set("Referrer-Policy", "no-referrer")
 		fsrv.ServeHTTP(w, r)
 	})

@@ -24,6 +24,7 @@ const S = {
   compare: [],            // [{name, forward, backward}]
   frontier: 0,            // backward frontier the data was fetched against
   fetching: false, again: false,
+  gen: 0,                 // bumped when the view changes: older answers are dropped
   cursor: null,           // step under the mouse
   drag: null,
   drawn: { anchors: [], forward: 0, backward: 0, draws: 0 }, // for tests and curiosity
@@ -259,11 +260,18 @@ async function fetchSeries(name, kind, from, to, width) {
 // is set or the width changed), then redraws. Calls while a fetch is in
 // flight coalesce into one more round.
 async function refresh(full) {
-  if (full) S.data = { forward: null, backward: null };
+  if (full) {
+    // Answers still in flight are for the old view: gen drops them.
+    S.gen++;
+    S.data = { forward: null, backward: null };
+    for (const c of S.compare) c.width = 0;
+  }
   if (S.fetching) { S.again = true; return; }
   const name = S.cur, st = S.runs.get(name);
   if (!name) return;
   S.fetching = true;
+  const gen = S.gen;
+  const mine = () => S.cur === name && S.gen === gen;
   try {
     const r = range();
     const width = Math.max(1, Math.ceil((r.to - r.from + 1) / bucketsWanted()));
@@ -275,21 +283,21 @@ async function refresh(full) {
     // Forward: from the last bucket held (it may have grown).
     const f = S.data.forward;
     const ff = f && f.buckets.length ? f.buckets[f.buckets.length - 1].start : r.from;
-    jobs.push(fetchSeries(name, 'forward', ff, to, width).then(a => { if (S.cur === name) S.data.forward = merge(S.data.forward, a); }));
+    jobs.push(fetchSeries(name, 'forward', ff, to, width).then(a => { if (mine()) S.data.forward = merge(S.data.forward, a); }));
     // Backward: steps up to the frontier are final; past it they complete
     // out of order, so fetch from the bucket holding the old frontier.
     const b = S.data.backward;
     const bf = b && S.frontier >= 0 ? align(Math.max(r.from, Math.min(S.frontier + 1, to))) : r.from;
     const frontier = st ? st.backward_step : 0;
     if (!b || S.frontier < 0) S.data.backward = null;
-    jobs.push(fetchSeries(name, 'backward', bf, to, width).then(a => { if (S.cur === name) { S.data.backward = merge(S.data.backward, a); S.frontier = frontier; } }));
+    jobs.push(fetchSeries(name, 'backward', bf, to, width).then(a => { if (mine()) { S.data.backward = merge(S.data.backward, a); S.frontier = frontier; } }));
     for (const c of S.compare) {
       if (c.width !== width || c.from !== r.from || c.to !== r.to) {
         c.width = width; c.from = r.from; c.to = r.to;
         const cst = S.runs.get(c.name);
         const cto = Math.min(r.to, cst ? Math.max(cst.forward_step, 1) : r.to);
-        jobs.push(fetchSeries(c.name, 'forward', r.from, cto, width).then(a => { c.forward = merge(null, a); }));
-        jobs.push(fetchSeries(c.name, 'backward', r.from, cto, width).then(a => { c.backward = merge(null, a); }));
+        jobs.push(fetchSeries(c.name, 'forward', r.from, cto, width).then(a => { if (mine()) c.forward = merge(null, a); }));
+        jobs.push(fetchSeries(c.name, 'backward', r.from, cto, width).then(a => { if (mine()) c.backward = merge(null, a); }));
       }
     }
     await Promise.all(jobs);
@@ -396,7 +404,8 @@ function draw() {
   const list = seriesList();
   const anchors = new Map();
   for (const s of list) if (s.kind === 'backward' && s.name === S.cur) for (const a of s.data.anchors) anchors.set(a.step, a);
-  if (st.anchor && st.anchor.step > 0) anchors.set(st.anchor.step, st.anchor);
+  if (st.anchor) anchors.set(st.anchor.step, st.anchor);
+  anchors.delete(0); // the initial anchor (x₀) is not a reset
   S.drawn = { anchors: [...anchors.keys()].sort((a, b) => a - b), draws: S.drawn.draws + 1,
     forward: S.data.forward ? S.data.forward.buckets.length : 0, backward: S.data.backward ? S.data.backward.buckets.length : 0,
     forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward) };
@@ -426,7 +435,8 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
     if (a !== null) lo = Math.min(lo, a);
     if (z !== null) hi = Math.max(hi, z);
   }
-  if (!(lo <= hi)) { lo = 0; hi = 1; }
+  const empty = !(lo <= hi);
+  if (empty) { lo = 0; hi = 1; }
   if (hi - lo < 1e-12) { hi += 0.5; lo -= 0.5; }
   const pw = W - PAD.l - PAD.r, ph = H - PAD.t - PAD.b;
   const X = s => PAD.l + (s - r.from) / Math.max(1, r.to - r.from) * pw;
@@ -443,6 +453,7 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
     const s = Math.round(r.from + (r.to - r.from) * i / 4);
     g.fillText(String(s), X(s), H - 4);
   }
+  if (empty) { g.fillStyle = '#999'; g.fillText('no values (not measured for this run)', PAD.l + pw / 2, PAD.t + ph / 2); }
   g.save();
   g.beginPath(); g.rect(PAD.l, PAD.t, pw, ph); g.clip();
   // Pending backward steps: past the frontier, up to the forward step.
@@ -474,8 +485,12 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
       g.globalAlpha = alpha; g.lineWidth = width; g.setLineDash(s.dash); g.beginPath();
       let pen = false;
       for (let i = 0; i < bs.length; i++) {
+        // A missing bucket is a step with no point (a pending backward
+        // step): the line breaks there. A bucket with no value was not
+        // measured (eval_every): the line joins the measured ones.
+        if (i > 0 && bs[i].start > bs[i - 1].last + S.width) pen = false;
         const v = vals[i];
-        if (v === null) { pen = false; continue; }
+        if (v === null) continue;
         const x = X(bs[i].last), y = Y(v);
         if (pen) g.lineTo(x, y); else g.moveTo(x, y);
         pen = true;
