@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -416,5 +417,43 @@ func TestBrowser(t *testing.T) {
 	p.c.mu.Unlock()
 	if strings.Contains(logs, "exceptionThrown") {
 		t.Errorf("the page threw:\n%s", logs)
+	}
+}
+
+// TestBrowserDirectToken opens the page replayd serves itself on a loopback
+// TCP listener with --auth-token: the token comes in the URL fragment (never
+// sent to a server), the page sends it as a bearer token on every request,
+// the event stream included, and removes it from the address bar.
+func TestBrowserDirectToken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	d := startDaemon(t, "--listen", addr, "--auth-token", "s3cret", "--window", "16")
+	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q", "--steps", "400").ok(t, "run start")
+	_ = d
+	p := startChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.c.call(ctx, p.session, "Page.navigate", map[string]any{"url": "http://" + addr + "/#token=s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	// The quadratic run finishes quickly: the page draws it whole, from
+	// the series and the stream's snapshot, all with the token.
+	st := p.waitFor("the run drawn to its last step", 60*time.Second, func(s viewState) bool {
+		return s.Run == "q" && s.ForwardLast == 400 && s.BackwardLast == 400 && s.Events > 0
+	})
+	t.Logf("drawn: %+v", st)
+	var href string
+	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {
+		t.Fatalf("page at %q (%v): the token is still in the address bar", href, err)
+	}
+	// The data needs the token: the same request from the page without
+	// the Authorization header is refused.
+	var code int
+	if err := p.eval(`fetch('/v1/runs').then(r => r.status)`, &code); err != nil || code != 401 {
+		t.Fatalf("GET /v1/runs from the page without the token: %d (%v), want 401", code, err)
 	}
 }
