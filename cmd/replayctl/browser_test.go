@@ -450,6 +450,22 @@ func TestBrowserDirectToken(t *testing.T) {
 	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {
 		t.Fatalf("page at %q (%v): the token is still in the address bar", href, err)
 	}
+	// A run created after the page loaded appears on the reload button.
+	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
+	if err := p.eval(`document.getElementById('reload').click()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rows []string
+		if err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run)`, &rows); err == nil && strings.Join(rows, ",") == "q,q2" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("runs list %v (%v), want q,q2 after reload", rows, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// The data needs the token: the same request from the page without
 	// the Authorization header is refused.
 	var code int

@@ -174,8 +174,11 @@ function renderRuns() {
   document.getElementById('runs-empty').hidden = S.runs.size > 0;
 }
 
+// loadRuns lists the runs (at start, on the reload button and when the
+// tab becomes visible again: runs created meanwhile have no stream yet).
 async function loadRuns() {
   const l = await api('GET', '/v1/runs');
+  S.runs.clear();
   for (const st of l.runs) S.runs.set(st.name, st);
   renderRuns();
   for (const st of l.runs) if (st.state === 'running' || st.state === 'paused') follow(st.name);
@@ -579,6 +582,9 @@ async function main() {
   document.getElementById('smooth').onchange = () => { writeHash(); draw(); };
   document.getElementById('smooth-k').oninput = () => draw();
   document.getElementById('compare').onchange = e => setCompare(e.target.value);
+  const relist = () => loadRuns().then(() => { renderInfo(); draw(); }).catch(e => setConn('cannot reach replayd: ' + e.message));
+  document.getElementById('reload').onclick = relist;
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) relist(); });
   try {
     await loadRuns();
     setConn('connected');
