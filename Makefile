@@ -44,7 +44,7 @@ test: setup lint
 SCREENSHOT ?= $(CURDIR)/$(BIN)/replay-ui.png
 test-browser: setup
 	@mkdir -p $(BIN)
-	$(GO) test -tags browser -run '^TestBrowser$$' -count=1 -timeout 10m -v ./cmd/replayctl/ -args -screenshot $(SCREENSHOT)
+	$(GO) test -tags browser -run '^TestBrowser' -count=1 -timeout 10m -v ./cmd/replayctl/ -args -screenshot $(SCREENSHOT)
 
 test-short:
 	$(GO) test -count=1 -short ./...
