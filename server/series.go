@@ -44,6 +44,7 @@ var seriesMeasures = [...]struct {
 type bucket struct {
 	start, last, n int
 	min, max, end  [len(seriesMeasures)]float64
+	count          [len(seriesMeasures)]int // measured (non-NaN) values
 }
 
 // add folds p into b. NaN means "not measured at this step" (losses are
@@ -57,6 +58,7 @@ func (b *bucket) add(p api.Point) {
 			b.min[i], b.max[i] = math.NaN(), math.NaN()
 		}
 		if !math.IsNaN(v) {
+			b.count[i]++
 			if math.IsNaN(b.min[i]) || v < b.min[i] {
 				b.min[i] = v
 			}
@@ -81,7 +83,8 @@ func (b *bucket) add(p api.Point) {
 //
 //	{"kind","from","to","width",
 //	 "start":[…], "last_step":[…], "n":[…],       one entry per non-empty bucket
-//	 "loss":{"min":[…],"max":[…],"last":[…]}, …     test_loss, test_acc, step_dist, param_norm
+//	 "loss":{"min":[…],"max":[…],"last":[…],         test_loss, test_acc, step_dist, param_norm
+//	         "count":[…]}, …                         (count: measured, non-NaN values)
 //	 "anchors":[{"segment":s,"step":r},…]}          distinct anchors of backward points, in order
 //
 // Non-finite values are null, as everywhere in the API.
@@ -192,6 +195,16 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 			}
 			b = append(b, ']')
 		}
+		// count lets the page smooth per measured value whatever the
+		// width: a bucket's last value stands for count values.
+		b = append(b, `,"count":[`...)
+		for i := range buckets {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, int64(buckets[i].count[mi]), 10)
+		}
+		b = append(b, ']')
 		b = append(b, '}')
 	}
 	b = append(b, `,"anchors":[`...)

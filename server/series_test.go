@@ -18,17 +18,20 @@ var seriesSeed = flag.Uint64("seriesseed", 0, "seed of TestSeriesBucketsExact (0
 // seriesAnswer is the body of GET /series; values are *float64 so that
 // null (a non-finite value) is told apart from 0.
 type seriesAnswer struct {
-	Kind     string `json:"kind"`
-	From     int    `json:"from"`
-	To       int    `json:"to"`
-	Width    int    `json:"width"`
-	Start    []int  `json:"start"`
-	LastStep []int  `json:"last_step"`
-	N        []int  `json:"n"`
-	Measures map[string]struct {
-		Min, Max, Last []*float64
-	} `json:"-"`
-	Anchors []struct{ Segment, Step int } `json:"anchors"`
+	Kind     string                        `json:"kind"`
+	From     int                           `json:"from"`
+	To       int                           `json:"to"`
+	Width    int                           `json:"width"`
+	Start    []int                         `json:"start"`
+	LastStep []int                         `json:"last_step"`
+	N        []int                         `json:"n"`
+	Measures map[string]seriesMeasure      `json:"-"`
+	Anchors  []struct{ Segment, Step int } `json:"anchors"`
+}
+
+type seriesMeasure struct {
+	Min, Max, Last []*float64
+	Count          []int
 }
 
 func decodeSeries(t *testing.T, body []byte) seriesAnswer {
@@ -41,9 +44,9 @@ func decodeSeries(t *testing.T, body []byte) seriesAnswer {
 	if err := json.Unmarshal(body, &raw); err != nil {
 		t.Fatal(err)
 	}
-	a.Measures = map[string]struct{ Min, Max, Last []*float64 }{}
+	a.Measures = map[string]seriesMeasure{}
 	for _, m := range seriesMeasures {
-		var v struct{ Min, Max, Last []*float64 }
+		var v seriesMeasure
 		if err := json.Unmarshal(raw[m.name], &v); err != nil {
 			t.Fatalf("series: measure %s: %v", m.name, err)
 		}
@@ -147,10 +150,10 @@ func TestSeriesBucketsExact(t *testing.T) {
 						hi = v
 					}
 				}
-				last := math.NaN() // the last measured value
+				last, count := math.NaN(), 0 // the last measured value, how many
 				for _, p := range e.pts {
 					if v := m.get(p); !math.IsNaN(v) {
-						last = v
+						last, count = v, count+1
 					}
 				}
 				// JSON has no ±Inf: the wire says null (NaN) for them.
@@ -161,6 +164,9 @@ func TestSeriesBucketsExact(t *testing.T) {
 					return fmt.Sprint(v)
 				}
 				g := got.Measures[m.name]
+				if g.Count[i] != count {
+					t.Fatalf("from=%d to=%d width=%d bucket %d %s: count %d, want %d", from, to, width, i, m.name, g.Count[i], count)
+				}
 				if fmtVal(g.Min[i]) != fin(lo) || fmtVal(g.Max[i]) != fin(hi) || fmtVal(g.Last[i]) != fin(last) {
 					t.Fatalf("from=%d to=%d width=%d bucket %d %s: min/max/last %s %s %s, want %s %s %s",
 						from, to, width, i, m.name, fmtVal(g.Min[i]), fmtVal(g.Max[i]), fmtVal(g.Last[i]), fin(lo), fin(hi), fin(last))

@@ -450,6 +450,18 @@ func TestBrowserDirectToken(t *testing.T) {
 	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {
 		t.Fatalf("page at %q (%v): the token is still in the address bar", href, err)
 	}
+	// Smoothing per measured value. Debiased EMA at k = 0.5 of 1,
+	// (unmeasured), 3: m = 0.5, 0.5, 0.25+1.5; w = 0.5, 0.5, 0.75. A bucket
+	// that stands for 2 values weighs k² = 0.25 on the past. The moving
+	// average of the last 2 values (k = 0.01 → n = 2) of 1, 2, 4.
+	var sm [][]float64
+	if err := p.eval(`[smooth([1, null, 3], [1, 0, 1], 'ema', 0.5), smooth([1, 3], [1, 2], 'ema', 0.5), smooth([1, 2, 4], [1, 1, 1], 'ma', 0.01)]`, &sm); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprint([][]float64{{1, 1, 1.75 / 0.75}, {1, (0.125 + 0.75*3) / (0.125 + 0.75)}, {1, 1.5, 3}}); fmt.Sprint(sm) != want {
+		t.Errorf("smooth: %v, want %v", sm, want)
+	}
+
 	// A run created after the page loaded appears on the reload button.
 	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
 	if err := p.eval(`document.getElementById('reload').click()`, nil); err != nil {

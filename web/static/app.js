@@ -244,7 +244,7 @@ function merge(old, ans) {
   const nb = [];
   for (let i = 0; i < ans.start.length; i++) {
     const b = { start: ans.start[i], last: ans.last_step[i], n: ans.n[i] };
-    for (const m of MEASURES) b[m.key] = [ans[m.key].min[i], ans[m.key].max[i], ans[m.key].last[i]];
+    for (const m of MEASURES) b[m.key] = [ans[m.key].min[i], ans[m.key].max[i], ans[m.key].last[i], ans[m.key].count[i]];
     nb.push(b);
   }
   if (!old) return { buckets: nb, anchors: ans.anchors };
@@ -316,7 +316,12 @@ async function refresh(full) {
 
 // ---- drawing --------------------------------------------------------------
 
-function smooth(values, how, k) {
+// smooth returns the smoothed curve of a bucket list: values[i] is the last
+// measured value of bucket i and counts[i] how many measured values it
+// stands for, so that the weight k is per measured value at any zoom (exact
+// when a bucket holds one point; at coarser widths each bucket's last value
+// stands for its points).
+function smooth(values, counts, how, k) {
   if (how === 'none') return values;
   const out = new Array(values.length);
   if (how === 'ema') {
@@ -325,18 +330,25 @@ function smooth(values, how, k) {
     let m = 0, w = 0;
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
-      if (v !== null && isFinite(v)) { m = k * m + (1 - k) * v; w = k * w + (1 - k); }
+      if (v !== null && isFinite(v) && counts[i] > 0) {
+        const kk = Math.pow(k, counts[i]);
+        m = kk * m + (1 - kk) * v; w = kk * w + (1 - kk);
+      }
       out[i] = w > 0 ? m / w : null;
     }
     return out;
   }
-  const n = Math.max(1, Math.round(1 + k * 100)); // trailing moving average of n buckets
-  let sum = 0, cnt = 0;
+  // Trailing moving average over the last n measured values (weighted by
+  // the buckets' counts).
+  const n = Math.max(1, Math.round(1 + k * 100));
+  let sum = 0, cnt = 0, j = 0;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
-    if (v !== null && isFinite(v)) { sum += v; cnt++; }
-    const j = i - n;
-    if (j >= 0 && values[j] !== null && isFinite(values[j])) { sum -= values[j]; cnt--; }
+    if (v !== null && isFinite(v) && counts[i] > 0) { sum += v * counts[i]; cnt += counts[i]; }
+    while (j < i && cnt - (counts[j] || 0) >= n) {
+      if (values[j] !== null && isFinite(values[j]) && counts[j] > 0) { sum -= values[j] * counts[j]; cnt -= counts[j]; }
+      j++;
+    }
     out[i] = cnt > 0 ? sum / cnt : null;
   }
   return out;
@@ -504,7 +516,7 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
     else {
       line(raw, 0.25, 1);
       // Smoothing runs on the values, then is mapped like them.
-      const sm = smooth(bs.map(b => b[m.key][2]), how, k).map(tv);
+      const sm = smooth(bs.map(b => b[m.key][2]), bs.map(b => b[m.key][3]), how, k).map(tv);
       line(sm, 1, 1.8);
     }
     g.globalAlpha = 1; g.setLineDash([]);
