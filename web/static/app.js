@@ -466,6 +466,7 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
   g.textAlign = 'center';
   for (let i = 0; i <= 4; i++) {
     const s = Math.round(r.from + (r.to - r.from) * i / 4);
+    g.textAlign = i === 0 ? 'left' : i === 4 ? 'right' : 'center';
     g.fillText(String(s), X(s), H - 4);
   }
   if (empty) { g.fillStyle = '#999'; g.fillText('no values (not measured for this run)', PAD.l + pw / 2, PAD.t + ph / 2); }
@@ -541,7 +542,17 @@ function readout(list) {
       if (!b) continue;
     }
     const at = b.start === b.last ? `step ${b.last}` : `steps ${b.start}–${b.last}`;
-    lines.push(`${s.name} ${s.kind.padEnd(8)} ${at}: ` + MEASURES.map(m => `${m.key} ${fmtNum(b[m.key][2])}`).join('  '));
+    // A measure not measured in that bucket (eval_every) reads out its
+    // last measured value before it, with the step.
+    const upto = bs.indexOf(b);
+    const val = m => {
+      for (let i = upto; i >= 0 && i > upto - 1000; i--) {
+        const v = bs[i][m.key][2];
+        if (v !== null) return fmtNum(v) + (i === upto ? '' : ` (@${bs[i].last})`);
+      }
+      return '—';
+    };
+    lines.push(`${s.name} ${s.kind.padEnd(8)} ${at}: ` + MEASURES.map(m => `${m.key} ${val(m)}`).join('  '));
   }
   el.textContent = lines.join('\n');
 }
