@@ -66,8 +66,17 @@ const runPath = (name, rest) => '/v1/runs/' + encodeURIComponent(name) + (rest |
 
 // ---- events (Server-Sent Events read with fetch, to carry the token) ---
 
-function follow(name) {
-  if (S.streams.has(name) || S.streams.size >= MAX_STREAMS) return;
+// follow opens the event stream of a run, at most MAX_STREAMS at once; the
+// selected run always gets one (force), in place of another run's.
+function follow(name, force) {
+  if (S.streams.has(name)) return;
+  if (S.streams.size >= MAX_STREAMS) {
+    if (!force) return;
+    const [other, c] = [...S.streams].find(([n]) => n !== S.cur) || [];
+    if (!c) return;
+    c.abort();
+    S.streams.delete(other);
+  }
   const ctl = new AbortController();
   S.streams.set(name, ctl);
   let last = '';
@@ -209,7 +218,7 @@ function select(name, keepView) {
   S.frontier = 0;
   document.getElementById('run-view').hidden = !name;
   document.getElementById('run-title').textContent = name || '';
-  if (name) follow(name);
+  if (name) follow(name, true);
   writeHash();
   renderRuns();
   renderInfo();
