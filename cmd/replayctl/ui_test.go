@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/replay-sgd/replay/api"
 )
 
 // uiFixture is a `replayctl ui` handler in front of a recording fake daemon.
@@ -153,5 +156,20 @@ func TestUICSRF(t *testing.T) {
 	}
 	if f.reached() != 1 || f.seen[0].Method != "POST" || f.seen[0].URL.Path != "/v1/runs/a/reset" || f.seen[0].Header.Get(csrfHeader) != "" {
 		t.Fatalf("daemon got %d requests (%v)", f.reached(), f.seen)
+	}
+}
+
+func TestUIBadInput(t *testing.T) {
+	var out, errb strings.Builder
+	err := run([]string{"ui", "--port", "70000"}, &out, &errb)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--port 70000") {
+		t.Errorf("--port 70000: %v, want a usage error naming it", err)
+	}
+	err = run([]string{"ui", "--addr", "unix:" + t.TempDir() + "/none.sock"}, &out, &errb)
+	if !errors.Is(err, api.ErrUnreachable) {
+		t.Errorf("no daemon: %v, want api.ErrUnreachable", err)
+	}
+	if out.String() != "" {
+		t.Errorf("stdout %q: no link may be printed when the daemon is not there", out.String())
 	}
 }
