@@ -123,6 +123,7 @@ func New(b Backend, opts Options) http.Handler {
 	// The page is the same for everyone and holds no run data: it is
 	// served without the token, and asks for it (see web/doc.go).
 	h = withPage(h)
+	h = browserGuard(h, opts.Token != "")
 	// Unauthenticated requests are counted and logged too: observe is outermost.
 	return s.observe(h)
 }

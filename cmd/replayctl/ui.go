@@ -176,6 +176,11 @@ func newUIHandler(cfg uiConfig) (http.Handler, string, error) {
 			pr.Out.Header.Del("Cookie")
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del(csrfHeader)
+			// This proxy checked where the request came from; to the
+			// daemon it is a same-origin request of the proxy's own.
+			for _, k := range []string{"Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User"} {
+				pr.Out.Header.Del(k)
+			}
 			if daemonToken != "" {
 				pr.Out.Header.Set("Authorization", "Bearer "+daemonToken)
 			}
