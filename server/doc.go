@@ -40,6 +40,11 @@
 //     over Options.MaxBodyBytes, 401 without the bearer token when one is
 //     set, and 500 for anything else (logged, never the daemon's death: a
 //     panicking handler is recovered and answered with a 500).
+//   - Browsers: a POST or DELETE a browser marks as cross-origin
+//     (Sec-Fetch-Site, Origin) is refused with 403, and without a token so
+//     is any request whose Host is a DNS name other than localhost (DNS
+//     rebinding); see origin.go. The web view under /ui/ is served without
+//     the token; everything it shows comes from the routes above.
 //   - The server holds no run state of its own. Every request is translated
 //     into one Backend call, so the scheduler's consistency rules are the
 //     only ones; a failed or aborted request changes nothing.
