@@ -189,7 +189,11 @@ func (p *page) waitFor(what string, d time.Duration, ok func(viewState) bool) vi
 			return st
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("page: %s: not within %v; last state %+v (err %v); page log:\n%s", what, d, st, err, strings.Join(p.c.logs, "\n"))
+			view := ""
+			if st.View != nil {
+				view = fmt.Sprintf("%+v", *st.View)
+			}
+			p.t.Fatalf("page: %s: not within %v; last state %+v view %s (err %v); page log:\n%s", what, d, st, view, err, strings.Join(p.c.logs, "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -352,16 +356,33 @@ func TestBrowser(t *testing.T) {
 	})
 	t.Logf("grown: %+v", grown)
 
-	// Zoom into the first steps: the page asks for finer buckets.
-	if err := p.eval(`zoom({from: 1, to: 200})`, nil); err != nil {
+	// Zoom by dragging the mouse over the first ~2% of the training-loss
+	// chart (the run is 30000 steps: ~600 steps): the page asks for finer
+	// buckets, one step each (2 px from the left edge are ~50 steps).
+	var box struct{ X, Y, W float64 }
+	if err := p.eval(`(() => { const r = document.querySelector('canvas[data-measure=loss]').getBoundingClientRect(); return {x: r.left, y: r.top + r.height / 2, w: r.width}; })()`, &box); err != nil {
 		t.Fatal(err)
 	}
-	zoomed := p.waitFor("zoomed to steps 1..200 at full resolution", 30*time.Second, func(s viewState) bool {
-		return s.View != nil && s.View.From == 1 && s.View.To == 200 && s.Width == 1 && s.Forward >= 150
+	x0, x1 := box.X+56+2, box.X+56+(box.W-66)*0.02 // PAD.l, PAD.l+PAD.r in app.js
+	for _, ev := range []struct {
+		typ string
+		x   float64
+	}{{"mouseMoved", x0}, {"mousePressed", x0}, {"mouseMoved", (x0 + x1) / 2}, {"mouseMoved", x1}, {"mouseReleased", x1}} {
+		if _, err := p.c.call(ctx, p.session, "Input.dispatchMouseEvent", map[string]any{
+			"type": ev.typ, "x": ev.x, "y": box.Y, "button": "left", "buttons": 1, "clickCount": 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zoomed := p.waitFor("zoomed by a drag to the first steps at full resolution", 30*time.Second, func(s viewState) bool {
+		return s.View != nil && s.View.From < 100 && s.View.To > 400 && s.View.To < 800 && s.Width == 1 && s.Forward >= 150
 	})
-	t.Logf("zoomed: %+v", zoomed)
-	if err := p.eval(`zoom(null)`, nil); err != nil {
-		t.Fatal(err)
+	t.Logf("zoomed: %+v %+v", zoomed, *zoomed.View)
+	// A double click zooms out.
+	for _, typ := range []string{"mousePressed", "mouseReleased"} {
+		if _, err := p.c.call(ctx, p.session, "Input.dispatchMouseEvent", map[string]any{
+			"type": typ, "x": x1, "y": box.Y, "button": "left", "buttons": 1, "clickCount": 2}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	full := p.waitFor("zoomed out", 30*time.Second, func(s viewState) bool { return s.View == nil && s.Width > 1 })
 
