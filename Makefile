@@ -3,13 +3,14 @@
 SHELL := /bin/bash
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config
+# chromium: the browser test of the web view (test-browser).
+DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium
 BIN := bin
 # staticcheck is run from the Go module proxy at a pinned version (not
 # pinned in go.mod: its dependencies would then constrain the project's).
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build test test-short bench lint fmt vet staticcheck run reproduce clean
+.PHONY: setup build test test-browser test-short bench lint fmt vet staticcheck run reproduce clean
 
 ## setup: install the Debian packages and Go modules the build and tests need.
 setup:
@@ -35,6 +36,15 @@ test: setup lint
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -short -timeout 20m ./ckpt/ ./scheduler/ ./server/ ./api/
+	$(MAKE) test-browser
+
+## test-browser: the web view in a real headless Chromium, against the real
+## replayd and `replayctl ui` (build tag browser); the test log says where
+## the screenshot is (SCREENSHOT=path to choose).
+SCREENSHOT ?= $(CURDIR)/$(BIN)/replay-ui.png
+test-browser: setup
+	@mkdir -p $(BIN)
+	$(GO) test -tags browser -run '^TestBrowser' -count=1 -timeout 10m -v ./cmd/replayctl/ -args -screenshot $(SCREENSHOT)
 
 test-short:
 	$(GO) test -count=1 -short ./...

@@ -113,6 +113,11 @@ func socketPath(addr string) (string, bool) {
 	return "", false
 }
 
+// Transport returns the client's round tripper and the URL prefix its
+// requests go to ("http://replayd" for a unix socket), for a proxy in front
+// of the daemon (replayctl ui). The token is not added by the transport.
+func (c *Client) Transport() (http.RoundTripper, string) { return c.hc.Transport, c.base }
+
 // Addr returns the address the client was created with.
 func (c *Client) Addr() string { return c.addr }
 

@@ -14,6 +14,7 @@ PRESET=${PRESET:-fmnist-mlp}
 # The daemon creates the run itself on first start.
 daemon_start - --window "$WINDOW" --run-preset "$PRESET"
 "$BIN/replayctl" status
+echo "watch it live in a browser: $BIN/replayctl ui --open (in another terminal)"
 echo "following the run; Ctrl-C stops the daemon (a later 'make run' resumes it)"
 if "$BIN/replayctl" wait; then
 	"$BIN/replayctl" status

@@ -21,6 +21,11 @@
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
 //	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID
 //	                                        → text/event-stream of api.Event
+//	GET    /v1/runs/{name}/series           ?kind=forward|backward &from=N (1) &to=N
+//	                                        &buckets=N (1000) or &width=N
+//	                                        → min, max, last per bucket (series.go)
+//	GET    /  and  /ui/…                    the web view (package web), without the
+//	                                        token: it holds no data and asks for it
 //
 // JSON bodies are decoded strictly (unknown fields are errors) whatever the
 // Content-Type, so `curl -d '{"preset":"quadratic"}'` works. JSON has no NaN
@@ -42,6 +47,11 @@
 //     errors.Is; the scheduler's sentinels do). It imports neither the
 //     scheduler nor a model package: parameters reach it as named tensors
 //     (Backend.Tensors), whatever the model family.
+//   - Browsers: a POST or DELETE a browser marks as cross-origin
+//     (Sec-Fetch-Site, Origin) is refused with 403, and without a token so
+//     is any request whose Host is a DNS name other than localhost (DNS
+//     rebinding); see origin.go. The web view under /ui/ is served without
+//     the token; everything it shows comes from the routes above.
 //   - The server holds no run state of its own. Every request is translated
 //     into one Backend call, so the scheduler's consistency rules are the
 //     only ones; a failed or aborted request changes nothing.

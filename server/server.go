@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
+	"github.com/replay-sgd/replay/web"
 )
 
 // Backend is what the server needs from the scheduler (*scheduler.Scheduler
@@ -109,6 +111,7 @@ func New(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/runs/{name}/batches", s.batches)
 	mux.HandleFunc("POST /v1/runs/{name}/verify", s.verify)
 	mux.HandleFunc("GET /v1/runs/{name}/events", s.events)
+	mux.HandleFunc("GET /v1/runs/{name}/series", s.series)
 	// The catch-all answers unknown paths (404) and known paths with the
 	// wrong method (405) in JSON; the mux's own answers are plain text.
 	mux.Handle("/", s.notFound(mux))
@@ -117,6 +120,10 @@ func New(b Backend, opts Options) http.Handler {
 	if opts.Token != "" {
 		h = bearerAuth(opts.Token, h)
 	}
+	// The page is the same for everyone and holds no run data: it is
+	// served without the token, and asks for it (see web/doc.go).
+	h = withPage(h)
+	h = browserGuard(h, opts.Token != "")
 	// Unauthenticated requests are counted and logged too: observe is outermost.
 	return s.observe(h)
 }
@@ -133,4 +140,21 @@ func registerCounter(reg prometheus.Registerer, c *prometheus.CounterVec, log *s
 		log.Warn("server: request counter not registered", "err", err)
 	}
 	return c
+}
+
+// withPage serves the web view at /ui/ (and redirects / there) in front of
+// the API handler h.
+func withPage(h http.Handler) http.Handler {
+	page := web.Handler("/ui/")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		get := r.Method == http.MethodGet || r.Method == http.MethodHead
+		switch {
+		case get && r.URL.Path == "/":
+			http.Redirect(w, r, "/ui/", http.StatusFound)
+		case get && strings.HasPrefix(r.URL.Path, "/ui/"):
+			page.ServeHTTP(w, r)
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
 }

@@ -1,0 +1,273 @@
+package server
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+)
+
+var seriesSeed = flag.Uint64("seriesseed", 0, "seed of TestSeriesBucketsExact (0: from the clock)")
+
+// seriesAnswer is the body of GET /series; values are *float64 so that
+// null (a non-finite value) is told apart from 0.
+type seriesAnswer struct {
+	Kind     string                        `json:"kind"`
+	From     int                           `json:"from"`
+	To       int                           `json:"to"`
+	Width    int                           `json:"width"`
+	Start    []int                         `json:"start"`
+	LastStep []int                         `json:"last_step"`
+	N        []int                         `json:"n"`
+	Measures map[string]seriesMeasure      `json:"-"`
+	Anchors  []struct{ Segment, Step int } `json:"anchors"`
+}
+
+type seriesMeasure struct {
+	Min, Max, Last []*float64
+	Count          []int
+}
+
+func decodeSeries(t *testing.T, body []byte) seriesAnswer {
+	t.Helper()
+	var a seriesAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatalf("series: %v in %.200s", err, body)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	a.Measures = map[string]seriesMeasure{}
+	for _, m := range seriesMeasures {
+		var v seriesMeasure
+		if err := json.Unmarshal(raw[m.name], &v); err != nil {
+			t.Fatalf("series: measure %s: %v", m.name, err)
+		}
+		a.Measures[m.name] = v
+	}
+	return a
+}
+
+// fmtVal prints a value of the answer as the raw series would: nil is NaN.
+func fmtVal(p *float64) string {
+	if p == nil {
+		return "NaN"
+	}
+	return fmt.Sprint(*p)
+}
+
+// TestSeriesBucketsExact checks every bucket of random queries over a
+// random series (gaps, NaN, ±Inf) against a brute-force min/max/last of the
+// raw points, compared as shortest round-trip text (equal text is equal
+// bits).
+func TestSeriesBucketsExact(t *testing.T) {
+	seed := *seriesSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -seriesseed %d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	h := newHarness(t, Options{})
+	h.json("POST", "/v1/runs", `{"name":"a","steps":3000}`)
+	var raw []api.Point
+	for step := 1; step <= 3000; step++ {
+		if rng.IntN(10) == 0 {
+			continue // a hole: a backward step not done yet
+		}
+		p := api.Point{Kind: "backward", Step: step, Loss: rng.NormFloat64(), TestLoss: rng.ExpFloat64(),
+			TestAcc: rng.Float64(), StepDist: math.Exp(-rng.Float64() * 30), ParamNorm: 1 + rng.Float64(),
+			Segment: 1 + step/700, Anchor: (1 + step/700) * 700}
+		switch rng.IntN(50) {
+		case 0:
+			p.Loss = math.NaN()
+		case 1:
+			p.TestAcc = math.Inf(1)
+		}
+		raw = append(raw, p)
+	}
+	// The last point is an extreme one, so that a bucketing that drops it
+	// shows in min, max and last.
+	raw[len(raw)-1].Loss = 1e9
+	h.fake.points = raw
+
+	for q := range 40 {
+		from := 1 + rng.IntN(3000)
+		to := from + rng.IntN(3001-from)
+		width := 1 + rng.IntN(200)
+		if q == 0 {
+			from, to, width = 1, 3000, 1 // the raw series itself
+		}
+		a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=backward&from=%d&to=%d&width=%d", from, to, width), nil)
+		if a.code != 200 {
+			t.Fatalf("from=%d to=%d width=%d: %d %s", from, to, width, a.code, a.body)
+		}
+		got := decodeSeries(t, a.body)
+		if got.From != from || got.To != to || got.Width != width {
+			t.Fatalf("answer range %d..%d width %d, want %d..%d width %d", got.From, got.To, got.Width, from, to, width)
+		}
+		// Brute force: group the raw points of [from, to] by bucket.
+		type exp struct {
+			start, last, n int
+			pts            []api.Point
+		}
+		var want []exp
+		for _, p := range raw {
+			if p.Step < from || p.Step > to {
+				continue
+			}
+			start := from + (p.Step-from)/width*width
+			if len(want) == 0 || want[len(want)-1].start != start {
+				want = append(want, exp{start: start})
+			}
+			e := &want[len(want)-1]
+			e.last, e.n, e.pts = p.Step, e.n+1, append(e.pts, p)
+		}
+		if len(got.Start) != len(want) {
+			t.Fatalf("from=%d to=%d width=%d: %d buckets, want %d", from, to, width, len(got.Start), len(want))
+		}
+		for i, e := range want {
+			if got.Start[i] != e.start || got.LastStep[i] != e.last || got.N[i] != e.n {
+				t.Fatalf("bucket %d: start %d last %d n %d, want %d %d %d", i, got.Start[i], got.LastStep[i], got.N[i], e.start, e.last, e.n)
+			}
+			for _, m := range seriesMeasures {
+				lo, hi := math.NaN(), math.NaN()
+				for _, p := range e.pts {
+					v := m.get(p)
+					if math.IsNaN(v) {
+						continue
+					}
+					if math.IsNaN(lo) || v < lo {
+						lo = v
+					}
+					if math.IsNaN(hi) || v > hi {
+						hi = v
+					}
+				}
+				last, count := math.NaN(), 0 // the last measured value, how many
+				for _, p := range e.pts {
+					if v := m.get(p); !math.IsNaN(v) {
+						last, count = v, count+1
+					}
+				}
+				// JSON has no ±Inf: the wire says null (NaN) for them.
+				fin := func(v float64) string {
+					if math.IsInf(v, 0) {
+						return "NaN"
+					}
+					return fmt.Sprint(v)
+				}
+				g := got.Measures[m.name]
+				if g.Count[i] != count {
+					t.Fatalf("from=%d to=%d width=%d bucket %d %s: count %d, want %d", from, to, width, i, m.name, g.Count[i], count)
+				}
+				if fmtVal(g.Min[i]) != fin(lo) || fmtVal(g.Max[i]) != fin(hi) || fmtVal(g.Last[i]) != fin(last) {
+					t.Fatalf("from=%d to=%d width=%d bucket %d %s: min/max/last %s %s %s, want %s %s %s",
+						from, to, width, i, m.name, fmtVal(g.Min[i]), fmtVal(g.Max[i]), fmtVal(g.Last[i]), fin(lo), fin(hi), fin(last))
+				}
+			}
+		}
+		// Anchors: the distinct (segment, anchor) of the range's points.
+		var wantA []string
+		for _, e := range want {
+			for _, p := range e.pts {
+				s := fmt.Sprintf("%d/%d", p.Segment, p.Anchor)
+				if len(wantA) == 0 || wantA[len(wantA)-1] != s {
+					wantA = append(wantA, s)
+				}
+			}
+		}
+		var gotA []string
+		for _, x := range got.Anchors {
+			gotA = append(gotA, fmt.Sprintf("%d/%d", x.Segment, x.Step))
+		}
+		if strings.Join(gotA, " ") != strings.Join(wantA, " ") {
+			t.Fatalf("anchors %v, want %v", gotA, wantA)
+		}
+	}
+
+	// The whole run in the default number of buckets: the last point
+	// (step 3000, loss 1e9) is the last value of the last bucket.
+	got := decodeSeries(t, h.do("GET", "/v1/runs/a/series?kind=backward&to=3000&buckets=7", nil).body)
+	if got.Width != 429 || len(got.Start) != 7 { // ⌈3000/7⌉
+		t.Fatalf("buckets=7 over 3000 steps: width %d, %d buckets", got.Width, len(got.Start))
+	}
+	n := len(got.Start) - 1
+	if got.LastStep[n] != raw[len(raw)-1].Step || fmtVal(got.Measures["loss"].Last[n]) != "1e+09" || fmtVal(got.Measures["loss"].Max[n]) != "1e+09" {
+		t.Fatalf("last bucket: last step %d, loss last %s max %s; want step %d, 1e+09", got.LastStep[n],
+			fmtVal(got.Measures["loss"].Last[n]), fmtVal(got.Measures["loss"].Max[n]), raw[len(raw)-1].Step)
+	}
+}
+
+func TestSeriesForwardToDefaultsToForwardStep(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.json("POST", "/v1/runs", `{"name":"a","steps":100}`)
+	h.fake.mu.Lock()
+	st := h.fake.runs["a"]
+	st.ForwardStep = 40
+	h.fake.runs["a"] = st
+	h.fake.mu.Unlock()
+	for i := 1; i <= 100; i++ {
+		h.fake.points = append(h.fake.points, api.Point{Kind: "forward", Step: i, Loss: float64(i)})
+	}
+	got := decodeSeries(t, h.do("GET", "/v1/runs/a/series?kind=forward&buckets=4", nil).body)
+	if got.To != 40 || got.Width != 10 || len(got.Start) != 4 || got.LastStep[3] != 40 {
+		t.Fatalf("to=0: answer to %d width %d buckets %v last %v; want to 40, width 10, 4 buckets ending at 40", got.To, got.Width, got.Start, got.LastStep)
+	}
+}
+
+func TestSeriesBadRequests(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.json("POST", "/v1/runs", `{"name":"a","steps":100}`)
+	for _, c := range []struct {
+		q    string
+		code int
+		want string
+	}{
+		{"", 400, "kind is required"},
+		{"kind=both", 400, `kind=\"both\"`},
+		{"kind=forward&width=0", 400, "width=0"},
+		{"kind=forward&from=0", 400, "from=0"},
+		{"kind=forward&from=101", 400, "beyond the 100 steps"},
+		{"kind=forward&to=100&width=x", 400, "not an integer"},
+	} {
+		a := h.do("GET", "/v1/runs/a/series?"+c.q, nil)
+		if a.code != c.code || !strings.Contains(string(a.body), c.want) || strings.Count(string(a.body), "\n") != 1 {
+			t.Errorf("?%s: %d %s, want %d with %q on one line", c.q, a.code, a.body, c.code, c.want)
+		}
+	}
+	h.json("POST", "/v1/runs", `{"name":"big","steps":1000000}`)
+	if a := h.do("GET", "/v1/runs/big/series?kind=forward&to=1000000&width=1", nil); a.code != 400 || !strings.Contains(string(a.body), "more than 100000 buckets") {
+		t.Errorf("10⁶ buckets: %d %s, want 400", a.code, a.body)
+	}
+	if a := h.do("GET", "/v1/runs/nope/series?kind=forward", nil); a.code != 404 {
+		t.Errorf("unknown run: %d %s, want 404", a.code, a.body)
+	}
+}
+
+// TestPageServedWithoutToken: the page needs no token (it holds no data),
+// the API behind it still does.
+func TestPageServedWithoutToken(t *testing.T) {
+	h := newHarness(t, Options{Token: "s3cret"})
+	for _, p := range []string{"/ui/", "/ui/app.js", "/ui/style.css"} {
+		a := h.do("GET", p, nil)
+		if a.code != 200 || len(a.body) == 0 || a.header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s: %d, %d bytes, CSP %q", p, a.code, len(a.body), a.header.Get("Content-Security-Policy"))
+		}
+	}
+	if a := h.do("GET", "/ui/", nil); !strings.Contains(string(a.body), `<script src="app.js">`) {
+		t.Errorf("GET /ui/ is not the page: %.200s", a.body)
+	}
+	if a := h.do("GET", "/v1/runs/a/series?kind=forward", nil); a.code != 401 {
+		t.Errorf("series without the token: %d, want 401", a.code)
+	}
+	if a := h.do("POST", "/ui/", nil); a.code == 200 {
+		t.Errorf("POST /ui/: 200, want an error")
+	}
+}

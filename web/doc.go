@@ -1,0 +1,27 @@
+// Package web is replayd's live web view: one HTML page, one script and one
+// style sheet, embedded in the binary with go:embed, so the page works
+// offline (no CDN, no build step, no third-party code) and is versioned
+// with the daemon that serves it.
+//
+// The page speaks only the API of package server: GET /v1/runs for the
+// runs list, GET /v1/runs/{name}/events (read with fetch, not
+// EventSource, so that it can carry the Authorization header) for live
+// updates, GET /v1/runs/{name}/series for the bucketed curves, and POST
+// pause/resume/reset for the controls.
+//
+// Invariants:
+//   - Handler serves only the embedded files, under the prefix it is
+//     mounted at (/ui/ in replayd); they hold no run data, so they need
+//     no authorisation. Every data request the page makes goes through
+//     the API and its authorisation: a bearer token read from the URL
+//     fragment (#token=…, never sent to a server, kept in sessionStorage)
+//     or, behind `replayctl ui`, the session cookie of that proxy.
+//   - State-changing requests carry the header X-Replay-CSRF: 1, which a
+//     cross-site form or image cannot send; `replayctl ui` refuses POST
+//     and DELETE without it.
+//   - Live updates are incremental: after a progress event the page asks
+//     only for the buckets from the last one it holds (forward) or from
+//     the backward frontier it knew (backward: steps past the frontier may
+//     complete out of order); an anchor event or a frontier that moved
+//     back refetches the backward series.
+package web

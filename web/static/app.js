@@ -1,0 +1,635 @@
+// replay's live view: plain JS and canvas, no dependency. See web/doc.go for
+// the contract with the server. State lives in S; the DOM is redrawn from it.
+'use strict';
+
+const MEASURES = [
+  { key: 'loss', title: 'training loss' },
+  { key: 'test_loss', title: 'test loss' },
+  { key: 'test_acc', title: 'test accuracy' },
+  { key: 'step_dist', title: 'step distance (log)', log: true },
+  { key: 'param_norm', title: 'parameter norm' },
+];
+const COLORS = { forward: '#1f77b4', backward: '#ff7f0e' };
+const COMPARE_COLORS = ['#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
+const MAX_STREAMS = 4; // browsers allow 6 connections per origin; keep some for fetches
+
+const S = {
+  token: '',
+  runs: new Map(),        // name → api.RunStatus
+  streams: new Map(),     // name → AbortController
+  cur: null,              // selected run
+  view: null,             // {from, to} when zoomed, null: the whole run
+  width: 1,               // steps per bucket of the data held
+  data: { forward: null, backward: null }, // {buckets: [...], anchors: [...]}
+  compare: [],            // [{name, forward, backward}]
+  frontier: 0,            // backward frontier the data was fetched against
+  fetching: false, again: false,
+  gen: 0,                 // bumped when the view changes: older answers are dropped
+  cursor: null,           // step under the mouse
+  drag: null,
+  drawn: { anchors: [], forward: 0, backward: 0, draws: 0 }, // for tests and curiosity
+  fetches: 0, events: 0,
+};
+window.replayView = S; // the browser test reads it
+
+// ---- API ----------------------------------------------------------------
+
+function initToken() {
+  const m = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
+  if (m) {
+    S.token = decodeURIComponent(m[1]);
+    sessionStorage.setItem('replay-token', S.token);
+    history.replaceState(null, '', location.pathname + location.search + location.hash.replace(/(^#|&)token=[^&]+/, '$1'));
+  } else {
+    S.token = sessionStorage.getItem('replay-token') || '';
+  }
+}
+
+function headers(extra) {
+  const h = Object.assign({}, extra);
+  if (S.token) h['Authorization'] = 'Bearer ' + S.token;
+  return h;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: headers(method === 'GET' ? {} : { 'X-Replay-CSRF': '1', 'Content-Type': 'application/json' }), credentials: 'same-origin' };
+  if (body !== undefined) opts.body = JSON.stringify(body);
+  const resp = await fetch(path, opts);
+  const text = await resp.text();
+  let v = null;
+  try { v = text ? JSON.parse(text) : null; } catch (e) { /* not JSON */ }
+  if (!resp.ok) throw new Error((v && v.error) || (resp.status + ' ' + resp.statusText));
+  return v;
+}
+
+const runPath = (name, rest) => '/v1/runs/' + encodeURIComponent(name) + (rest || '');
+
+// ---- events (Server-Sent Events read with fetch, to carry the token) ---
+
+// follow opens the event stream of a run, at most MAX_STREAMS at once; the
+// selected run always gets one (force), in place of another run's.
+function follow(name, force) {
+  if (S.streams.has(name)) return;
+  if (S.streams.size >= MAX_STREAMS) {
+    if (!force) return;
+    const [other, c] = [...S.streams].find(([n]) => n !== S.cur) || [];
+    if (!c) return;
+    c.abort();
+    S.streams.delete(other);
+  }
+  const ctl = new AbortController();
+  S.streams.set(name, ctl);
+  let last = '';
+  const loop = async () => {
+    while (!ctl.signal.aborted) {
+      try {
+        const h = headers(last ? { 'Last-Event-ID': last } : {});
+        const resp = await fetch(runPath(name, '/events'), { headers: h, signal: ctl.signal, credentials: 'same-origin' });
+        if (resp.status === 404) { dropRun(name); return; }
+        if (!resp.ok) throw new Error('events: ' + resp.status);
+        setConn('live');
+        const rd = resp.body.getReader();
+        const dec = new TextDecoder();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await rd.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, i); buf = buf.slice(i + 2);
+            let data = '', id = '';
+            for (const line of block.split('\n')) {
+              if (line.startsWith('data: ')) data += line.slice(6);
+              else if (line.startsWith('id: ')) id = line.slice(4);
+            }
+            if (!data) continue; // a keep-alive comment
+            if (id) last = id;
+            const ev = JSON.parse(data);
+            onEvent(ev);
+            if (ev.kind === 'deleted') { dropRun(name); return; }
+          }
+        }
+      } catch (e) {
+        if (ctl.signal.aborted) return;
+        setConn('reconnecting…');
+      }
+      await new Promise(r => setTimeout(r, 1000)); // reconnect backoff, resumes from `last`
+    }
+  };
+  loop();
+}
+
+function dropRun(name) {
+  const c = S.streams.get(name);
+  if (c) c.abort();
+  S.streams.delete(name);
+  S.runs.delete(name);
+  renderRuns();
+}
+
+function onEvent(ev) {
+  S.events++;
+  const name = ev.run;
+  if (ev.status) S.runs.set(name, ev.status);
+  renderRuns();
+  if (name !== S.cur) return;
+  renderInfo();
+  if (ev.kind === 'anchor' || ev.kind === 'reset-requested') {
+    S.frontier = -1; // backward iterates are recomputed: refetch them
+  }
+  if (ev.status && ev.status.backward_step < S.frontier) S.frontier = -1; // a rollback
+  refresh();
+}
+
+// ---- runs list ------------------------------------------------------------
+
+function fmtNum(v, d) {
+  if (v === null || v === undefined || !isFinite(v)) return '—';
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(d === undefined ? 3 : d);
+  return v.toFixed(d === undefined ? 4 : d);
+}
+
+function fmtETA(s, st) {
+  if (st.state !== 'running' || !(s > 0)) return '—';
+  if (s < 90) return Math.round(s) + ' s';
+  if (s < 5400) return Math.round(s / 60) + ' min';
+  return (s / 3600).toFixed(1) + ' h';
+}
+
+function bar(cls, n, of) {
+  const p = of > 0 ? Math.min(100, 100 * n / of) : 0;
+  return `<span class="bar ${cls}"><i style="width:${p.toFixed(1)}%"></i></span>${n}/${of}`;
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function renderRuns() {
+  const tb = document.querySelector('#runs tbody');
+  const rows = [];
+  for (const st of [...S.runs.values()].sort((a, b) => a.name < b.name ? -1 : 1)) {
+    const sp = st.spec || {};
+    rows.push(`<tr data-run="${esc(st.name)}" class="${st.name === S.cur ? 'selected' : ''}">` +
+      `<td>${esc(st.name)}</td><td>${esc(sp.model || '')}</td><td>${esc(sp.dataset || '')}</td><td>${esc(st.strategy || '')}</td>` +
+      `<td class="state-${esc(st.state)}">${esc(st.state)}</td>` +
+      `<td>${bar('f', st.forward_step, st.steps)}</td><td>${bar('b', st.backward_step, st.steps)}</td>` +
+      `<td>${st.ops_per_sec > 0 ? st.ops_per_sec.toFixed(1) : '—'}</td><td>${fmtETA(st.eta_seconds, st)}</td></tr>` +
+      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="8">${esc(st.reason)}</td></tr>` : ''));
+  }
+  tb.innerHTML = rows.join('');
+  document.getElementById('runs-empty').hidden = S.runs.size > 0;
+}
+
+// loadRuns lists the runs (at start, on the reload button and when the
+// tab becomes visible again: runs created meanwhile have no stream yet).
+async function loadRuns() {
+  const l = await api('GET', '/v1/runs');
+  S.runs.clear();
+  for (const st of l.runs) S.runs.set(st.name, st);
+  renderRuns();
+  for (const st of l.runs) if (st.state === 'running' || st.state === 'paused') follow(st.name);
+}
+
+// ---- the run view ---------------------------------------------------------
+
+function readHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  return { run: p.get('run'), compare: (p.get('compare') || '').split(',').filter(Boolean),
+    from: +p.get('from') || 0, to: +p.get('to') || 0, smooth: p.get('smooth') || 'none' };
+}
+
+function writeHash() {
+  const p = new URLSearchParams();
+  if (S.cur) p.set('run', S.cur);
+  if (S.compare.length) p.set('compare', S.compare.map(c => c.name).join(','));
+  if (S.view) { p.set('from', S.view.from); p.set('to', S.view.to); }
+  const sm = document.getElementById('smooth').value;
+  if (sm !== 'none') p.set('smooth', sm);
+  history.replaceState(null, '', '#' + p.toString()); // the link reopens the same view
+}
+
+function select(name, keepView) {
+  S.cur = name;
+  if (!keepView) S.view = null;
+  S.data = { forward: null, backward: null };
+  S.frontier = 0;
+  document.getElementById('run-view').hidden = !name;
+  document.getElementById('run-title').textContent = name || '';
+  if (name) follow(name, true);
+  writeHash();
+  renderRuns();
+  renderInfo();
+  refresh(true);
+}
+
+function renderInfo() {
+  const st = S.runs.get(S.cur);
+  if (!st) return;
+  const a = st.anchor || {};
+  document.getElementById('run-info').textContent =
+    `${st.state} · forward ${st.forward_step}/${st.steps} · backward frontier ${st.backward_step} · anchor ${a.step} (${a.from}, segment ${a.segment}) · window ${st.window}` +
+    (st.pending_resets && st.pending_resets.length ? ` · pending resets ${st.pending_resets.join(', ')}` : '');
+  const ra = document.getElementById('reset-at');
+  if (!ra.value) ra.value = Math.max(1, Math.floor(st.forward_step / 2));
+}
+
+// range is the step range drawn: the zoom, or the whole run.
+function range() {
+  const st = S.runs.get(S.cur);
+  const steps = st ? Math.max(1, st.steps) : 1;
+  return S.view ? S.view : { from: 1, to: steps };
+}
+
+function bucketsWanted() {
+  const c = document.getElementById('charts');
+  return Math.max(100, Math.min(4000, Math.floor((c.clientWidth || 1000) * (window.devicePixelRatio || 1))));
+}
+
+// merge replaces the buckets from the answer's first one on.
+function merge(old, ans) {
+  const nb = [];
+  for (let i = 0; i < ans.start.length; i++) {
+    const b = { start: ans.start[i], last: ans.last_step[i], n: ans.n[i] };
+    for (const m of MEASURES) b[m.key] = [ans[m.key].min[i], ans[m.key].max[i], ans[m.key].last[i], ans[m.key].count[i]];
+    nb.push(b);
+  }
+  if (!old) return { buckets: nb, anchors: ans.anchors };
+  const keep = old.buckets.filter(b => b.start < ans.from);
+  const anchors = old.anchors.slice();
+  for (const a of ans.anchors) if (!anchors.some(x => x.segment === a.segment && x.step === a.step)) anchors.push(a);
+  return { buckets: keep.concat(nb), anchors };
+}
+
+async function fetchSeries(name, kind, from, to, width) {
+  S.fetches++;
+  return api('GET', runPath(name, `/series?kind=${kind}&from=${from}&to=${to}&width=${width}`));
+}
+
+// refresh fetches what is new for the current view (everything when full
+// is set or the width changed), then redraws. Calls while a fetch is in
+// flight coalesce into one more round.
+async function refresh(full) {
+  if (full) {
+    // Answers still in flight are for the old view: gen drops them.
+    S.gen++;
+    S.data = { forward: null, backward: null };
+    for (const c of S.compare) c.width = 0;
+  }
+  if (S.fetching) { S.again = true; return; }
+  const name = S.cur, st = S.runs.get(name);
+  if (!name) return;
+  S.fetching = true;
+  const gen = S.gen;
+  const mine = () => S.cur === name && S.gen === gen;
+  try {
+    const r = range();
+    const width = Math.max(1, Math.ceil((r.to - r.from + 1) / bucketsWanted()));
+    if (width !== S.width) { S.data = { forward: null, backward: null }; S.width = width; }
+    const align = s => r.from + Math.floor((s - r.from) / width) * width;
+    const fwdStep = st ? st.forward_step : r.to;
+    const to = Math.min(r.to, Math.max(fwdStep, 1));
+    const jobs = [];
+    // Forward: from the last bucket held (it may have grown).
+    const f = S.data.forward;
+    const ff = f && f.buckets.length ? f.buckets[f.buckets.length - 1].start : r.from;
+    jobs.push(fetchSeries(name, 'forward', ff, to, width).then(a => { if (mine()) S.data.forward = merge(S.data.forward, a); }));
+    // Backward: steps up to the frontier are final; past it they complete
+    // out of order, so fetch from the bucket holding the old frontier.
+    const b = S.data.backward;
+    const bf = b && S.frontier >= 0 ? align(Math.max(r.from, Math.min(S.frontier + 1, to))) : r.from;
+    const frontier = st ? st.backward_step : 0;
+    if (!b || S.frontier < 0) S.data.backward = null;
+    jobs.push(fetchSeries(name, 'backward', bf, to, width).then(a => { if (mine()) { S.data.backward = merge(S.data.backward, a); S.frontier = frontier; } }));
+    for (const c of S.compare) {
+      if (c.width !== width || c.from !== r.from || c.to !== r.to) {
+        c.width = width; c.from = r.from; c.to = r.to;
+        const cst = S.runs.get(c.name);
+        const cto = Math.min(r.to, cst ? Math.max(cst.forward_step, 1) : r.to);
+        jobs.push(fetchSeries(c.name, 'forward', r.from, cto, width).then(a => { if (mine()) c.forward = merge(null, a); }));
+        jobs.push(fetchSeries(c.name, 'backward', r.from, cto, width).then(a => { if (mine()) c.backward = merge(null, a); }));
+      }
+    }
+    await Promise.all(jobs);
+    setMsg('');
+  } catch (e) {
+    setMsg(e.message);
+  } finally {
+    S.fetching = false;
+  }
+  draw();
+  if (S.again) { S.again = false; refresh(); }
+}
+
+// ---- drawing --------------------------------------------------------------
+
+// smooth returns the smoothed curve of a bucket list: values[i] is the last
+// measured value of bucket i and counts[i] how many measured values it
+// stands for, so that the weight k is per measured value at any zoom (exact
+// when a bucket holds one point; at coarser widths each bucket's last value
+// stands for its points).
+function smooth(values, counts, how, k) {
+  if (how === 'none') return values;
+  const out = new Array(values.length);
+  if (how === 'ema') {
+    // Debiased (as Adam's moment estimates): the first points are not
+    // pulled towards 0, and a value does not change as the run grows.
+    let m = 0, w = 0;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      if (v !== null && isFinite(v) && counts[i] > 0) {
+        const kk = Math.pow(k, counts[i]);
+        m = kk * m + (1 - kk) * v; w = kk * w + (1 - kk);
+      }
+      out[i] = w > 0 ? m / w : null;
+    }
+    return out;
+  }
+  // Trailing moving average over the last n measured values (weighted by
+  // the buckets' counts).
+  const n = Math.max(1, Math.round(1 + k * 100));
+  let sum = 0, cnt = 0, j = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v !== null && isFinite(v) && counts[i] > 0) { sum += v * counts[i]; cnt += counts[i]; }
+    while (j < i && cnt - (counts[j] || 0) >= n) {
+      if (values[j] !== null && isFinite(values[j]) && counts[j] > 0) { sum -= values[j] * counts[j]; cnt -= counts[j]; }
+      j++;
+    }
+    out[i] = cnt > 0 ? sum / cnt : null;
+  }
+  return out;
+}
+
+function setupCharts() {
+  const box = document.getElementById('charts');
+  for (const m of MEASURES) {
+    const div = document.createElement('div');
+    div.className = 'chart';
+    div.innerHTML = `<canvas data-measure="${m.key}"></canvas><span class="title">${m.title}</span>`;
+    box.appendChild(div);
+    const cv = div.firstChild;
+    cv.addEventListener('mousemove', e => { S.cursor = stepAt(cv, e); if (S.drag) S.drag.to = S.cursor; draw(); });
+    cv.addEventListener('mouseleave', () => { S.cursor = null; draw(); });
+    cv.addEventListener('mousedown', e => { S.drag = { from: stepAt(cv, e), to: stepAt(cv, e) }; e.preventDefault(); });
+    cv.addEventListener('dblclick', () => zoom(null));
+  }
+  window.addEventListener('mouseup', () => {
+    const d = S.drag; S.drag = null;
+    if (d && Math.abs(d.to - d.from) >= 2) zoom({ from: Math.min(d.from, d.to), to: Math.max(d.from, d.to) });
+    else draw();
+  });
+  window.addEventListener('resize', () => refresh());
+}
+
+const PAD = { l: 56, r: 10, t: 16, b: 18 };
+
+function stepAt(cv, e) {
+  const rect = cv.getBoundingClientRect();
+  const r = range();
+  const x = (e.clientX - rect.left - PAD.l) / Math.max(1, rect.width - PAD.l - PAD.r);
+  return Math.round(r.from + Math.max(0, Math.min(1, x)) * (r.to - r.from));
+}
+
+function zoom(v) {
+  S.view = v;
+  writeHash();
+  refresh(true);
+}
+
+function pan(dir) {
+  const r = range(), st = S.runs.get(S.cur);
+  const span = r.to - r.from, steps = st ? st.steps : r.to;
+  let from = Math.round(r.from + dir * span / 2);
+  from = Math.max(1, Math.min(from, Math.max(1, steps - span)));
+  zoom({ from, to: from + span });
+}
+
+// series lists the curves drawn on every chart: [{kind, data, color, dash}]
+function seriesList() {
+  const out = [];
+  for (const kind of ['forward', 'backward']) if (S.data[kind]) out.push({ name: S.cur, kind, data: S.data[kind], color: COLORS[kind], dash: [] });
+  S.compare.forEach((c, i) => {
+    const col = COMPARE_COLORS[i % COMPARE_COLORS.length];
+    if (c.forward) out.push({ name: c.name, kind: 'forward', data: c.forward, color: col, dash: [] });
+    if (c.backward) out.push({ name: c.name, kind: 'backward', data: c.backward, color: col, dash: [5, 3] });
+  });
+  return out;
+}
+
+function draw() {
+  const st = S.runs.get(S.cur);
+  if (!st) return;
+  const r = range();
+  const how = document.getElementById('smooth').value;
+  const k = +document.getElementById('smooth-k').value;
+  const list = seriesList();
+  const anchors = new Map();
+  for (const s of list) if (s.kind === 'backward' && s.name === S.cur) for (const a of s.data.anchors) anchors.set(a.step, a);
+  if (st.anchor) anchors.set(st.anchor.step, st.anchor);
+  anchors.delete(0); // the initial anchor (x₀) is not a reset
+  S.drawn = { anchors: [...anchors.keys()].sort((a, b) => a - b), draws: S.drawn.draws + 1,
+    forward: S.data.forward ? S.data.forward.buckets.length : 0, backward: S.data.backward ? S.data.backward.buckets.length : 0,
+    forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward) };
+  for (const cv of document.querySelectorAll('#charts canvas')) {
+    const m = MEASURES.find(x => x.key === cv.dataset.measure);
+    drawChart(cv, m, r, list, anchors, st, how, k);
+  }
+  const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} ${s.kind}</span>`).join('');
+  document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward</span>`;
+  readout(list);
+}
+
+function lastStep(d) { return d && d.buckets.length ? d.buckets[d.buckets.length - 1].last : 0; }
+
+function drawChart(cv, m, r, list, anchors, st, how, k) {
+  const dpr = window.devicePixelRatio || 1;
+  const W = cv.clientWidth, H = cv.clientHeight;
+  if (cv.width !== Math.round(W * dpr)) { cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); }
+  const g = cv.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, W, H);
+  const tv = v => (v === null || !isFinite(v) || (m.log && v <= 0)) ? null : (m.log ? Math.log10(v) : v);
+  let lo = Infinity, hi = -Infinity;
+  for (const s of list) for (const b of s.data.buckets) {
+    if (b.last < r.from || b.start > r.to) continue;
+    const a = tv(b[m.key][0]), z = tv(b[m.key][1]);
+    if (a !== null) lo = Math.min(lo, a);
+    if (z !== null) hi = Math.max(hi, z);
+  }
+  const empty = !(lo <= hi);
+  if (empty) { lo = 0; hi = 1; }
+  if (hi - lo < 1e-12) { hi += 0.5; lo -= 0.5; }
+  const pw = W - PAD.l - PAD.r, ph = H - PAD.t - PAD.b;
+  const X = s => PAD.l + (s - r.from) / Math.max(1, r.to - r.from) * pw;
+  const Y = v => PAD.t + (1 - (v - lo) / (hi - lo)) * ph;
+  // Axes and ticks.
+  g.strokeStyle = '#ccc'; g.lineWidth = 1; g.strokeRect(PAD.l, PAD.t, pw, ph);
+  g.fillStyle = '#555'; g.font = '10px system-ui, sans-serif'; g.textAlign = 'right';
+  for (let i = 0; i <= 3; i++) {
+    const v = lo + (hi - lo) * i / 3;
+    g.fillText(m.log ? '1e' + v.toFixed(1) : fmtNum(v, 3), PAD.l - 4, Y(v) + 3);
+  }
+  g.textAlign = 'center';
+  for (let i = 0; i <= 4; i++) {
+    const s = Math.round(r.from + (r.to - r.from) * i / 4);
+    g.textAlign = i === 0 ? 'left' : i === 4 ? 'right' : 'center';
+    g.fillText(String(s), X(s), H - 4);
+  }
+  if (empty) { g.fillStyle = '#999'; g.fillText('no values (not measured for this run)', PAD.l + pw / 2, PAD.t + ph / 2); }
+  g.save();
+  g.beginPath(); g.rect(PAD.l, PAD.t, pw, ph); g.clip();
+  // Pending backward steps: past the frontier, up to the forward step.
+  if (st.backward_step < st.forward_step) {
+    g.fillStyle = 'rgba(0,0,0,0.06)';
+    const x0 = X(Math.max(r.from, st.backward_step)), x1 = X(Math.min(r.to, st.forward_step));
+    if (x1 > x0) g.fillRect(x0, PAD.t, x1 - x0, ph);
+  }
+  // Anchors (solid) and pending resets (dotted).
+  g.strokeStyle = '#7b1fa2'; g.lineWidth = 1;
+  for (const s of anchors.keys()) { g.setLineDash([4, 3]); g.beginPath(); g.moveTo(X(s), PAD.t); g.lineTo(X(s), PAD.t + ph); g.stroke(); }
+  g.setLineDash([1, 3]);
+  for (const s of st.pending_resets || []) { g.beginPath(); g.moveTo(X(s), PAD.t); g.lineTo(X(s), PAD.t + ph); g.stroke(); }
+  g.setLineDash([]);
+  for (const s of list) {
+    const bs = s.data.buckets.filter(b => b.last >= r.from && b.start <= r.to);
+    // min–max band: every point of the bucket lies inside it.
+    g.strokeStyle = s.color; g.globalAlpha = 0.25;
+    g.beginPath();
+    for (const b of bs) {
+      const a = tv(b[m.key][0]), z = tv(b[m.key][1]);
+      if (a === null || z === null || b.n < 2) continue;
+      const x = X((b.start + b.last) / 2);
+      g.moveTo(x, Y(a)); g.lineTo(x, Y(z) - 0.5);
+    }
+    g.stroke();
+    const raw = bs.map(b => tv(b[m.key][2]));
+    const line = (vals, alpha, width) => {
+      g.globalAlpha = alpha; g.lineWidth = width; g.setLineDash(s.dash); g.beginPath();
+      let pen = false;
+      for (let i = 0; i < bs.length; i++) {
+        // A missing bucket is a step with no point (a pending backward
+        // step): the line breaks there. A bucket with no value was not
+        // measured (eval_every): the line joins the measured ones.
+        if (i > 0 && bs[i].start > bs[i - 1].last + S.width) pen = false;
+        const v = vals[i];
+        if (v === null) continue;
+        const x = X(bs[i].last), y = Y(v);
+        if (pen) g.lineTo(x, y); else g.moveTo(x, y);
+        pen = true;
+      }
+      g.stroke();
+    };
+    if (how === 'none') line(raw, 1, 1.5);
+    else {
+      line(raw, 0.25, 1);
+      // Smoothing runs on the values, then is mapped like them.
+      const sm = smooth(bs.map(b => b[m.key][2]), bs.map(b => b[m.key][3]), how, k).map(tv);
+      line(sm, 1, 1.8);
+    }
+    g.globalAlpha = 1; g.setLineDash([]);
+  }
+  // Zoom selection and the synced cursor.
+  if (S.drag) { g.fillStyle = 'rgba(31,119,180,0.12)'; const a = X(Math.min(S.drag.from, S.drag.to)), z = X(Math.max(S.drag.from, S.drag.to)); g.fillRect(a, PAD.t, z - a, ph); }
+  if (S.cursor !== null) { g.strokeStyle = '#333'; g.lineWidth = 0.7; g.beginPath(); g.moveTo(X(S.cursor), PAD.t); g.lineTo(X(S.cursor), PAD.t + ph); g.stroke(); }
+  g.restore();
+}
+
+// readout prints every curve's bucket at the cursor (or the last one).
+function readout(list) {
+  const el = document.getElementById('readout');
+  const lines = [];
+  for (const s of list) {
+    const bs = s.data.buckets;
+    if (!bs.length) continue;
+    let b = bs[bs.length - 1];
+    if (S.cursor !== null) {
+      b = null;
+      for (const x of bs) { if (x.start <= S.cursor) b = x; else break; }
+      if (!b) continue;
+    }
+    const at = b.start === b.last ? `step ${b.last}` : `steps ${b.start}–${b.last}`;
+    // A measure not measured in that bucket (eval_every) reads out its
+    // last measured value before it, with the step.
+    const upto = bs.indexOf(b);
+    const val = m => {
+      for (let i = upto; i >= 0 && i > upto - 1000; i--) {
+        const v = bs[i][m.key][2];
+        if (v !== null) return fmtNum(v) + (i === upto ? '' : ` (@${bs[i].last})`);
+      }
+      return '—';
+    };
+    lines.push(`${s.name} ${s.kind.padEnd(8)} ${at}: ` + MEASURES.map(m => `${m.key} ${val(m)}`).join('  '));
+  }
+  el.textContent = lines.join('\n');
+}
+
+// ---- controls -------------------------------------------------------------
+
+function setMsg(t) { document.getElementById('msg').textContent = t; }
+function setConn(t) { document.getElementById('conn').textContent = t; }
+
+async function control(what) {
+  const name = S.cur;
+  if (!name) return;
+  try {
+    let st;
+    if (what === 'reset') {
+      const at = parseInt(document.getElementById('reset-at').value, 10);
+      if (!(at >= 0)) throw new Error('reset: give a step');
+      st = await api('POST', runPath(name, '/reset'), { at, from: document.getElementById('reset-from').value });
+    } else {
+      st = await api('POST', runPath(name, '/' + what));
+    }
+    S.runs.set(name, st);
+    setMsg('');
+    renderRuns(); renderInfo(); refresh();
+  } catch (e) {
+    setMsg(e.message);
+  }
+}
+
+function setCompare(text) {
+  const names = text.split(',').map(x => x.trim()).filter(x => x && x !== S.cur);
+  S.compare = names.map(n => ({ name: n }));
+  writeHash();
+  refresh();
+}
+
+async function main() {
+  initToken();
+  setupCharts();
+  document.querySelector('#runs tbody').addEventListener('click', e => {
+    const tr = e.target.closest('tr[data-run]');
+    if (tr) select(tr.dataset.run);
+  });
+  document.getElementById('pause-btn').onclick = () => control('pause');
+  document.getElementById('resume-btn').onclick = () => control('resume');
+  document.getElementById('reset-btn').onclick = () => control('reset');
+  document.getElementById('zoom-out').onclick = () => zoom(null);
+  document.getElementById('pan-left').onclick = () => pan(-1);
+  document.getElementById('pan-right').onclick = () => pan(1);
+  document.getElementById('smooth').onchange = () => { writeHash(); draw(); };
+  document.getElementById('smooth-k').oninput = () => draw();
+  document.getElementById('compare').onchange = e => setCompare(e.target.value);
+  const relist = () => loadRuns().then(() => { renderInfo(); draw(); }).catch(e => setConn('cannot reach replayd: ' + e.message));
+  document.getElementById('reload').onclick = relist;
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) relist(); });
+  try {
+    await loadRuns();
+    setConn('connected');
+  } catch (e) {
+    setConn('cannot reach replayd: ' + e.message);
+    return;
+  }
+  const h = readHash();
+  document.getElementById('smooth').value = h.smooth;
+  if (h.compare.length) { document.getElementById('compare').value = h.compare.join(', '); S.compare = h.compare.map(n => ({ name: n })); }
+  if (h.from && h.to > h.from) S.view = { from: h.from, to: h.to };
+  const first = h.run && S.runs.has(h.run) ? h.run : (S.runs.size === 1 ? [...S.runs.keys()][0] : null);
+  if (first) select(first, true);
+}
+
+main();
