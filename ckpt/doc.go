@@ -53,11 +53,15 @@
 //
 // # Atomicity and crashes
 //
-//   - AppendForward writes the steps' batches, their metrics and the new
-//     state in one Badger transaction: after a crash either all of them are
-//     there or none, and the state's ForwardStep never points past the stored
-//     log. Appends too large for one transaction are split into consecutive
-//     transactions, each with a state ending at its last step.
+//   - AppendForward writes the steps' batches, their metrics, their
+//     checkpoints (ForwardStep.Checkpoint) and the new state in one Badger
+//     transaction, then syncs when it stored a checkpoint: after a crash
+//     either all of them are there or none, the state's ForwardStep never
+//     points past the stored log, and never counts a step whose scheduled
+//     checkpoint is lost (a checkpoint is durable no later than the state
+//     that depends on it). Appends too large for one transaction are split
+//     into consecutive transactions, each with a state ending at its last
+//     step.
 //   - PutBackward writes kept parameters first (WriteBatch, then a sync),
 //     then the metrics and the state in one transaction, so BackwardStep never
 //     counts a result that is not stored.
@@ -91,8 +95,17 @@
 //
 // # Verification
 //
-// Verify(run, replay) re-executes the batch log from each checkpoint to the
-// next and compares bitwise, checks every checksum and the structural
+// Verify(run, replay) checks that every scheduled checkpoint exists
+// (ExpectedCheckpoints: the schedule is in the run's config), re-executes
+// the batch log from each checkpoint to the next and compares bitwise, checks every checksum and the structural
 // invariants above, and lists every problem; it is what `replayctl verify`
 // runs, and the tests run it after every test on every store they used.
+// RepairCheckpoints recomputes missing scheduled checkpoints from the batch
+// log (`replayctl verify --repair`).
+//
+// # Fault injection
+//
+// Built with -tags failpoints, the write paths call failpoint(site) and
+// REPLAY_FAILPOINTS chooses a fault per site (kill, enospc, eio, drop; see
+// failpoint_on.go). In ordinary builds the hook is an empty inlined call.
 package ckpt

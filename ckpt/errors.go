@@ -76,3 +76,7 @@ func (e *CorruptionError) Unwrap() []error {
 	}
 	return []error{ErrCorrupt, e.Err}
 }
+
+// errDrop is what the "drop" failpoint action returns (failpoint_on.go): the
+// checkpoint write leaves the checkpoint out.
+var errDrop = errors.New("ckpt: failpoint drop")

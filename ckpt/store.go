@@ -293,6 +293,9 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 
 // sync makes every write so far durable.
 func (s *Store) sync() error {
+	if err := failpoint("sync"); err != nil {
+		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
+	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
 	}

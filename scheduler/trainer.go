@@ -99,15 +99,17 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		chunk = append(chunk, ckpt.ForwardStep{Step: n, Batch: env.log.Batch(n), Metrics: m, HasMetrics: true})
 		copy(prev, theta)
 		ckptDue := n%cfg.CheckpointEvery == 0 || n == cfg.Steps
+		if ckptDue {
+			// The checkpoint goes in the same transaction as the state
+			// that counts step n (flushed just below, before theta
+			// changes): committed apart, a crash between the two would
+			// resume after n and lose checkpoint n for good.
+			chunk[len(chunk)-1].Checkpoint = theta
+		}
 		// The backward loop has run out of logged steps (at the start,
 		// after a reset): log this one now rather than at the chunk's end.
 		if ckptDue || len(chunk) >= forwardChunk || r.hungry() {
 			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if ckptDue {
-			if err := r.s.store.PutCheckpoint(r.name, n, theta); err != nil {
 				return err
 			}
 		}

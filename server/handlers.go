@@ -97,8 +97,29 @@ func (s *server) resetRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, finiteStatus(st))
 }
 
+// repairer is the optional capability behind verify?repair=true.
+type repairer interface {
+	Repair(ctx context.Context, name string) (api.VerifyReport, error)
+}
+
 func (s *server) verify(w http.ResponseWriter, r *http.Request) {
-	rep, err := s.b.Verify(r.Context(), r.PathValue("name"))
+	var (
+		rep api.VerifyReport
+		err error
+	)
+	switch v := r.URL.Query().Get("repair"); v {
+	case "", "false":
+		rep, err = s.b.Verify(r.Context(), r.PathValue("name"))
+	case "true":
+		rp, ok := s.b.(repairer)
+		if !ok {
+			err = fmt.Errorf("%w: this backend cannot repair", errBadRequest)
+			break
+		}
+		rep, err = rp.Repair(r.Context(), r.PathValue("name"))
+	default:
+		err = fmt.Errorf("%w: repair=%q, want true|false", errBadRequest, clip(v))
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
