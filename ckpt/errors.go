@@ -80,3 +80,24 @@ func (e *CorruptionError) Unwrap() []error {
 // errDrop is what the "drop" failpoint action returns (failpoint_on.go): the
 // checkpoint write leaves the checkpoint out.
 var errDrop = errors.New("ckpt: failpoint drop")
+
+// ErrDamaged is wrapped by every DamagedError.
+var ErrDamaged = errors.New("ckpt: store looks damaged")
+
+// DamagedError is Open's refusal of a directory that does not look like
+// the store ckpt last wrote (a missing MANIFEST, a vanished table or
+// memtable log, a value log that opening would cut). Nothing on disk was
+// changed; `replayd repair` backs the directory up and salvages it.
+type DamagedError struct {
+	Dir     string
+	File    string // the file at fault, relative to Dir
+	Problem string
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("ckpt: store %s refused, nothing changed: %s: %s (back it up and run `replayd repair --data-dir %s`)",
+		e.Dir, e.File, e.Problem, e.Dir)
+}
+
+// Unwrap returns ErrDamaged.
+func (e *DamagedError) Unwrap() error { return ErrDamaged }

@@ -47,6 +47,11 @@ type Options struct {
 	// returns. Without it, writes survive a process crash when they return
 	// and an OS crash once the next checkpoint (which syncs) returns.
 	SyncWrites bool
+	// Salvage skips the check of the directory against ckpt's marker and
+	// Badger's MANIFEST before Badger opens it (see DamagedError): Badger
+	// then recovers what it can, cutting and deleting what it cannot read.
+	// Only `replayd repair` sets it, after a backup.
+	Salvage bool
 	// Logger receives Badger's warnings and errors (its informational
 	// messages at debug level); nil means slog.Default().
 	Logger *slog.Logger
@@ -88,6 +93,9 @@ func (o Options) WithGCInterval(d time.Duration) Options { o.GCInterval = d; ret
 
 // WithSyncWrites returns o with SyncWrites set.
 func (o Options) WithSyncWrites(b bool) Options { o.SyncWrites = b; return o }
+
+// WithSalvage returns o with Salvage set.
+func (o Options) WithSalvage(b bool) Options { o.Salvage = b; return o }
 
 // WithLogger returns o with Logger set.
 func (o Options) WithLogger(l *slog.Logger) Options { o.Logger = l; return o }

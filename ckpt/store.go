@@ -34,6 +34,13 @@ type Store struct {
 		closed bool
 	}
 
+	// marker is the last marker written (see marker.go).
+	marker struct {
+		sync.Mutex
+		m  marker
+		at time.Time
+	}
+
 	gcKick    chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -66,6 +73,14 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !opts.Salvage {
+		if err := precheck(opts.Dir); err != nil {
+			if lock != nil {
+				lock.Close()
+			}
+			return nil, err
+		}
+	}
 	db, err := badger.Open(opts.badger())
 	if err != nil {
 		if lock != nil {
@@ -90,11 +105,36 @@ func Open(opts Options) (*Store, error) {
 		s.closeDB()
 		return nil, err
 	}
+	s.noteMarker(true)
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop()
 	}
 	return s, nil
+}
+
+// markerEvery bounds how often syncs rewrite the marker: it is a lower
+// bound of what is stored, so an older one only checks less.
+const markerEvery = time.Second
+
+// noteMarker rewrites the marker after a sync (at most every markerEvery
+// unless force). A failure is logged: the marker guards the next start, the
+// data just written is stored.
+func (s *Store) noteMarker(force bool) {
+	s.marker.Lock()
+	defer s.marker.Unlock()
+	if !force && time.Since(s.marker.at) < markerEvery {
+		return
+	}
+	runs, err := s.Runs()
+	if err == nil {
+		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), false, s.marker.m)
+	}
+	if err != nil {
+		s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
+		return
+	}
+	s.marker.at = time.Now()
 }
 
 func (s *Store) checkFormat() error {
@@ -152,12 +192,22 @@ func (s *Store) finishDeletes() error {
 // Close stops GC and closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		runs, rerr := s.Runs()
 		s.mu.Lock()
 		s.mu.closed = true
 		s.mu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
 		s.closeErr = s.closeDB()
+		if s.closeErr == nil && rerr == nil {
+			// Badger has closed: the files have their final sizes.
+			s.marker.Lock()
+			_, err := writeMarker(s.opts.Dir, len(runs), true, s.marker.m)
+			s.marker.Unlock()
+			if err != nil {
+				s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
+			}
+		}
 	})
 	return s.closeErr
 }
@@ -299,5 +349,6 @@ func (s *Store) sync() error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
 	}
+	s.noteMarker(false)
 	return nil
 }
