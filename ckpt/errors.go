@@ -95,8 +95,7 @@ type DamagedError struct {
 }
 
 func (e *DamagedError) Error() string {
-	return fmt.Sprintf("ckpt: store %s refused, nothing changed: %s: %s (back it up and run `replayd repair --data-dir %s`)",
-		e.Dir, e.File, e.Problem, e.Dir)
+	return fmt.Sprintf("ckpt: store %s refused, nothing changed: %s: %s", e.Dir, e.File, e.Problem)
 }
 
 // Unwrap returns ErrDamaged.

@@ -132,11 +132,15 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (o Options) badger() badger.Options {
-	lg := o.Logger
-	if lg == nil {
-		lg = slog.Default()
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.Default()
 	}
+	return o.Logger
+}
+
+func (o Options) badger() badger.Options {
+	lg := o.logger()
 	return badger.DefaultOptions(o.Dir).
 		WithLogger(badgerLogger{lg}).
 		WithValueLogFileSize(o.ValueLogFileSize).

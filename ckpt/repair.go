@@ -1,6 +1,7 @@
 package ckpt
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -39,12 +40,11 @@ func missingCheckpoints(cfg RunConfig, st RunState, have []int) []int {
 }
 
 // RepairCheckpoints recomputes every expected checkpoint the run lacks
-// (ExpectedCheckpoints) by replaying the batch log from the nearest stored
+// (ExpectedCheckpoints) or holds damaged (a CorruptionError) by replaying the batch log from the nearest stored
 // checkpoint before it, and stores it (synced, as PutCheckpoint); replay must
 // be the run's operator, deterministic, so the result is bitwise the
 // checkpoint the run would have written. It returns the steps it stored, in
-// order. A missing θ0 cannot be recomputed (ErrNotFound); a corrupt
-// checkpoint is not replaced (Verify reports it).
+// order. θ0 cannot be recomputed (a damaged one stays reported by Verify).
 func (s *Store) RepairCheckpoints(name string, replay Replayer) ([]int, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
@@ -62,7 +62,19 @@ func (s *Store) RepairCheckpoints(name string, replay Replayer) ([]int, error) {
 		if err != nil {
 			return err
 		}
-		missing = missingCheckpoints(cfg, st, keySteps(txn, runKey(name, kindCheckpoint)))
+		have := keySteps(txn, runKey(name, kindCheckpoint))
+		missing = missingCheckpoints(cfg, st, have)
+		// Damaged scheduled checkpoints are recomputed as well.
+		theta := make([]float32, cfg.Dim)
+		for _, k := range have {
+			if k == 0 || k > st.ForwardStep || !slices.Contains(ExpectedCheckpoints(cfg, st.ForwardStep), k) {
+				continue
+			}
+			if err := readParams(txn, name, "checkpoint", runKey(name, kindCheckpoint, k), k, theta); errors.Is(err, ErrCorrupt) {
+				missing = append(missing, k)
+			}
+		}
+		slices.Sort(missing)
 		return nil
 	})
 	if err != nil {
@@ -73,7 +85,7 @@ func (s *Store) RepairCheckpoints(name string, replay Replayer) ([]int, error) {
 	for _, k := range missing {
 		// The previous missing one, if any, is stored by now: each
 		// replay spans at most one checkpoint interval.
-		from, err := s.NearestCheckpoint(name, k, theta)
+		from, err := s.goodCheckpointBefore(name, k, theta)
 		if err != nil {
 			return done, fmt.Errorf("ckpt: repair checkpoint %d of %q: %w", k, name, err)
 		}
@@ -90,4 +102,26 @@ func (s *Store) RepairCheckpoints(name string, replay Replayer) ([]int, error) {
 		done = append(done, k)
 	}
 	return done, nil
+}
+
+// goodCheckpointBefore loads the readable checkpoint with the largest step
+// below k into dst and returns its step.
+func (s *Store) goodCheckpointBefore(name string, k int, dst []float32) (int, error) {
+	steps, err := s.Checkpoints(name)
+	if err != nil {
+		return 0, err
+	}
+	for i := len(steps) - 1; i >= 0; i-- {
+		if steps[i] >= k {
+			continue
+		}
+		err := s.Checkpoint(name, steps[i], dst)
+		if err == nil {
+			return steps[i], nil
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("%w: run %q: no readable checkpoint before step %d", ErrNotFound, name, k)
 }

@@ -73,13 +73,15 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !opts.Salvage {
-		if err := precheck(opts.Dir); err != nil {
-			if lock != nil {
-				lock.Close()
-			}
-			return nil, err
+	check := precheck
+	if opts.Salvage {
+		check = func(dir string) error { return keepNewestVlog(dir, opts.logger()) }
+	}
+	if err := check(opts.Dir); err != nil {
+		if lock != nil {
+			lock.Close()
 		}
+		return nil, err
 	}
 	db, err := badger.Open(opts.badger())
 	if err != nil {

@@ -38,6 +38,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	if len(args) > 0 && args[0] == "repair" {
+		return runRepair(args[1:], stdout, stderr)
+	}
 	return runDaemon(args, stdout, stderr, sigs, nil)
 }
 
@@ -73,6 +76,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 
 	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log)
 	store, err := ckpt.Open(storeOpts)
+	if errors.Is(err, ckpt.ErrDamaged) {
+		return fmt.Errorf("open store: %w; `replayd repair --data-dir %s` backs it up and salvages it", err, cfg.dataDir)
+	}
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

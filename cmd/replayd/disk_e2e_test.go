@@ -5,11 +5,16 @@ package main
 // chosen write (ckpt/failpoint_on.go), driven by the real replayctl.
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,5 +113,104 @@ func TestVerifyRepairMissingCheckpoint(t *testing.T) {
 	}
 	if code, _, errOut = d.ctl("verify", "--run", spec.Name, "--repair=maybe"); code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Fatalf("verify --repair=maybe: exit %d, stderr %q; want one line and a non-zero exit", code, errOut)
+	}
+}
+
+// contentDigest is every regular file's name and content hash (not its
+// mode: a backup's files are 0600 whatever the originals were).
+func contentDigest(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, fmt.Sprintf("%s %d %x", e.Name(), len(b), sha256.Sum256(b)))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Case 4 of issue 10 through the real binaries: 8 bytes flipped inside
+// checkpoint 200 in the value log of a finished run. replayd used to start,
+// Badger cutting the file at the damage (every later value gone); now it
+// refuses with one line naming the file and leaves the directory
+// byte-identical; `replayd repair` backs it up, keeps the file whole,
+// recomputes checkpoint 200, and the restarted daemon serves a trajectory
+// and parameters bitwise equal to the ones before the damage.
+func TestDamagedValueLogRefusedAndRepaired(t *testing.T) {
+	spec := killSpec()
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--workers", "2")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	want := collect(d, spec)
+	d.stop(syscall.SIGTERM)
+
+	store := filepath.Join(dir, storeDirName)
+	vlog := filepath.Join(store, "000001.vlog")
+	b, err := os.ReadFile(vlog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The value follows its key (run key of checkpoint 200, then Badger's
+	// 8-byte version) in the value-log entry.
+	key := binary.BigEndian.AppendUint64([]byte("r"+spec.Name+"\x00k"), 200)
+	i := bytes.Index(b, key)
+	if i < 0 || bytes.Index(b[i+1:], key) >= 0 {
+		t.Fatalf("checkpoint 200 found %d times in %s", bytes.Count(b, key), vlog)
+	}
+	at := i + len(key) + 8 + 4096
+	for j := at; j < at+8; j++ {
+		b[j] ^= 0xff
+	}
+	if err := os.WriteFile(vlog, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := contentDigest(t, store)
+
+	code, stdout, stderr := runBinary(t, nil, "--data-dir", dir)
+	if code == 0 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "000001.vlog") || !strings.Contains(stderr, "replayd repair") {
+		t.Fatalf("start on the damaged store: exit %d, stdout %q, stderr %q; want one line naming 000001.vlog and replayd repair", code, stdout, stderr)
+	}
+	t.Logf("refused: %s", stderr)
+	if after := contentDigest(t, store); after != before {
+		t.Fatalf("the refused start changed the store:\n%s\nwas\n%s", after, before)
+	}
+
+	code, stdout, stderr = runBinary(t, nil, "repair", "--data-dir", dir)
+	if code != 0 || !strings.Contains(stdout, "run k: ok") || !strings.Contains(stdout, "checkpoints [200] recomputed") {
+		t.Fatalf("repair: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	t.Logf("repair:\n%s", stdout)
+	backups, _ := filepath.Glob(store + ".backup-*")
+	if len(backups) != 1 || contentDigest(t, backups[0]) != before {
+		t.Fatalf("backups %v: want one, byte-identical to the damaged store", backups)
+	}
+
+	d = startDaemon(t, dir, "--workers", "2")
+	got := collect(d, spec)
+	for _, k := range []string{"forward", "backward"} {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory after the repair: %v", k, err)
+		}
+	}
+	for key, b := range want.params {
+		if !bytes.Equal(got.params[key], b) {
+			t.Errorf("parameters %s differ after the repair", key)
+		}
+	}
+	rep, err := d.c.Verify(ctx(t), spec.Name)
+	if want := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != want {
+		t.Fatalf("verify after the repair: %+v %v, want ok with %d checkpoints", rep, err, want)
 	}
 }
