@@ -65,6 +65,9 @@ func (e *CorruptionError) Error() string {
 	if e.Kind == "anchor" && e.Step >= 0 {
 		where = fmt.Sprintf("anchor of segment %d", e.Step)
 	}
+	if e.Run == "" {
+		return fmt.Sprintf("ckpt: %s is corrupt: %v", where, e.Err)
+	}
 	return fmt.Sprintf("ckpt: run %q: %s is corrupt: %v", e.Run, where, e.Err)
 }
 

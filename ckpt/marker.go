@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // markerName is ckpt's own record of the store's files, beside Badger's.
@@ -313,8 +316,12 @@ func precheck(dir string) error {
 		}
 	}
 	for _, id := range f.ssts {
+		name := fmt.Sprintf("%06d.sst", id)
 		if _, ok := mf.Tables[id]; !ok {
-			return damaged(fmt.Sprintf("%06d.sst", id), "not in the MANIFEST: Badger would delete it")
+			return damaged(name, "not in the MANIFEST: Badger would delete it")
+		}
+		if err := checkTable(filepath.Join(dir, name)); err != nil {
+			return damaged(name, "%v", err)
 		}
 	}
 	if !hasMarker {
@@ -367,4 +374,35 @@ func readManifest(dir string) (badger.Manifest, error) {
 		return mf, &DamagedError{Dir: dir, File: "MANIFEST", Problem: fmt.Sprintf("cut or damaged at offset %d of %d: Badger would truncate it", end, fi.Size())}
 	}
 	return mf, nil
+}
+
+// checkTable opens a table read-only and verifies every block's checksum,
+// recovering Badger's panics on a cut or damaged file (a cut table made
+// badger.Open panic with "slice bounds out of range").
+func checkTable(path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unreadable table: %s", panicLine(r))
+		}
+	}()
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil && !errors.Is(err, z.NewFile) {
+		return err
+	}
+	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: options.None})
+	if err != nil {
+		return fmt.Errorf("unreadable table: %w", err)
+	}
+	// Close, not DecrRef: the last reference's release deletes the file.
+	return t.Close(-1)
+}
+
+// panicLine is a recovered panic's message on one short line (Badger's
+// table panics print several lines of file info).
+func panicLine(r any) string {
+	s := strings.Join(strings.Fields(strings.ReplaceAll(fmt.Sprint(r), "\n", " ; ")), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }

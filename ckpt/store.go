@@ -83,7 +83,7 @@ func Open(opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
-	db, err := badger.Open(opts.badger())
+	db, err := openBadger(opts)
 	if err != nil {
 		if lock != nil {
 			lock.Close()
@@ -137,6 +137,18 @@ func (s *Store) noteMarker(force bool) {
 		return
 	}
 	s.marker.at = time.Now()
+}
+
+// openBadger opens the database, turning a panic of Badger's on a damaged
+// table into a DamagedError (precheck reads every table first, so this is a
+// last line).
+func openBadger(opts Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Dir: opts.Dir, File: "*.sst", Problem: "Badger panicked opening the store: " + panicLine(r)}
+		}
+	}()
+	return badger.Open(opts.badger())
 }
 
 func (s *Store) checkFormat() error {
@@ -327,20 +339,35 @@ func (s *Store) lockRun(name string) (func(), error) {
 	return m.Unlock, nil
 }
 
-func (s *Store) update(fn func(txn *badger.Txn) error) error {
+func (s *Store) update(fn func(txn *badger.Txn) error) (err error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
+	defer s.recoverDamage(&err)
 	return s.db.Update(fn)
 }
 
-func (s *Store) view(fn func(txn *badger.Txn) error) error {
+func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	s.mu.Lock()
 	closed := s.mu.closed
 	s.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
+	defer s.recoverDamage(&err)
 	return s.db.View(fn)
+}
+
+// recoverDamage turns a panic of Badger's reading a damaged table (a slice
+// out of range in a block, a bad index) into a CorruptionError: the caller
+// gets a report, the process goes on. Only Badger's code runs under it with
+// our decoding, which returns errors and does not panic.
+func (s *Store) recoverDamage(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.log.Error("ckpt: Badger panicked reading the store: a table is damaged", "dir", s.opts.Dir, "panic", panicLine(r))
+	*err = &CorruptionError{Kind: "table", Step: -1, Err: fmt.Errorf("Badger panicked reading %s (a table is damaged; replayd repair): %s", s.opts.Dir, panicLine(r))}
 }
 
 // sync makes every write so far durable.

@@ -89,6 +89,11 @@ func (s *Store) Verify(name string, replay Replayer) (VerifyReport, error) {
 		v.backward(anchors)
 		return nil
 	})
+	if errors.Is(err, ErrCorrupt) {
+		// A damaged table (a recovered Badger panic): a problem to report.
+		rep.problem("%v", err)
+		return rep, nil
+	}
 	return rep, err
 }
 

@@ -3,6 +3,8 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+
+	"github.com/replay-sgd/replay/ckpt"
 )
 
 // Sentinel errors. Every error the Scheduler returns for a bad request wraps
@@ -26,4 +28,7 @@ var (
 	// query (Params, Verify) is taken: try again later (the server answers
 	// 503 with Retry-After).
 	ErrBusy = errors.New("scheduler: busy")
+	// ErrCorrupt is ckpt.ErrCorrupt: a stored record (or a store table)
+	// failed its checksum; the server answers 409 with the report.
+	ErrCorrupt = ckpt.ErrCorrupt
 )

@@ -483,7 +483,8 @@ func errorStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, scheduler.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, scheduler.ErrConflict):
+	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrCorrupt):
+		// A damaged record conflicts with the request; the body names it.
 		return http.StatusConflict
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, scheduler.ErrBusy):
 		return http.StatusServiceUnavailable
