@@ -149,6 +149,15 @@ func TestDamagedStoreRefused(t *testing.T) {
 			}
 			return "*.mem"
 		}},
+		{"memtable logs emptied after a crash", crashedStore, func(t *testing.T, dir string) string {
+			mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+			for _, m := range mems {
+				b, err := os.ReadFile(m)
+				must(t, err)
+				must(t, os.WriteFile(m, append(b[:vlogHeaderSize:vlogHeaderSize], make([]byte, len(b)-vlogHeaderSize)...), 0o600))
+			}
+			return "*.mem"
+		}},
 		{"table cut in half", closedStore, func(t *testing.T, dir string) string {
 			p := firstTable(t, dir)
 			fi, err := os.Stat(p)

@@ -57,6 +57,13 @@ func (s *Store) AppendForward(name string, steps []ForwardStep, st RunState) err
 			return fmt.Errorf("%w: run %q: step %d has an empty batch", ErrInvalid, name, fs.Step)
 		}
 	}
+	need := int64(0)
+	for _, fs := range steps {
+		need += 4*int64(len(fs.Checkpoint)) + 4*int64(len(fs.Batch))
+	}
+	if err := s.checkSpace(need, true); err != nil {
+		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+	}
 	if err := failpoint("append"); err != nil {
 		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
 	}
@@ -257,6 +264,9 @@ func (s *Store) PutCheckpoint(name string, step int, theta []float32) error {
 	defer unlock()
 	if step < 0 {
 		return fmt.Errorf("%w: checkpoint step %d", ErrInvalid, step)
+	}
+	if err := s.checkSpace(4*int64(len(theta)), true); err != nil {
+		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
 	}
 	if err := failpoint("checkpoint"); err != nil {
 		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)

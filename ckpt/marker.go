@@ -41,10 +41,12 @@ type marker struct {
 	// size, and the newest value-log file ends with its last entry.
 	Clean bool `json:"clean"`
 	Runs  int  `json:"runs"`
-	// MaxTable is the highest table id in the directory.
+	// MaxTable is the highest table id in the MANIFEST.
 	MaxTable uint64 `json:"max_table"`
-	// Mems are the memtable logs (.mem) in the directory.
+	// Mems are the memtable logs (.mem) holding entries.
 	Mems []string `json:"mems"`
+	// LastSeq is Badger's highest version (every committed write has one).
+	LastSeq uint64 `json:"last_seq"`
 	// Vlog is the newest value-log file (the one Badger checks and cuts at
 	// open) and VlogEnd the end of its last complete transaction.
 	Vlog    string `json:"vlog"`
@@ -112,14 +114,25 @@ func readMarker(dir string) (marker, bool, error) {
 // writeMarker records the directory as it is now, atomically (temporary
 // file, fsync, rename, fsync of the directory). prev, when it names the same
 // newest value-log file, lets the scan start where the last one ended.
-func writeMarker(dir string, runs int, clean bool, prev marker) (marker, error) {
+func writeMarker(dir string, runs int, seq uint64, clean bool, prev marker) (marker, error) {
 	f, err := listStore(dir)
 	if err != nil {
 		return prev, err
 	}
-	m := marker{Version: 1, Clean: clean, Runs: runs, Mems: f.mems, Written: time.Now().UTC().Format(time.RFC3339)}
-	if len(f.ssts) > 0 {
-		m.MaxTable = f.ssts[len(f.ssts)-1]
+	m := marker{Version: 1, Clean: clean, Runs: runs, LastSeq: seq, Written: time.Now().UTC().Format(time.RFC3339)}
+	// Only memtable logs holding an entry: Badger deletes empty ones at
+	// open and at close without writing a table.
+	for _, name := range f.mems {
+		if end, err := vlogFirstEnd(filepath.Join(dir, name)); err == nil && end > vlogHeaderSize {
+			m.Mems = append(m.Mems, name)
+		}
+	}
+	// Tables of the MANIFEST only: a table being written (the flush of a
+	// memtable log listed here) is not one yet.
+	if mf, err := readManifest(dir); err == nil {
+		for id := range mf.Tables {
+			m.MaxTable = max(m.MaxTable, id)
+		}
 	}
 	if len(f.vlogs) > 0 {
 		m.Vlog = f.vlogs[len(f.vlogs)-1]
@@ -187,20 +200,41 @@ const (
 // value-log file, scanning from offset from (0: the file's start) — where
 // Badger cuts the file when it opens it as the newest one.
 func vlogValidEnd(path string, from int64) (int64, error) {
+	end, _, err := scanLog(path, from, false)
+	return end, err
+}
+
+// logMaxVersion is the highest version among the complete entries of a
+// memtable log (same layout as the value log; the version is the key's
+// last 8 bytes, stored as MaxUint64 − version).
+func logMaxVersion(path string) (uint64, error) {
+	_, v, err := scanLog(path, 0, false)
+	return v, err
+}
+
+// vlogFirstEnd is the end of a log file's first complete entry or
+// transaction (the header size when it has none): whether it holds data,
+// without reading all of it.
+func vlogFirstEnd(path string) (int64, error) {
+	end, _, err := scanLog(path, 0, true)
+	return end, err
+}
+
+func scanLog(path string, from int64, first bool) (end int64, maxVersion uint64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if from < vlogHeaderSize {
 		from = vlogHeaderSize
 	}
 	if fi.Size() <= from {
-		return min(from, fi.Size()), nil
+		return min(from, fi.Size()), 0, nil
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(f, from, fi.Size()-from), 1<<20)
 	off, valid := from, from
@@ -263,22 +297,32 @@ func vlogValidEnd(path string, from int64) (int64, error) {
 				txn = ts
 			}
 			if txn != ts {
-				return valid, nil
+				return valid, maxVersion, nil
 			}
 		case meta&vlogBitFinTxn != 0:
 			ts, err := strconv.ParseUint(string(val), 10, 64)
 			if err != nil || ts != txn {
-				return valid, nil
+				return valid, maxVersion, nil
 			}
+			maxVersion = max(maxVersion, txn)
 			txn, valid = 0, off
+			if first {
+				return valid, maxVersion, nil
+			}
 		default:
 			if txn != 0 {
-				return valid, nil
+				return valid, maxVersion, nil
+			}
+			if len(key) > 8 {
+				maxVersion = max(maxVersion, math.MaxUint64-binary.BigEndian.Uint64(key[len(key)-8:]))
 			}
 			valid = off
+			if first {
+				return valid, maxVersion, nil
+			}
 		}
 	}
-	return valid, nil
+	return valid, maxVersion, nil
 }
 
 // precheck compares the directory with the MANIFEST and the marker before
@@ -315,30 +359,46 @@ func precheck(dir string) error {
 			return damaged(fmt.Sprintf("%06d.sst", id), "missing (listed in the MANIFEST)")
 		}
 	}
+	seq := uint64(0) // the highest version Badger will find
 	for _, id := range f.ssts {
 		name := fmt.Sprintf("%06d.sst", id)
 		if _, ok := mf.Tables[id]; !ok {
-			return damaged(name, "not in the MANIFEST: Badger would delete it")
+			// A crash during a flush or a compaction leaves its new table
+			// behind, not yet in the MANIFEST; Badger deletes it and the
+			// data is still where it was. A MANIFEST listing no table at
+			// all beside tables is a replaced one.
+			if len(mf.Tables) == 0 {
+				return damaged(name, "not in the MANIFEST, which lists no table: Badger would delete it")
+			}
+			continue
 		}
-		if err := checkTable(filepath.Join(dir, name)); err != nil {
+		v, err := checkTable(filepath.Join(dir, name), mf.Tables[id].Compression)
+		if err != nil {
 			return damaged(name, "%v", err)
 		}
+		seq = max(seq, v)
 	}
 	if !hasMarker {
 		return nil
 	}
-	maxTable := uint64(0)
-	if len(f.ssts) > 0 {
-		maxTable = f.ssts[len(f.ssts)-1]
-	}
-	if !m.Clean && len(f.mems) == 0 {
+	if !m.Clean && len(f.mems) == 0 && len(m.Mems) > 0 {
 		return damaged("*.mem", "no memtable log after an unclean shutdown (the marker of %s lists %d)", m.Written, len(m.Mems))
 	}
-	for _, name := range m.Mems {
-		// A memtable log goes away when Badger flushes it into a new
-		// table, whose id is above every id at the time of the marker.
-		if !slices.Contains(f.mems, name) && maxTable <= m.MaxTable {
-			return damaged(name, "missing, and no table was written since the marker of %s", m.Written)
+	if !m.Clean && m.LastSeq > 0 {
+		// After a crash the newest writes live in the memtable logs only.
+		// Badger flushes and deletes those logs on its own, so their
+		// names prove nothing; the versions do: the tables and the logs
+		// must hold every version the marker saw.
+		for _, name := range f.mems {
+			v, err := logMaxVersion(filepath.Join(dir, name))
+			if err != nil {
+				return fmt.Errorf("ckpt: check store %s: %w", dir, err)
+			}
+			seq = max(seq, v)
+		}
+		if seq < m.LastSeq {
+			return damaged("*.mem", "writes lost: the tables and memtable logs hold versions up to %d, the marker of %s recorded %d (memtable logs missing or cut?)",
+				seq, m.Written, m.LastSeq)
 		}
 	}
 	if m.Vlog != "" && len(f.vlogs) > 0 && f.vlogs[len(f.vlogs)-1] == m.Vlog {
@@ -379,22 +439,24 @@ func readManifest(dir string) (badger.Manifest, error) {
 // checkTable opens a table read-only and verifies every block's checksum,
 // recovering Badger's panics on a cut or damaged file (a cut table made
 // badger.Open panic with "slice bounds out of range").
-func checkTable(path string) (err error) {
+func checkTable(path string, c options.CompressionType) (maxVersion uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("unreadable table: %s", panicLine(r))
+			maxVersion, err = 0, fmt.Errorf("unreadable table: %s", panicLine(r))
 		}
 	}()
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil && !errors.Is(err, z.NewFile) {
-		return err
+		return 0, err
 	}
-	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: options.None})
+	// BlockSize only sizes buffers of compressed tables (Badger's default).
+	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: c, BlockSize: 4 << 10})
 	if err != nil {
-		return fmt.Errorf("unreadable table: %w", err)
+		return 0, fmt.Errorf("unreadable table: %w", err)
 	}
+	maxVersion = t.MaxVersion()
 	// Close, not DecrRef: the last reference's release deletes the file.
-	return t.Close(-1)
+	return maxVersion, t.Close(-1)
 }
 
 // panicLine is a recovered panic's message on one short line (Badger's

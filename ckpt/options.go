@@ -47,6 +47,12 @@ type Options struct {
 	// returns. Without it, writes survive a process crash when they return
 	// and an OS crash once the next checkpoint (which syncs) returns.
 	SyncWrites bool
+	// MinFreeDisk is the free space (bytes) the store's file system keeps:
+	// a write that would leave less is refused with a *SpaceError before it
+	// starts (backward results and anchors may use half of it). 0 disables
+	// the check. See space.go for why this, not preallocation, keeps
+	// Badger's memory-mapped writes from SIGBUS.
+	MinFreeDisk int64
 	// Salvage skips the check of the directory against ckpt's marker and
 	// Badger's MANIFEST before Badger opens it (see DamagedError): Badger
 	// then recovers what it can, cutting and deleting what it cannot read.
@@ -94,6 +100,9 @@ func (o Options) WithGCInterval(d time.Duration) Options { o.GCInterval = d; ret
 // WithSyncWrites returns o with SyncWrites set.
 func (o Options) WithSyncWrites(b bool) Options { o.SyncWrites = b; return o }
 
+// WithMinFreeDisk returns o with MinFreeDisk set.
+func (o Options) WithMinFreeDisk(n int64) Options { o.MinFreeDisk = n; return o }
+
 // WithSalvage returns o with Salvage set.
 func (o Options) WithSalvage(b bool) Options { o.Salvage = b; return o }
 
@@ -125,6 +134,9 @@ func (o Options) Validate() error {
 	}
 	if o.BlockCacheSize < 0 {
 		bad("BlockCacheSize %d is negative", o.BlockCacheSize)
+	}
+	if o.MinFreeDisk < 0 {
+		bad("MinFreeDisk %d is negative", o.MinFreeDisk)
 	}
 	if o.GCInterval < 0 {
 		bad("GCInterval %v is negative", o.GCInterval)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -41,6 +42,9 @@ type Store struct {
 		at time.Time
 	}
 
+	// space is the last write refused for want of space (space.go).
+	space atomic.Pointer[SpaceError]
+
 	gcKick    chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -66,9 +70,10 @@ func Open(opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ckpt: create store %s: %w", opts.Dir, err)
 	}
+
 	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -78,6 +83,13 @@ func Open(opts Options) (*Store, error) {
 		check = func(dir string) error { return keepNewestVlog(dir, opts.logger()) }
 	}
 	if err := check(opts.Dir); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	// After the check: a refused store is left exactly as it was.
+	if err := private(opts.Dir, opts.logger()); err != nil {
 		if lock != nil {
 			lock.Close()
 		}
@@ -130,7 +142,10 @@ func (s *Store) noteMarker(force bool) {
 	}
 	runs, err := s.Runs()
 	if err == nil {
-		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), false, s.marker.m)
+		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.db.MaxVersion(), false, s.marker.m)
+	}
+	if err == nil {
+		err = private(s.opts.Dir, s.log) // files Badger created since
 	}
 	if err != nil {
 		s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
@@ -149,6 +164,38 @@ func openBadger(opts Options) (db *badger.DB, err error) {
 		}
 	}()
 	return badger.Open(opts.badger())
+}
+
+// private makes the store's directory 0700 and its files 0600, whatever
+// they were (Badger creates its files 0644 under the usual umask; the runs'
+// parameters are the user's data). A directory others could read is warned
+// about once.
+func private(dir string, log *slog.Logger) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("ckpt: store %s: %w", dir, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("ckpt: the store directory was open to other users; making it 0700", "dir", dir, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("ckpt: store %s: %w", dir, err)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("ckpt: store %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(filepath.Join(dir, e.Name()), fi.Mode().Perm()&0o700); err != nil {
+				return fmt.Errorf("ckpt: store %s: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Store) checkFormat() error {
@@ -207,6 +254,7 @@ func (s *Store) finishDeletes() error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		runs, rerr := s.Runs()
+		seq := s.db.MaxVersion()
 		s.mu.Lock()
 		s.mu.closed = true
 		s.mu.Unlock()
@@ -216,7 +264,7 @@ func (s *Store) Close() error {
 		if s.closeErr == nil && rerr == nil {
 			// Badger has closed: the files have their final sizes.
 			s.marker.Lock()
-			_, err := writeMarker(s.opts.Dir, len(runs), true, s.marker.m)
+			_, err := writeMarker(s.opts.Dir, len(runs), seq, true, s.marker.m)
 			s.marker.Unlock()
 			if err != nil {
 				s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)

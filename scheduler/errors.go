@@ -31,4 +31,7 @@ var (
 	// ErrCorrupt is ckpt.ErrCorrupt: a stored record (or a store table)
 	// failed its checksum; the server answers 409 with the report.
 	ErrCorrupt = ckpt.ErrCorrupt
+	// ErrNoSpace is ckpt.ErrNoSpace: the store's disk is below its reserve
+	// (the server answers 507).
+	ErrNoSpace = ckpt.ErrNoSpace
 )

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
 )
@@ -12,6 +14,10 @@ import (
 // at most (checkpoints, the last step and waits for the backward loop flush
 // earlier).
 const forwardChunk = 64
+
+// spacePoll is how often a trainer paused by a full disk (ckpt.SpaceError)
+// tries its write again: the condition it waits for is the file system's.
+const spacePoll = time.Second
 
 // train is the forward trainer: it resumes from the logged forward step
 // (nearest checkpoint, then the batch log) and trains to the run's end,
@@ -38,7 +44,26 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	var chunk []ckpt.ForwardStep
 	var lastLoss = math.NaN()
 
+	var commit func() error
 	flush := func() error {
+		// A full disk pauses the trainer, not the run: the chunk waits in
+		// memory (bitwise the same steps) until the store has room again.
+		for {
+			err := commit()
+			var se *ckpt.SpaceError
+			if !errors.As(err, &se) {
+				return err
+			}
+			t := time.NewTimer(spacePoll)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+		}
+	}
+	commit = func() error {
 		if len(chunk) == 0 {
 			return nil
 		}

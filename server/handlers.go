@@ -22,8 +22,22 @@ import (
 	"github.com/replay-sgd/replay/scheduler"
 )
 
+// healther is the optional capability behind /healthz: a backend that can
+// tell it cannot write (a full disk) answers 503 with the reason. The
+// daemon still serves reads.
+type healther interface {
+	Health() error
+}
+
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h, ok := s.b.(healther); ok {
+		if err := h.Health(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "unhealthy: "+oneLine(err.Error())+"\n")
+			return
+		}
+	}
 	io.WriteString(w, "ok\n")
 }
 
@@ -486,6 +500,8 @@ func errorStatus(err error) int {
 	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrCorrupt):
 		// A damaged record conflicts with the request; the body names it.
 		return http.StatusConflict
+	case errors.Is(err, scheduler.ErrNoSpace):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, scheduler.ErrBusy):
 		return http.StatusServiceUnavailable
 	default:

@@ -9,6 +9,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/replay-sgd/replay/api"
 )
 
 var fpOnce struct {
@@ -213,4 +217,140 @@ func TestDamagedValueLogRefusedAndRepaired(t *testing.T) {
 	if want := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != want {
 		t.Fatalf("verify after the repair: %+v %v, want ok with %d checkpoints", rep, err, want)
 	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory (the tests run
+// as root, as .ci/run does) and unmounts it at cleanup.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a %s tmpfs on %s (needs root): %v %s", size, dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+func freeSpace(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// fill writes a file that leaves about left bytes free in dir's file system.
+func fill(t *testing.T, dir string, left int64) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = 0x5a
+	}
+	for n := freeSpace(t, dir) - left; n > 0; n -= int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), n)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// Case 1 of issue 10: a full disk pauses the run, it does not kill the
+// daemon. On a 200 MiB tmpfs with --min-free-disk 64MiB, a filler leaves
+// 48 MiB: the run is created (θ0 may use half the reserve) but its trainer
+// is refused its first write. The run shows the reason, /healthz answers 503
+// with it, the daemon serves reads; once the filler is gone the run goes on
+// by itself and ends bitwise equal to an unconstrained run, every
+// checkpoint present. (Before: SIGBUS in Badger's value-log write.)
+func TestDiskFullPausesRun(t *testing.T) {
+	spec := killSpec()
+	args := []string{"--workers", "2", "--min-free-disk", "64MiB"}
+	ref := startDaemon(t, t.TempDir(), args...)
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	want := collect(ref, spec)
+	ref.stop(syscall.SIGTERM)
+
+	mnt := mountTmpfs(t, "200M")
+	dir := filepath.Join(mnt, "data")
+	d := startDaemon(t, dir, args...)
+	filler := fill(t, mnt, 48<<20)
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := d.c.Status(ctx(t), spec.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(st.Reason, "disk full") {
+			if st.State != "running" || st.ForwardStep != 0 {
+				t.Fatalf("paused run: %+v", st)
+			}
+			t.Logf("status: %s", st.Reason)
+			break
+		}
+		if st.State != "running" || time.Now().After(deadline) {
+			t.Fatalf("run on a full disk: %+v; want running, paused with the reason", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, body := d.healthz()
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {
+		t.Fatalf("/healthz on a full disk: %d %q", code, body)
+	}
+	if err := d.c.Trajectory(ctx(t), spec.Name, api.TrajectoryQuery{Kind: "forward"}, func(api.Point) error { return nil }); err != nil {
+		t.Fatalf("a read on a full disk: %v", err)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	if code, body := d.healthz(); code != http.StatusOK {
+		t.Fatalf("/healthz after space returned: %d %q", code, body)
+	}
+	got := collect(d, spec)
+	for _, k := range []string{"forward", "backward"} {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory after the pause: %v", k, err)
+		}
+	}
+	for key, b := range want.params {
+		if !bytes.Equal(got.params[key], b) {
+			t.Errorf("parameters %s differ after the pause", key)
+		}
+	}
+	rep, err := d.c.Verify(ctx(t), spec.Name)
+	if want := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != want {
+		t.Fatalf("verify after the pause: %+v %v, want ok with %d checkpoints", rep, err, want)
+	}
+	d.stop(syscall.SIGTERM)
+}
+
+// healthz GETs /healthz over the socket: status code and body.
+func (d *daemon) healthz() (int, string) {
+	d.t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: unixDialer(d.sock)}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://replayd/healthz")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
