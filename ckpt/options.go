@@ -53,6 +53,9 @@ type Options struct {
 	// the check. See space.go for why this, not preallocation, keeps
 	// Badger's memory-mapped writes from SIGBUS.
 	MinFreeDisk int64
+	// CloseTimeout bounds how long Close waits for Badger's final flush;
+	// 0 waits as long as it takes.
+	CloseTimeout time.Duration
 	// Salvage skips the check of the directory against ckpt's marker and
 	// Badger's MANIFEST before Badger opens it (see DamagedError): Badger
 	// then recovers what it can, cutting and deleting what it cannot read.
@@ -102,6 +105,9 @@ func (o Options) WithSyncWrites(b bool) Options { o.SyncWrites = b; return o }
 
 // WithMinFreeDisk returns o with MinFreeDisk set.
 func (o Options) WithMinFreeDisk(n int64) Options { o.MinFreeDisk = n; return o }
+
+// WithCloseTimeout returns o with CloseTimeout set.
+func (o Options) WithCloseTimeout(d time.Duration) Options { o.CloseTimeout = d; return o }
 
 // WithSalvage returns o with Salvage set.
 func (o Options) WithSalvage(b bool) Options { o.Salvage = b; return o }

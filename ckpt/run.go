@@ -223,7 +223,7 @@ func (s *Store) PutState(name string, st RunState) error {
 		return err
 	}
 	defer unlock()
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.updateAlways(func(txn *badger.Txn) error {
 		if _, err := readConfig(txn, name); err != nil {
 			return err
 		}

@@ -46,6 +46,9 @@ const writeSlack = 64 << 10
 // (the trainer pauses first), half of it for backward results and anchors
 // (which then catch up to the paused forward step).
 func (s *Store) checkSpace(need int64, forward bool) error {
+	if err := s.Gone(); err != nil {
+		return err
+	}
 	if err := failpoint("space"); err != nil {
 		return err
 	}

@@ -44,6 +44,8 @@ type Store struct {
 
 	// space is the last write refused for want of space (space.go).
 	space atomic.Pointer[SpaceError]
+	// gone is set when the directory vanished or was replaced (watch.go).
+	gone atomic.Pointer[error]
 
 	gcKick    chan struct{}
 	stop      chan struct{}
@@ -120,6 +122,12 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.noteMarker(true)
+	if fi, err := os.Stat(opts.Dir); err == nil {
+		if id, ok := idOf(fi); ok {
+			s.wg.Add(1)
+			go s.watchDir(id)
+		}
+	}
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop()
@@ -274,8 +282,24 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// closeDB closes Badger, waiting at most Options.CloseTimeout (if set):
+// with its directory gone Badger retries its final flush forever, and the
+// process must still be able to exit.
 func (s *Store) closeDB() error {
-	err := s.db.Close()
+	done := make(chan error, 1)
+	go func() { done <- s.db.Close() }()
+	var timeout <-chan time.Time
+	if s.opts.CloseTimeout > 0 {
+		t := time.NewTimer(s.opts.CloseTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-timeout:
+		err = fmt.Errorf("Badger did not close within %v (writes since the last sync may be lost): %w", s.opts.CloseTimeout, errors.Join(s.Gone(), errCloseTimeout))
+	}
 	if s.lock != nil {
 		s.lock.Close()
 	}
@@ -284,6 +308,8 @@ func (s *Store) closeDB() error {
 	}
 	return nil
 }
+
+var errCloseTimeout = errors.New("ckpt: close timed out")
 
 func (s *Store) gcLoop() {
 	defer s.wg.Done()
@@ -388,6 +414,16 @@ func (s *Store) lockRun(name string) (func(), error) {
 }
 
 func (s *Store) update(fn func(txn *badger.Txn) error) (err error) {
+	if err := s.Gone(); err != nil {
+		return err
+	}
+	return s.updateAlways(fn)
+}
+
+// updateAlways is update even after the directory is gone (PutState: the
+// scheduler marks its runs failed in memory only once the state is
+// written; the write itself goes into deleted files).
+func (s *Store) updateAlways(fn func(txn *badger.Txn) error) (err error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
 	defer s.recoverDamage(&err)

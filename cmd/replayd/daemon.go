@@ -85,7 +85,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if cfg.minFreeDisk.set {
 		minFree = cfg.minFreeDisk.n
 	}
-	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log).WithMinFreeDisk(minFree)
+	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log).WithMinFreeDisk(minFree).WithCloseTimeout(cfg.shutdownGrace)
 	store, err := ckpt.Open(storeOpts)
 	if errors.Is(err, ckpt.ErrDamaged) {
 		return fmt.Errorf("open store: %w; `replayd repair --data-dir %s` backs it up and salvages it", err, cfg.dataDir)
@@ -308,6 +308,9 @@ type backend struct {
 // Health is nil while the store accepts writes; a full disk (below
 // --min-free-disk) is reported until a write would fit again.
 func (b backend) Health() error {
+	if err := b.store.Gone(); err != nil {
+		return err
+	}
 	if b.store.SpaceProblem() == nil || b.store.SpaceAvailable(0) {
 		return nil
 	}

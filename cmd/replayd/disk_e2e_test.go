@@ -354,3 +354,33 @@ func (d *daemon) healthz() (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// Case 6 of issue 10: the store directory deleted under a running daemon.
+// Writes used to go on into deleted files for minutes with no error, and
+// SIGTERM never ended the process (Badger retried its flush forever). Now
+// the directory check stops writes, the run fails with the reason, /healthz
+// answers 503, and SIGTERM ends the process (within --shutdown-grace of the
+// store's close).
+func TestStoreDirRemoved(t *testing.T) {
+	spec := killSpec()
+	spec.Steps, spec.ResetAt = 50000, nil
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--workers", "2", "--shutdown-grace", "2s")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitStep(spec.Name, 60)
+	if err := os.RemoveAll(filepath.Join(dir, storeDirName)); err != nil {
+		t.Fatal(err)
+	}
+	st := d.waitState(spec.Name, "failed")
+	if !strings.Contains(st.Reason, "removed or replaced") {
+		t.Fatalf("failed run's reason %q; want the store directory named as removed", st.Reason)
+	}
+	t.Logf("reason: %s", st.Reason)
+	if code, body := d.healthz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "removed or replaced") {
+		t.Fatalf("/healthz without the store directory: %d %q", code, body)
+	}
+	d.stop(syscall.SIGTERM) // fatal unless it exits
+	t.Logf("exit: %v", d.err)
+}

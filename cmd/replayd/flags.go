@@ -46,7 +46,9 @@ type config struct {
 	logFormat   string
 	runPreset   string
 	shutdownMax time.Duration
-	memLimitMiB int // soft Go heap limit; 0 = none; −1 = GOMEMLIMIT decides
+	// shutdownGrace bounds the store's close (its final flush) at exit.
+	shutdownGrace time.Duration
+	memLimitMiB   int // soft Go heap limit; 0 = none; −1 = GOMEMLIMIT decides
 	// Per-run admission limits in bytes; not set: derived from the machine
 	// when the daemon starts (limits.go).
 	maxRunMemory, maxRunDisk byteSize
@@ -88,6 +90,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
 	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long the store's final flush may take at shutdown before replayd exits anyway (exit 1; writes since the last checkpoint may be lost)")
 	fs.IntVar(&c.memLimitMiB, "memory-limit", defaultMemLimitMiB, "soft limit of the Go heap in MiB (runtime/debug.SetMemoryLimit; 0: none; ignored when GOMEMLIMIT is set)")
 	fs.Var(&c.maxRunMemory, "max-run-memory", memoryRule)
 	fs.Var(&c.maxRunDisk, "max-run-disk", diskRule)
@@ -167,6 +170,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	}
 	if c.querySlots < 1 || c.querySlots > 1024 {
 		errs = append(errs, fmt.Errorf("--query-slots %d: must be in [1, 1024]", c.querySlots))
+	}
+	if c.shutdownGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-grace %v: must be > 0", c.shutdownGrace))
 	}
 	if c.shutdownMax <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v: must be > 0", c.shutdownMax))
