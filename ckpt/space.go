@@ -81,6 +81,16 @@ func (s *Store) checkSpace(need int64, forward bool) error {
 // forward write (or SpaceAvailable) found room again.
 func (s *Store) SpaceProblem() *SpaceError { return s.space.Load() }
 
-// SpaceAvailable reports whether a forward write of need bytes would be
-// accepted now (clearing SpaceProblem if so).
-func (s *Store) SpaceAvailable(need int64) bool { return s.checkSpace(need, true) == nil }
+// StillFull re-checks the last write refused for want of space: nil once
+// it would fit now (and SpaceProblem is cleared), else the SpaceError.
+func (s *Store) StillFull() error {
+	se := s.space.Load()
+	if se == nil {
+		return nil
+	}
+	if err := s.checkSpace(se.Need-writeSlack, se.Reserve == s.opts.MinFreeDisk); err != nil {
+		return err
+	}
+	s.space.CompareAndSwap(se, nil)
+	return nil
+}

@@ -311,8 +311,5 @@ func (b backend) Health() error {
 	if err := b.store.Gone(); err != nil {
 		return err
 	}
-	if b.store.SpaceProblem() == nil || b.store.SpaceAvailable(0) {
-		return nil
-	}
-	return b.store.SpaceProblem()
+	return b.store.StillFull()
 }
