@@ -331,6 +331,14 @@ func (c *Client) Verify(ctx context.Context, name string) (VerifyReport, error) 
 	return rep, err
 }
 
+// Repair recomputes the run's missing checkpoints, then verifies it (POST
+// /v1/runs/{name}/verify?repair=true).
+func (c *Client) Repair(ctx context.Context, name string) (VerifyReport, error) {
+	var rep VerifyReport
+	err := c.getJSON(ctx, http.MethodPost, runPath(name, "verify")+"?repair=true", nil, &rep)
+	return rep, err
+}
+
 // TrajectoryQuery selects the points of a trajectory. Zero fields are left
 // to the daemon's defaults (kind both, the whole range, every point).
 type TrajectoryQuery struct {

@@ -14,6 +14,10 @@ var (
 	ErrInvalid      = errors.New("api: invalid request")
 	ErrConflict     = errors.New("api: conflict")
 	ErrUnauthorized = errors.New("api: unauthorized")
+	// ErrCorrupt: a stored record failed its checksum (409 with the report).
+	ErrCorrupt = errors.New("api: stored data is damaged")
+	// ErrNoSpace: the daemon's disk is below its reserve (507).
+	ErrNoSpace = errors.New("api: no space left for the store")
 	// ErrBusy reports a saturated backend: the request may succeed if
 	// tried again later (503 with Retry-After).
 	ErrBusy = errors.New("api: busy")

@@ -94,6 +94,8 @@ type VerifyReport struct {
 	Steps       int      `json:"steps"`
 	OK          bool     `json:"ok"`
 	Problems    []string `json:"problems,omitempty"`
+	// Repaired lists the checkpoints recomputed by verify?repair=true.
+	Repaired []int `json:"repaired,omitempty"`
 }
 
 // Error is the body of every 4xx/5xx answer: one line.

@@ -46,6 +46,9 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 	case a.From != FromForward && a.From != FromBackward && a.From != FromInit:
 		return fmt.Errorf("%w: anchor from %q", ErrInvalid, a.From)
 	}
+	if err := s.checkSpace(4*int64(len(start)), false); err != nil {
+		return fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err)
+	}
 	rec := encodeParams(a.Step, start)
 	err = s.update(func(txn *badger.Txn) error {
 		cfg, err := readConfig(txn, name)
@@ -165,6 +168,13 @@ func (s *Store) PutBackward(name string, res []BackwardResult, st *RunState) err
 		return err
 	}
 	defer unlock()
+	need := int64(0)
+	for _, r := range res {
+		need += 4 * int64(len(r.Theta))
+	}
+	if err := s.checkSpace(need, false); err != nil {
+		return fmt.Errorf("ckpt: put backward results of %q: %w", name, err)
+	}
 	if err := s.putBackward(name, res, st); err != nil {
 		return fmt.Errorf("ckpt: put backward results of %q: %w", name, err)
 	}

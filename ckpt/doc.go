@@ -53,11 +53,15 @@
 //
 // # Atomicity and crashes
 //
-//   - AppendForward writes the steps' batches, their metrics and the new
-//     state in one Badger transaction: after a crash either all of them are
-//     there or none, and the state's ForwardStep never points past the stored
-//     log. Appends too large for one transaction are split into consecutive
-//     transactions, each with a state ending at its last step.
+//   - AppendForward writes the steps' batches, their metrics, their
+//     checkpoints (ForwardStep.Checkpoint) and the new state in one Badger
+//     transaction, then syncs when it stored a checkpoint: after a crash
+//     either all of them are there or none, the state's ForwardStep never
+//     points past the stored log, and never counts a step whose scheduled
+//     checkpoint is lost (a checkpoint is durable no later than the state
+//     that depends on it). Appends too large for one transaction are split
+//     into consecutive transactions, each with a state ending at its last
+//     step.
 //   - PutBackward writes kept parameters first (WriteBatch, then a sync),
 //     then the metrics and the state in one transaction, so BackwardStep never
 //     counts a result that is not stored.
@@ -76,6 +80,33 @@
 // transactions, so a crash never leaves a half-written step. The crash test
 // kills a writer process at random points and checks all of this.
 //
+// # Faults of the disk and of the store's files
+//
+//   - Before Badger opens the directory, Open compares it with the MANIFEST
+//     and with ckpt.marker, ckpt's own record (rewritten atomically and
+//     fsynced after syncs, at most once a second, and at Close): run count,
+//     highest version, memtable logs, the newest value log's last complete
+//     transaction. A missing or cut MANIFEST, a table it lists that is gone,
+//     tables beside a MANIFEST that lists none, a table that fails its
+//     checksums, no memtable log (or fewer versions than the marker saw)
+//     after a crash, or a newest value log that Badger would cut before data
+//     that was synced: Open refuses with a *DamagedError naming the file and
+//     changes nothing. Options.Salvage (replayd repair, after a backup) opens
+//     anyway, keeping a damaged newest value log whole behind an empty one.
+//   - Badger's panics on damaged tables during reads and writes become
+//     CorruptionErrors (Kind "table"); Verify reports them as problems.
+//   - Space (space.go): every write checks statfs and is refused with a
+//     *SpaceError (ErrNoSpace) before it starts when it would leave less
+//     than Options.MinFreeDisk (half of it for backward results, anchors
+//     and new runs). Badger writes its value and memtable logs through
+//     memory-mapped sparse files, so a page the file system cannot back is
+//     SIGBUS, not an error: the reserve is what keeps those pages backed.
+//   - The directory's device and inode are checked every 2 s; once it is
+//     gone or replaced every write but PutState fails with ErrStoreGone.
+//     Close waits at most Options.CloseTimeout for Badger's final flush.
+//   - The directory is made 0700 and its files 0600 at Open and after
+//     syncs, whatever they were.
+//
 // Space: value-log GC runs every Options.GCInterval (RunValueLogGC(0.5) until
 // Badger finds nothing to rewrite) on value-log files of
 // Options.ValueLogFileSize, small enough that there are older files to
@@ -91,8 +122,17 @@
 //
 // # Verification
 //
-// Verify(run, replay) re-executes the batch log from each checkpoint to the
-// next and compares bitwise, checks every checksum and the structural
+// Verify(run, replay) checks that every scheduled checkpoint exists
+// (ExpectedCheckpoints: the schedule is in the run's config), re-executes
+// the batch log from each checkpoint to the next and compares bitwise, checks every checksum and the structural
 // invariants above, and lists every problem; it is what `replayctl verify`
 // runs, and the tests run it after every test on every store they used.
+// RepairCheckpoints recomputes missing scheduled checkpoints from the batch
+// log (`replayctl verify --repair`).
+//
+// # Fault injection
+//
+// Built with -tags failpoints, the write paths call failpoint(site) and
+// REPLAY_FAILPOINTS chooses a fault per site (kill, enospc, eio, drop; see
+// failpoint_on.go). In ordinary builds the hook is an empty inlined call.
 package ckpt

@@ -65,6 +65,9 @@ func (e *CorruptionError) Error() string {
 	if e.Kind == "anchor" && e.Step >= 0 {
 		where = fmt.Sprintf("anchor of segment %d", e.Step)
 	}
+	if e.Run == "" {
+		return fmt.Sprintf("ckpt: %s is corrupt: %v", where, e.Err)
+	}
 	return fmt.Sprintf("ckpt: run %q: %s is corrupt: %v", e.Run, where, e.Err)
 }
 
@@ -76,3 +79,27 @@ func (e *CorruptionError) Unwrap() []error {
 	}
 	return []error{ErrCorrupt, e.Err}
 }
+
+// errDrop is what the "drop" failpoint action returns (failpoint_on.go): the
+// checkpoint write leaves the checkpoint out.
+var errDrop = errors.New("ckpt: failpoint drop")
+
+// ErrDamaged is wrapped by every DamagedError.
+var ErrDamaged = errors.New("ckpt: store looks damaged")
+
+// DamagedError is Open's refusal of a directory that does not look like
+// the store ckpt last wrote (a missing MANIFEST, a vanished table or
+// memtable log, a value log that opening would cut). Nothing on disk was
+// changed; `replayd repair` backs the directory up and salvages it.
+type DamagedError struct {
+	Dir     string
+	File    string // the file at fault, relative to Dir
+	Problem string
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("ckpt: store %s refused, nothing changed: %s: %s", e.Dir, e.File, e.Problem)
+}
+
+// Unwrap returns ErrDamaged.
+func (e *DamagedError) Unwrap() error { return ErrDamaged }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -21,18 +22,23 @@ type Metrics struct {
 	Segment   int
 }
 
-// ForwardStep is one forward step to log: its batch indices and, when
-// HasMetrics, its metrics.
+// ForwardStep is one forward step to log: its batch indices, when
+// HasMetrics its metrics, and when Checkpoint is not nil the forward
+// parameters θ_Step to keep as a checkpoint (len = the run's Dim).
 type ForwardStep struct {
 	Step       int
 	Batch      []int32
 	Metrics    Metrics
 	HasMetrics bool
+	Checkpoint []float32
 }
 
-// AppendForward logs forward steps and replaces the run's state in one
-// transaction: after a crash either the steps and the state are stored or
-// neither. steps must continue the log (the first is the stored ForwardStep
+// AppendForward logs forward steps, their checkpoints and the run's new
+// state in one transaction: after a crash either the steps, their
+// checkpoints and the state are stored or none of them, so the state never
+// counts a step whose checkpoint is lost (a restart resumes before it and
+// writes it again). When a step carries a checkpoint the store is synced
+// before AppendForward returns, as by PutCheckpoint. steps must continue the log (the first is the stored ForwardStep
 // + 1) without gaps; st.ForwardStep is set to the last step. When the steps
 // do not fit in one Badger transaction they are written in consecutive
 // transactions, each with a state whose ForwardStep is its last step, so the
@@ -51,15 +57,43 @@ func (s *Store) AppendForward(name string, steps []ForwardStep, st RunState) err
 			return fmt.Errorf("%w: run %q: step %d has an empty batch", ErrInvalid, name, fs.Step)
 		}
 	}
+	need := int64(0)
+	for _, fs := range steps {
+		need += 4*int64(len(fs.Checkpoint)) + 4*int64(len(fs.Batch))
+	}
+	if err := s.checkSpace(need, true); err != nil {
+		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+	}
+	if err := failpoint("append"); err != nil {
+		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+	}
+	synced := false
+	for i, fs := range steps {
+		if fs.Checkpoint == nil {
+			continue
+		}
+		synced = true
+		switch err := failpoint("checkpoint"); {
+		case errors.Is(err, errDrop):
+			steps = slices.Clone(steps) // the caller's slice is not ours to change
+			steps[i].Checkpoint = nil
+		case err != nil:
+			return fmt.Errorf("ckpt: append forward steps to %q: checkpoint %d: %w", name, fs.Step, err)
+		}
+	}
 	if err := s.appendForward(name, steps, st, true); err != nil {
 		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+	}
+	if synced {
+		return s.sync()
 	}
 	return nil
 }
 
 func (s *Store) appendForward(name string, steps []ForwardStep, st RunState, final bool) error {
 	err := s.update(func(txn *badger.Txn) error {
-		if _, err := readConfig(txn, name); err != nil {
+		cfg, err := readConfig(txn, name)
+		if err != nil {
 			return err
 		}
 		cur, err := readState(txn, name)
@@ -81,6 +115,14 @@ func (s *Store) appendForward(name string, steps []ForwardStep, st RunState, fin
 					return err
 				}
 				if err := txn.Set(runKey(name, kindFwdMetrics, fs.Step), b); err != nil {
+					return err
+				}
+			}
+			if fs.Checkpoint != nil {
+				if len(fs.Checkpoint) != cfg.Dim {
+					return fmt.Errorf("%w: checkpoint %d has %d parameters, run has %d", ErrDim, fs.Step, len(fs.Checkpoint), cfg.Dim)
+				}
+				if err := txn.Set(runKey(name, kindCheckpoint, fs.Step), encodeParams(fs.Step, fs.Checkpoint)); err != nil {
 					return err
 				}
 			}
@@ -221,6 +263,12 @@ func (s *Store) PutCheckpoint(name string, step int, theta []float32) error {
 	defer unlock()
 	if step < 0 {
 		return fmt.Errorf("%w: checkpoint step %d", ErrInvalid, step)
+	}
+	if err := s.checkSpace(4*int64(len(theta)), true); err != nil {
+		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
+	}
+	if err := failpoint("checkpoint"); err != nil {
+		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
 	}
 	rec := encodeParams(step, theta)
 	err = s.update(func(txn *badger.Txn) error {

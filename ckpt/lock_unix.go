@@ -14,7 +14,7 @@ import (
 // kernel drops it when the process dies, so a crashed replayd never leaves a
 // stale lock behind.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "ckpt.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, "ckpt.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("ckpt: lock store %s: %w", dir, err)
 	}

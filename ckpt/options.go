@@ -47,6 +47,20 @@ type Options struct {
 	// returns. Without it, writes survive a process crash when they return
 	// and an OS crash once the next checkpoint (which syncs) returns.
 	SyncWrites bool
+	// MinFreeDisk is the free space (bytes) the store's file system keeps:
+	// a write that would leave less is refused with a *SpaceError before it
+	// starts (backward results and anchors may use half of it). 0 disables
+	// the check. See space.go for why this, not preallocation, keeps
+	// Badger's memory-mapped writes from SIGBUS.
+	MinFreeDisk int64
+	// CloseTimeout bounds how long Close waits for Badger's final flush;
+	// 0 waits as long as it takes.
+	CloseTimeout time.Duration
+	// Salvage skips the check of the directory against ckpt's marker and
+	// Badger's MANIFEST before Badger opens it (see DamagedError): Badger
+	// then recovers what it can, cutting and deleting what it cannot read.
+	// Only `replayd repair` sets it, after a backup.
+	Salvage bool
 	// Logger receives Badger's warnings and errors (its informational
 	// messages at debug level); nil means slog.Default().
 	Logger *slog.Logger
@@ -89,6 +103,15 @@ func (o Options) WithGCInterval(d time.Duration) Options { o.GCInterval = d; ret
 // WithSyncWrites returns o with SyncWrites set.
 func (o Options) WithSyncWrites(b bool) Options { o.SyncWrites = b; return o }
 
+// WithMinFreeDisk returns o with MinFreeDisk set.
+func (o Options) WithMinFreeDisk(n int64) Options { o.MinFreeDisk = n; return o }
+
+// WithCloseTimeout returns o with CloseTimeout set.
+func (o Options) WithCloseTimeout(d time.Duration) Options { o.CloseTimeout = d; return o }
+
+// WithSalvage returns o with Salvage set.
+func (o Options) WithSalvage(b bool) Options { o.Salvage = b; return o }
+
 // WithLogger returns o with Logger set.
 func (o Options) WithLogger(l *slog.Logger) Options { o.Logger = l; return o }
 
@@ -118,17 +141,24 @@ func (o Options) Validate() error {
 	if o.BlockCacheSize < 0 {
 		bad("BlockCacheSize %d is negative", o.BlockCacheSize)
 	}
+	if o.MinFreeDisk < 0 {
+		bad("MinFreeDisk %d is negative", o.MinFreeDisk)
+	}
 	if o.GCInterval < 0 {
 		bad("GCInterval %v is negative", o.GCInterval)
 	}
 	return errors.Join(errs...)
 }
 
-func (o Options) badger() badger.Options {
-	lg := o.Logger
-	if lg == nil {
-		lg = slog.Default()
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.Default()
 	}
+	return o.Logger
+}
+
+func (o Options) badger() badger.Options {
+	lg := o.logger()
 	return badger.DefaultOptions(o.Dir).
 		WithLogger(badgerLogger{lg}).
 		WithValueLogFileSize(o.ValueLogFileSize).

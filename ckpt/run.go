@@ -188,6 +188,11 @@ func (s *Store) CreateRun(cfg RunConfig, theta0 []float32) error {
 	if cfg.Dim <= 0 || cfg.Dim != len(theta0) {
 		return fmt.Errorf("%w: run %q: Dim %d, θ0 has %d parameters", ErrDim, cfg.Name, cfg.Dim, len(theta0))
 	}
+	// θ0 and the config may use half the reserve, as backward results: the
+	// run's trainer then waits for the full reserve before its first step.
+	if err := s.checkSpace(4*int64(len(theta0)), false); err != nil {
+		return fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err)
+	}
 	// A deletion of the same name interrupted by a crash is finished first,
 	// so that no key of the old run survives into the new one.
 	if err := s.finishDeletes(); err != nil {
@@ -269,7 +274,7 @@ func (s *Store) PutState(name string, st RunState) error {
 		return err
 	}
 	defer unlock()
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.updateAlways(func(txn *badger.Txn) error {
 		if _, err := readConfig(txn, name); err != nil {
 			return err
 		}

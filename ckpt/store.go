@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -33,6 +34,18 @@ type Store struct {
 		runs   map[string]*sync.Mutex
 		closed bool
 	}
+
+	// marker is the last marker written (see marker.go).
+	marker struct {
+		sync.Mutex
+		m  marker
+		at time.Time
+	}
+
+	// space is the last write refused for want of space (space.go).
+	space atomic.Pointer[SpaceError]
+	// gone is set when the directory vanished or was replaced (watch.go).
+	gone atomic.Pointer[error]
 
 	gcKick    chan struct{}
 	stop      chan struct{}
@@ -59,14 +72,32 @@ func Open(opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ckpt: create store %s: %w", opts.Dir, err)
 	}
+
 	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
-	db, err := badger.Open(opts.badger())
+	check := precheck
+	if opts.Salvage {
+		check = func(dir string) error { return keepNewestVlog(dir, opts.logger()) }
+	}
+	if err := check(opts.Dir); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	// After the check: a refused store is left exactly as it was.
+	if err := private(opts.Dir, opts.logger()); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	db, err := openBadger(opts)
 	if err != nil {
 		if lock != nil {
 			lock.Close()
@@ -90,11 +121,89 @@ func Open(opts Options) (*Store, error) {
 		s.closeDB()
 		return nil, err
 	}
+	s.noteMarker(true)
+	if fi, err := os.Stat(opts.Dir); err == nil {
+		if id, ok := idOf(fi); ok {
+			s.wg.Add(1)
+			go s.watchDir(id)
+		}
+	}
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop()
 	}
 	return s, nil
+}
+
+// markerEvery bounds how often syncs rewrite the marker: it is a lower
+// bound of what is stored, so an older one only checks less.
+const markerEvery = time.Second
+
+// noteMarker rewrites the marker after a sync (at most every markerEvery
+// unless force). A failure is logged: the marker guards the next start, the
+// data just written is stored.
+func (s *Store) noteMarker(force bool) {
+	s.marker.Lock()
+	defer s.marker.Unlock()
+	if !force && time.Since(s.marker.at) < markerEvery {
+		return
+	}
+	runs, err := s.Runs()
+	if err == nil {
+		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.db.MaxVersion(), false, s.marker.m)
+	}
+	if err == nil {
+		err = private(s.opts.Dir, s.log) // files Badger created since
+	}
+	if err != nil {
+		s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
+		return
+	}
+	s.marker.at = time.Now()
+}
+
+// openBadger opens the database, turning a panic of Badger's on a damaged
+// table into a DamagedError (precheck reads every table first, so this is a
+// last line).
+func openBadger(opts Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Dir: opts.Dir, File: "*.sst", Problem: "Badger panicked opening the store: " + panicLine(r)}
+		}
+	}()
+	return badger.Open(opts.badger())
+}
+
+// private makes the store's directory 0700 and its files 0600, whatever
+// they were (Badger creates its files 0644 under the usual umask; the runs'
+// parameters are the user's data). A directory others could read is warned
+// about once.
+func private(dir string, log *slog.Logger) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("ckpt: store %s: %w", dir, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("ckpt: the store directory was open to other users; making it 0700", "dir", dir, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("ckpt: store %s: %w", dir, err)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("ckpt: store %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(filepath.Join(dir, e.Name()), fi.Mode().Perm()&0o700); err != nil {
+				return fmt.Errorf("ckpt: store %s: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Store) checkFormat() error {
@@ -152,18 +261,45 @@ func (s *Store) finishDeletes() error {
 // Close stops GC and closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		runs, rerr := s.Runs()
+		seq := s.db.MaxVersion()
 		s.mu.Lock()
 		s.mu.closed = true
 		s.mu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
 		s.closeErr = s.closeDB()
+		if s.closeErr == nil && rerr == nil {
+			// Badger has closed: the files have their final sizes.
+			s.marker.Lock()
+			_, err := writeMarker(s.opts.Dir, len(runs), seq, true, s.marker.m)
+			s.marker.Unlock()
+			if err != nil {
+				s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
+			}
+		}
 	})
 	return s.closeErr
 }
 
+// closeDB closes Badger, waiting at most Options.CloseTimeout (if set):
+// with its directory gone Badger retries its final flush forever, and the
+// process must still be able to exit.
 func (s *Store) closeDB() error {
-	err := s.db.Close()
+	done := make(chan error, 1)
+	go func() { done <- s.db.Close() }()
+	var timeout <-chan time.Time
+	if s.opts.CloseTimeout > 0 {
+		t := time.NewTimer(s.opts.CloseTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-timeout:
+		err = fmt.Errorf("Badger did not close within %v (writes since the last sync may be lost): %w", s.opts.CloseTimeout, errors.Join(s.Gone(), errCloseTimeout))
+	}
 	if s.lock != nil {
 		s.lock.Close()
 	}
@@ -172,6 +308,8 @@ func (s *Store) closeDB() error {
 	}
 	return nil
 }
+
+var errCloseTimeout = errors.New("ckpt: close timed out")
 
 func (s *Store) gcLoop() {
 	defer s.wg.Done()
@@ -275,26 +413,55 @@ func (s *Store) lockRun(name string) (func(), error) {
 	return m.Unlock, nil
 }
 
-func (s *Store) update(fn func(txn *badger.Txn) error) error {
+func (s *Store) update(fn func(txn *badger.Txn) error) (err error) {
+	if err := s.Gone(); err != nil {
+		return err
+	}
+	return s.updateAlways(fn)
+}
+
+// updateAlways is update even after the directory is gone (PutState: the
+// scheduler marks its runs failed in memory only once the state is
+// written; the write itself goes into deleted files).
+func (s *Store) updateAlways(fn func(txn *badger.Txn) error) (err error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
+	defer s.recoverDamage(&err)
 	return s.db.Update(fn)
 }
 
-func (s *Store) view(fn func(txn *badger.Txn) error) error {
+func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	s.mu.Lock()
 	closed := s.mu.closed
 	s.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
+	defer s.recoverDamage(&err)
 	return s.db.View(fn)
+}
+
+// recoverDamage turns a panic of Badger's reading a damaged table (a slice
+// out of range in a block, a bad index) into a CorruptionError: the caller
+// gets a report, the process goes on. Only Badger's code runs under it with
+// our decoding, which returns errors and does not panic.
+func (s *Store) recoverDamage(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.log.Error("ckpt: Badger panicked reading the store: a table is damaged", "dir", s.opts.Dir, "panic", panicLine(r))
+	*err = &CorruptionError{Kind: "table", Step: -1, Err: fmt.Errorf("Badger panicked reading %s (a table is damaged; replayd repair): %s", s.opts.Dir, panicLine(r))}
 }
 
 // sync makes every write so far durable.
 func (s *Store) sync() error {
+	if err := failpoint("sync"); err != nil {
+		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
+	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("ckpt: sync %s: %w", s.opts.Dir, err)
 	}
+	s.noteMarker(false)
 	return nil
 }

@@ -40,6 +40,9 @@ func (r *VerifyReport) problem(format string, args ...any) {
 }
 
 // Verify checks a run against its own records, in one consistent snapshot:
+//   - every checkpoint of the run's schedule exists: θ0, every
+//     CheckpointEvery-th step up to ForwardStep, and the last step once the
+//     run reached it (ExpectedCheckpoints);
 //   - every record decodes and every parameter vector matches its CRC-32C
 //     (checkpoints, anchor starting points, backward iterates);
 //   - the batch log holds exactly the steps 1…ForwardStep, and nothing else
@@ -89,6 +92,11 @@ func (s *Store) Verify(name string, replay Replayer) (VerifyReport, error) {
 		v.backward(anchors)
 		return v.err
 	})
+	if errors.Is(err, ErrCorrupt) {
+		// A damaged table (a recovered Badger panic): a problem to report.
+		rep.problem("%v", err)
+		return rep, nil
+	}
 	return rep, err
 }
 
@@ -188,6 +196,10 @@ func (v *verifier) checkpoints() {
 	steps := keySteps(v.txn, runKey(v.name, kindCheckpoint))
 	if len(steps) == 0 || steps[0] != 0 {
 		v.rep.problem("checkpoint 0 (θ0) missing")
+	}
+	for _, k := range missingCheckpoints(v.cfg, v.st, steps) {
+		v.rep.problem("checkpoint %d missing (a checkpoint every %d steps, forward step %d): replayctl verify --repair recomputes it",
+			k, v.cfg.CheckpointEvery, v.st.ForwardStep)
 	}
 	prev, cur := make([]float32, v.cfg.Dim), make([]float32, v.cfg.Dim)
 	work := make([]float32, v.cfg.Dim)

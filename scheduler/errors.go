@@ -1,9 +1,11 @@
 package scheduler
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
 )
 
 // Sentinel errors. Every error the Scheduler returns for a bad request wraps
@@ -32,6 +34,13 @@ var (
 	// query (Params, Verify) is taken: try again later (the server answers
 	// 503 with Retry-After). Matches api.ErrBusy.
 	ErrBusy error = &sentinel{"scheduler: busy", api.ErrBusy}
+	// ErrCorrupt is ckpt.ErrCorrupt: a stored record (or a store table)
+	// failed its checksum. The scheduler's methods return it so that it
+	// also matches api.ErrCorrupt (withAPI); the server answers 409.
+	ErrCorrupt = ckpt.ErrCorrupt
+	// ErrNoSpace is ckpt.ErrNoSpace: the store's disk is below its reserve.
+	// It also matches api.ErrNoSpace (withAPI); the server answers 507.
+	ErrNoSpace = ckpt.ErrNoSpace
 )
 
 // sentinel is a scheduler error that also matches an api sentinel.
@@ -45,3 +54,25 @@ func (e *sentinel) Error() string { return e.msg }
 // Is lets errors.Is(err, api.ErrX) hold for an error wrapping the
 // scheduler's ErrX (errors.Is compares e itself first).
 func (e *sentinel) Is(target error) bool { return target == e.api }
+
+// withAPI makes a store error also match the api sentinel of the condition
+// it carries (corruption, a full disk), so that the server, which knows only
+// api's sentinels, maps it; other errors are returned as they are.
+func withAPI(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ckpt.ErrCorrupt):
+		return &apiMatch{err, api.ErrCorrupt}
+	case errors.Is(err, ckpt.ErrNoSpace):
+		return &apiMatch{err, api.ErrNoSpace}
+	}
+	return err
+}
+
+// apiMatch is err that also matches an api sentinel.
+type apiMatch struct{ err, api error }
+
+func (e *apiMatch) Error() string        { return e.err.Error() }
+func (e *apiMatch) Unwrap() error        { return e.err }
+func (e *apiMatch) Is(target error) bool { return target == e.api }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
 )
 
 // The server maps api's sentinels to statuses without importing the
@@ -39,5 +40,22 @@ func TestSentinelsMatchAPI(t *testing.T) {
 	}
 	if errors.Is(ErrNotFound, ErrInvalid) || errors.Is(ErrBusy, ErrConflict) {
 		t.Error("distinct scheduler sentinels match each other")
+	}
+}
+
+// Store conditions reach the server as api's sentinels: withAPI keeps the
+// store error (its message, errors.Is on ckpt's sentinel) and adds api's.
+func TestWithAPIStoreConditions(t *testing.T) {
+	for _, tc := range []struct{ err, want error }{
+		{fmt.Errorf("read checkpoint 50: %w", ckpt.ErrCorrupt), api.ErrCorrupt},
+		{fmt.Errorf("write: %w", ckpt.ErrNoSpace), api.ErrNoSpace},
+	} {
+		got := storeErr("r", tc.err)
+		if !errors.Is(got, tc.want) || !errors.Is(got, tc.err) || got.Error() != `run "r": `+tc.err.Error() {
+			t.Errorf("storeErr(%v) = %v: matches api %v: %v, itself: %v", tc.err, got, tc.want, errors.Is(got, tc.want), errors.Is(got, tc.err))
+		}
+	}
+	if other := errors.New("x"); withAPI(other) != other || withAPI(nil) != nil {
+		t.Error("withAPI changed an error that carries no store condition")
 	}
 }

@@ -106,7 +106,7 @@ func storeErr(name string, err error) error {
 	if errors.Is(err, ckpt.ErrRunNotFound) {
 		return fmt.Errorf("run %q: %w", name, ErrNotFound)
 	}
-	return fmt.Errorf("run %q: %w", name, err)
+	return withAPI(fmt.Errorf("run %q: %w", name, err))
 }
 
 // Params returns the state layout and the parameters of the forward or backward
@@ -276,6 +276,19 @@ func (s *Scheduler) Batches(name string) (rows, cols int, idx []int64, err error
 // the sampler, and every checkpoint against a replay of the logged batches
 // from the previous one.
 func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, error) {
+	rep, err := s.verify(ctx, name, false)
+	return rep, withAPI(err)
+}
+
+// Repair recomputes the run's missing scheduled checkpoints bitwise from
+// the batch log (ckpt.Store.RepairCheckpoints), then verifies the run; the
+// report lists the steps it stored in Repaired.
+func (s *Scheduler) Repair(ctx context.Context, name string) (api.VerifyReport, error) {
+	rep, err := s.verify(ctx, name, true)
+	return rep, withAPI(err)
+}
+
+func (s *Scheduler) verify(ctx context.Context, name string, repair bool) (api.VerifyReport, error) {
 	r, err := s.get(name)
 	if err != nil {
 		return api.VerifyReport{}, err
@@ -291,7 +304,7 @@ func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, 
 	}
 	defer release()
 	sgd := env.proto.Clone()
-	rep, err := s.store.Verify(name, func(theta []float32, from int, batches [][]int32) error {
+	replay := func(theta []float32, from int, batches [][]int32) error {
 		for _, b := range batches {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -299,11 +312,18 @@ func (s *Scheduler) Verify(ctx context.Context, name string) (api.VerifyReport, 
 			sgd.Step(theta, b)
 		}
 		return nil
-	})
+	}
+	var repaired []int
+	if repair {
+		if repaired, err = s.store.RepairCheckpoints(name, replay); err != nil {
+			return api.VerifyReport{}, storeErr(name, err)
+		}
+	}
+	rep, err := s.store.Verify(name, replay)
 	if err != nil {
 		return api.VerifyReport{}, storeErr(name, err)
 	}
-	out := api.VerifyReport{Run: name, Checkpoints: rep.Checkpoints, Steps: rep.Steps, Problems: rep.Problems}
+	out := api.VerifyReport{Run: name, Checkpoints: rep.Checkpoints, Steps: rep.Steps, Problems: rep.Problems, Repaired: repaired}
 	// The batch log must be the sampler's: a pure function of the seed.
 	if f := r.state().ForwardStep; f > 0 {
 		sampler := env.fam.Sampler(env.trainN, r.cfg.Batch, r.cfg.Seed)

@@ -217,6 +217,9 @@ func (r *run) status() api.RunStatus {
 		Anchor: r.mu.anchor, Window: r.cfg.Window, Strategy: r.cfg.Strategy,
 		ForwardLoss: r.mu.fwdLoss, BackwardLoss: r.mu.bwdLoss,
 	}
+	if se := r.s.store.SpaceProblem(); se != nil && st.State == ckpt.StateRunning {
+		rs.Reason = "paused: " + se.Error() // the trainer waits for space (trainer.go)
+	}
 	for _, p := range st.PendingResets {
 		rs.PendingReset = append(rs.PendingReset, p.Step)
 	}

@@ -233,6 +233,11 @@ func (s *Scheduler) get(name string) (*run, error) {
 // parameters and starts it if the scheduler is running. A run without a
 // name gets "<preset or model>-<k>" with the smallest free k.
 func (s *Scheduler) Create(spec api.RunSpec) (api.RunStatus, error) {
+	st, err := s.create(spec)
+	return st, withAPI(err)
+}
+
+func (s *Scheduler) create(spec api.RunSpec) (api.RunStatus, error) {
 	cfg, err := Resolve(s.opts.Families, spec, s.opts.Window)
 	if err != nil {
 		return api.RunStatus{}, err

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
 )
@@ -12,6 +14,10 @@ import (
 // at most (checkpoints, the last step and waits for the backward loop flush
 // earlier).
 const forwardChunk = 64
+
+// spacePoll is how often a trainer paused by a full disk (ckpt.SpaceError)
+// tries its write again: the condition it waits for is the file system's.
+const spacePoll = time.Second
 
 // train is the forward trainer: it resumes from the logged forward step
 // (nearest checkpoint, then the batch log) and trains to the run's end,
@@ -38,7 +44,26 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	var chunk []ckpt.ForwardStep
 	var lastLoss = math.NaN()
 
+	var commit func() error
 	flush := func() error {
+		// A full disk pauses the trainer, not the run: the chunk waits in
+		// memory (bitwise the same steps) until the store has room again.
+		for {
+			err := commit()
+			var se *ckpt.SpaceError
+			if !errors.As(err, &se) {
+				return err
+			}
+			t := time.NewTimer(spacePoll)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+		}
+	}
+	commit = func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
@@ -100,15 +125,17 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		chunk = append(chunk, ckpt.ForwardStep{Step: n, Batch: env.log.Batch(n), Metrics: m, HasMetrics: true})
 		copy(prev, theta)
 		ckptDue := n%cfg.CheckpointEvery == 0 || n == cfg.Steps
+		if ckptDue {
+			// The checkpoint goes in the same transaction as the state
+			// that counts step n (flushed just below, before theta
+			// changes): committed apart, a crash between the two would
+			// resume after n and lose checkpoint n for good.
+			chunk[len(chunk)-1].Checkpoint = theta
+		}
 		// The backward loop has run out of logged steps (at the start,
 		// after a reset): log this one now rather than at the chunk's end.
 		if ckptDue || len(chunk) >= forwardChunk || r.hungry() {
 			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if ckptDue {
-			if err := r.s.store.PutCheckpoint(r.name, n, theta); err != nil {
 				return err
 			}
 		}

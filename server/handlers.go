@@ -20,8 +20,22 @@ import (
 	"github.com/replay-sgd/replay/export"
 )
 
+// healther is the optional capability behind /healthz: a backend that can
+// tell it cannot write (a full disk) answers 503 with the reason. The
+// daemon still serves reads.
+type healther interface {
+	Health() error
+}
+
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h, ok := s.b.(healther); ok {
+		if err := h.Health(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "unhealthy: "+oneLine(err.Error())+"\n")
+			return
+		}
+	}
 	io.WriteString(w, "ok\n")
 }
 
@@ -95,8 +109,29 @@ func (s *server) resetRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, finiteStatus(st))
 }
 
+// repairer is the optional capability behind verify?repair=true.
+type repairer interface {
+	Repair(ctx context.Context, name string) (api.VerifyReport, error)
+}
+
 func (s *server) verify(w http.ResponseWriter, r *http.Request) {
-	rep, err := s.b.Verify(r.Context(), r.PathValue("name"))
+	var (
+		rep api.VerifyReport
+		err error
+	)
+	switch v := r.URL.Query().Get("repair"); v {
+	case "", "false":
+		rep, err = s.b.Verify(r.Context(), r.PathValue("name"))
+	case "true":
+		rp, ok := s.b.(repairer)
+		if !ok {
+			err = fmt.Errorf("%w: this backend cannot repair", errBadRequest)
+			break
+		}
+		rep, err = rp.Repair(r.Context(), r.PathValue("name"))
+	default:
+		err = fmt.Errorf("%w: repair=%q, want true|false", errBadRequest, clip(v))
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -457,8 +492,11 @@ func errorStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, api.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, api.ErrConflict):
+	case errors.Is(err, api.ErrConflict), errors.Is(err, api.ErrCorrupt):
+		// A damaged record conflicts with the request; the body names it.
 		return http.StatusConflict
+	case errors.Is(err, api.ErrNoSpace):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, api.ErrBusy):
 		return http.StatusServiceUnavailable
 	default:

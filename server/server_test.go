@@ -592,6 +592,8 @@ func TestErrorStatusFromAPISentinels(t *testing.T) {
 		{fmt.Errorf("x: %w", api.ErrInvalid), http.StatusBadRequest, false},
 		{fmt.Errorf("x: %w", api.ErrConflict), http.StatusConflict, false},
 		{fmt.Errorf("x: %w", api.ErrBusy), http.StatusServiceUnavailable, true},
+		{fmt.Errorf("x: %w", api.ErrCorrupt), http.StatusConflict, false},
+		{fmt.Errorf("x: %w", api.ErrNoSpace), http.StatusInsufficientStorage, false},
 		{fmt.Errorf("x: %w", context.Canceled), http.StatusServiceUnavailable, false},
 		{errors.New("disk on fire"), http.StatusInternalServerError, false},
 	} {

@@ -10,9 +10,9 @@ import (
 
 var verifyCmd = command{
 	name:     "verify",
-	synopsis: "[--run RUN]",
-	summary:  "re-execute the stored batch log between checkpoints and report every mismatch or corruption",
-	example:  "replayctl verify --run fmnist",
+	synopsis: "[--run RUN] [--repair]",
+	summary:  "re-execute the stored batch log between checkpoints and report every mismatch, missing checkpoint or corruption; --repair recomputes missing checkpoints first",
+	example:  "replayctl verify --run fmnist --repair",
 	run:      runVerify,
 }
 
@@ -23,6 +23,8 @@ func runVerify(e *env, c *command, args []string) error {
 	fs := e.flags(c)
 	var name string
 	fs.StringVar(&name, "run", "", "run name (may be left out when there is exactly one run)")
+	var repair bool
+	fs.BoolVar(&repair, "repair", false, "recompute missing checkpoints bitwise from the batch log, then verify")
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
 	}
@@ -34,7 +36,11 @@ func runVerify(e *env, c *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := cl.Verify(e.ctx, name)
+	verify := cl.Verify
+	if repair {
+		verify = cl.Repair
+	}
+	rep, err := verify(e.ctx, name)
 	if err != nil {
 		return err
 	}
@@ -56,6 +62,9 @@ func runVerify(e *env, c *command, args []string) error {
 		if !rep.OK {
 			verdict = fmt.Sprintf("%d problem(s)", len(rep.Problems))
 		}
+		if len(rep.Repaired) > 0 {
+			fmt.Fprintf(e.stdout, "run %s: repaired checkpoints %s\n", name, joinInts(rep.Repaired))
+		}
 		fmt.Fprintf(e.stdout, "run %s: %d checkpoints, %d steps re-executed: %s\n", name, rep.Checkpoints, rep.Steps, verdict)
 		for _, p := range rep.Problems {
 			fmt.Fprintf(e.stdout, "  %s\n", p)
@@ -72,4 +81,12 @@ func first(s []string) string {
 		return "(none reported)"
 	}
 	return s[0]
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " ")
 }

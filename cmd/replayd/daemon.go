@@ -39,6 +39,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	if len(args) > 0 && args[0] == "repair" {
+		return runRepair(args[1:], stdout, stderr)
+	}
 	return runDaemon(args, stdout, stderr, sigs, nil)
 }
 
@@ -58,8 +61,15 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		debug.SetMemoryLimit(int64(cfg.memLimitMiB) << 20)
 	}
 
+	privateUmask()
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
+	}
+	if fi, err := os.Stat(cfg.dataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the data directory was open to other users; making it 0700", "dir", cfg.dataDir, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(cfg.dataDir, 0o700); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
 	}
 	ep, err := parseListen(cfg.listen, cfg.dataDir, cfg.token != "")
 	if err != nil {
@@ -72,8 +82,15 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 		}
 	}
 
-	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log)
+	minFree := int64(defaultMinFreeDisk)
+	if cfg.minFreeDisk.set {
+		minFree = cfg.minFreeDisk.n
+	}
+	storeOpts := ckpt.DefaultOptions(filepath.Join(cfg.dataDir, storeDirName)).WithLogger(log).WithMinFreeDisk(minFree).WithCloseTimeout(cfg.shutdownGrace)
 	store, err := ckpt.Open(storeOpts)
+	if errors.Is(err, ckpt.ErrDamaged) {
+		return fmt.Errorf("open store: %w; `replayd repair --data-dir %s` backs it up and salvages it", err, cfg.dataDir)
+	}
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -120,7 +137,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	handler := server.New(sched, server.Options{Token: cfg.token, Logger: log, Registry: reg})
+	handler := server.New(backend{sched, store}, server.Options{Token: cfg.token, Logger: log, Registry: reg})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
 	where := ep.String()
@@ -283,4 +300,20 @@ func (t *tracker) closeAndWait(d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// backend is the scheduler as the server's backend, with the store's health
+// for /healthz (server's optional healther capability).
+type backend struct {
+	*scheduler.Scheduler
+	store *ckpt.Store
+}
+
+// Health is nil while the store accepts writes; a full disk (below
+// --min-free-disk) is reported until a write would fit again.
+func (b backend) Health() error {
+	if err := b.store.Gone(); err != nil {
+		return err
+	}
+	return b.store.StillFull()
 }

@@ -84,9 +84,16 @@ type daemon struct {
 // startDaemon starts replayd on dir and waits until it answers /healthz.
 func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, replaydBin, nil, dir, args...)
+}
+
+// startDaemonWith starts the binary bin with env added to the environment
+// (a failpoint build, REPLAY_FAILPOINTS) and waits until it answers /healthz.
+func startDaemonWith(t *testing.T, bin string, env []string, dir string, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, api.SocketName), log: &bytes.Buffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(replaydBin, append([]string{"--data-dir", dir, "--log-level", "debug"}, args...)...)
-	d.cmd.Env = append(os.Environ(), "REPLAYD_TOKEN=")
+	d.cmd = exec.Command(bin, append([]string{"--data-dir", dir, "--log-level", "debug"}, args...)...)
+	d.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

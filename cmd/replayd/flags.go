@@ -26,6 +26,13 @@ import (
 // of more frequent collections.
 const defaultMemLimitMiB = 256
 
+// defaultMinFreeDisk is the default --min-free-disk: several of the paper
+// run's checkpoints (5.6 MB each) and, above all, more than the largest
+// single write Badger copies into its memory-mapped value and memtable logs
+// (a memtable, 16 MiB; a value-log file, 64 MiB), whose pages must be
+// backed when first touched (ckpt/space.go).
+const defaultMinFreeDisk = 256 << 20
+
 // config is the daemon's configuration after flags and environment.
 type config struct {
 	dataDir     string
@@ -39,11 +46,16 @@ type config struct {
 	logFormat   string
 	runPreset   string
 	shutdownMax time.Duration
-	memLimitMiB int // soft Go heap limit; 0 = none; −1 = GOMEMLIMIT decides
+	// shutdownGrace bounds the store's close (its final flush) at exit.
+	shutdownGrace time.Duration
+	memLimitMiB   int // soft Go heap limit; 0 = none; −1 = GOMEMLIMIT decides
 	// Per-run admission limits in bytes; not set: derived from the machine
 	// when the daemon starts (limits.go).
 	maxRunMemory, maxRunDisk byteSize
-	querySlots               int
+	// minFreeDisk is the free space the store's file system keeps
+	// (ckpt.Options.MinFreeDisk); not set: defaultMinFreeDisk.
+	minFreeDisk byteSize
+	querySlots  int
 }
 
 const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
@@ -69,6 +81,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "", "directory of the store and the default socket (default $REPLAYD_DATA_DIR, else $XDG_STATE_HOME/replayd, else ~/.local/state/replayd)")
 	fs.StringVar(&c.listen, "listen", "", "unix:/path, /path.sock, or a TCP host:port (loopback unless a token is set) (default unix:<data-dir>/"+api.SocketName+")")
 	fs.StringVar(&c.token, "auth-token", "", "require \"Authorization: Bearer TOKEN\" on every request (default $REPLAYD_TOKEN)")
+	tokenFile := fs.String("auth-token-file", "", "read the auth token from this file (first line), so that it is not in /proc/PID/cmdline")
 	fs.IntVar(&c.window, "window", scheduler.DefaultWindow, "default backward window W of new runs")
 	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "backward worker pool size")
 	fs.IntVar(&c.maxLag, "max-lag", scheduler.DefaultMaxLag, "how many steps a run's forward trainer may lead its backward frontier")
@@ -77,9 +90,11 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
 	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long the store's final flush may take at shutdown before replayd exits anyway (exit 1; writes since the last checkpoint may be lost)")
 	fs.IntVar(&c.memLimitMiB, "memory-limit", defaultMemLimitMiB, "soft limit of the Go heap in MiB (runtime/debug.SetMemoryLimit; 0: none; ignored when GOMEMLIMIT is set)")
 	fs.Var(&c.maxRunMemory, "max-run-memory", memoryRule)
 	fs.Var(&c.maxRunDisk, "max-run-disk", diskRule)
+	fs.Var(&c.minFreeDisk, "min-free-disk", "free space the data directory's file system keeps; below it runs pause with the reason (status, /healthz) and go on once space returns; 0: no check (default 256MiB)")
 	fs.IntVar(&c.querySlots, "query-slots", scheduler.DefaultQuerySlots, "most recomputations for API queries (params, verify) at once; more get 503 with Retry-After")
 	help := fs.BoolP("help", "h", false, "show this help")
 
@@ -111,6 +126,21 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 		}
 		c.dataDir = abs
 	}
+	if *tokenFile != "" {
+		if c.token != "" {
+			errs = append(errs, errors.New("--auth-token and --auth-token-file: give one"))
+		}
+		b, err := os.ReadFile(*tokenFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("--auth-token-file: %w", err))
+		default:
+			line, _, _ := strings.Cut(string(b), "\n")
+			if c.token = strings.TrimSpace(line); c.token == "" {
+				errs = append(errs, fmt.Errorf("--auth-token-file %s: empty", *tokenFile))
+			}
+		}
+	}
 	if c.token == "" {
 		c.token = os.Getenv("REPLAYD_TOKEN")
 	}
@@ -140,6 +170,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	}
 	if c.querySlots < 1 || c.querySlots > 1024 {
 		errs = append(errs, fmt.Errorf("--query-slots %d: must be in [1, 1024]", c.querySlots))
+	}
+	if c.shutdownGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-grace %v: must be > 0", c.shutdownGrace))
 	}
 	if c.shutdownMax <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v: must be > 0", c.shutdownMax))
