@@ -24,7 +24,7 @@ func TestStoreMadePrivate(t *testing.T) {
 	for _, e := range ents {
 		must(t, os.Chmod(filepath.Join(dir, e.Name()), 0o644))
 	}
-	s = openTest(t, dir)
+	openTest(t, dir) // Open makes the modes private; the cleanup closes it
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("store directory mode %v (%v), want 0700", fi.Mode().Perm(), err)
 	}

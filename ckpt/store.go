@@ -298,7 +298,7 @@ func (s *Store) closeDB() error {
 	select {
 	case err = <-done:
 	case <-timeout:
-		err = fmt.Errorf("Badger did not close within %v (writes since the last sync may be lost): %w", s.opts.CloseTimeout, errors.Join(s.Gone(), errCloseTimeout))
+		err = fmt.Errorf("badger did not close within %v (writes since the last sync may be lost): %w", s.opts.CloseTimeout, errors.Join(s.Gone(), errCloseTimeout))
 	}
 	if s.lock != nil {
 		s.lock.Close()
@@ -451,7 +451,7 @@ func (s *Store) recoverDamage(err *error) {
 		return
 	}
 	s.log.Error("ckpt: Badger panicked reading the store: a table is damaged", "dir", s.opts.Dir, "panic", panicLine(r))
-	*err = &CorruptionError{Kind: "table", Step: -1, Err: fmt.Errorf("Badger panicked reading %s (a table is damaged; replayd repair): %s", s.opts.Dir, panicLine(r))}
+	*err = &CorruptionError{Kind: "table", Step: -1, Err: fmt.Errorf("badger panicked reading %s (a table is damaged; replayd repair): %s", s.opts.Dir, panicLine(r))}
 }
 
 // sync makes every write so far durable.

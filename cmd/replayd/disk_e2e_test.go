@@ -170,7 +170,7 @@ func TestDamagedValueLogRefusedAndRepaired(t *testing.T) {
 	// 8-byte version) in the value-log entry.
 	key := binary.BigEndian.AppendUint64([]byte("r"+spec.Name+"\x00k"), 200)
 	i := bytes.Index(b, key)
-	if i < 0 || bytes.Index(b[i+1:], key) >= 0 {
+	if i < 0 || bytes.Contains(b[i+1:], key) {
 		t.Fatalf("checkpoint 200 found %d times in %s", bytes.Count(b, key), vlog)
 	}
 	at := i + len(key) + 8 + 4096
