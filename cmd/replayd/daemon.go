@@ -22,6 +22,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/scheduler"
 	"github.com/replay-sgd/replay/server"
@@ -107,7 +108,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	// The built-in model family; external families (the operator protocol)
 	// will be registered here too.
 	sched, err := scheduler.New(store, scheduler.DefaultOptions().
-		WithFamilies(nnfamily.New()).
+		WithFamilies(modelFamilies()...).
 		WithWindow(cfg.window).
 		WithWorkers(cfg.workers).
 		WithMaxLag(cfg.maxLag).
@@ -317,3 +318,8 @@ func (b backend) Health() error {
 	}
 	return b.store.StillFull()
 }
+
+// modelFamilies are the model families the daemon (and repair) registers:
+// the built-in Go models. Every scheduler the binary builds takes this
+// list, so that a run stored by the daemon is understood by repair.
+func modelFamilies() []family.Family { return []family.Family{nnfamily.New()} }
