@@ -3,7 +3,6 @@ package remote
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -285,21 +284,34 @@ func (e *Executor) onMaxDeliveries(m *nats.Msg) {
 	sj.q.deliver(scheduler.Result{Job: sj.job, Err: fmt.Sprintf("remote job (step %d) delivered %d times without a result: workers crash or time out on it", sj.job.Step, adv.Deliveries)})
 }
 
-// receive takes results until ctx ends.
+// receive takes results until ctx ends. Results are consumed as they come
+// (a Fetch of several would wait for the batch to fill).
 func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 	defer e.wg.Done()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(16, jetstream.FetchMaxWait(time.Second), jetstream.FetchContext(ctx))
+		it, err := cons.Messages(jetstream.PullMaxMessages(64))
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-				e.log.Debug("fetch results", "err", err)
-				sleepCtx(ctx, 200*time.Millisecond)
-			}
+			e.log.Debug("consume results", "err", err)
+			sleepCtx(ctx, 200*time.Millisecond)
 			continue
 		}
-		for m := range batch.Messages() {
+		stopped := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				it.Stop()
+			case <-stopped:
+			}
+		}()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				break
+			}
 			e.handleResult(ctx, m)
 		}
+		close(stopped)
+		it.Stop()
 	}
 }
 
@@ -546,4 +558,15 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// fetch pulls up to n messages, waiting up to d, returning early when ctx
+// ends (FetchMaxWait and FetchContext exclude each other).
+func fetch(ctx context.Context, cons jetstream.Consumer, n int, d time.Duration) (jetstream.MessageBatch, error) {
+	fctx, cancel := context.WithTimeout(ctx, d)
+	go func() {
+		<-fctx.Done()
+		cancel()
+	}()
+	return cons.Fetch(n, jetstream.FetchContext(fctx))
 }

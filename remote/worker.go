@@ -187,7 +187,7 @@ func (w *Worker) announce(stopping bool) {
 func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 	runners := map[string]*runnerEntry{}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchContext(ctx))
+		batch, err := fetch(ctx, cons, 1, 2*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Debug("fetch jobs", "err", err)

@@ -86,7 +86,16 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	sched, err := scheduler.New(store, scheduler.DefaultOptions().
+	remoteEx, stopRemote, err := startRemote(cfg, log) // remote.go
+	if err != nil {
+		return err
+	}
+	defer stopRemote()
+	opts := scheduler.DefaultOptions()
+	if remoteEx != nil {
+		opts = opts.WithExecutor(remoteEx)
+	}
+	sched, err := scheduler.New(store, opts.
 		WithWindow(cfg.window).
 		WithWorkers(cfg.workers).
 		WithMaxLag(cfg.maxLag).
