@@ -115,7 +115,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	w.announce(true)
-	_ = w.nc.Flush()
+	if w.nc.IsConnected() {
+		_ = w.nc.FlushTimeout(time.Second) // the goodbye; never wait for a server that is gone
+	}
 	w.log.Info("worker stopped", "name", w.cfg.Name, "done", w.done.Load())
 	return nil
 }
@@ -269,8 +271,19 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 		return
 	}
 	rm := resultMsg{Job: j, Metrics: res.Metrics, Applied: res.Applied, Err: res.Err, Cancelled: res.Cancelled, Worker: w.cfg.Name, Delivery: delivery}
+	// The result is worth publishing through a server restart (up to a
+	// minute), but a stopping worker gives up after a short grace: the job
+	// is redelivered after AckWait.
 	pctx, pcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer pcancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			sleepCtx(pctx, 5*time.Second)
+			pcancel()
+		case <-pctx.Done():
+		}
+	}()
 	if res.Theta != nil {
 		b := encodeVec(res.Theta)
 		rm.Theta = resultName(j.ID(), b)

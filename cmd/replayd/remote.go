@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -25,6 +26,9 @@ type remoteConfig struct {
 // natsDirName is the embedded server's JetStream store inside the data
 // directory.
 const natsDirName = "nats"
+
+// natsURLFile, in the data directory, holds the embedded server's URL.
+const natsURLFile = "nats-url"
 
 func addRemoteFlags(fs *pflag.FlagSet, c *remoteConfig) {
 	fs.BoolVar(&c.embedded, "remote-workers", false, "start an embedded NATS server with JetStream (store under the data directory) and hand backward jobs to replayd worker processes")
@@ -67,6 +71,12 @@ func startRemote(cfg config, log *slog.Logger) (ex *remote.Executor, stop func()
 			return nil, nil, err
 		}
 		url = emb.URL()
+		// Workers on this machine (and tests) find the address here, also
+		// when --nats-listen chose the port (":0").
+		if err := os.WriteFile(filepath.Join(cfg.dataDir, natsURLFile), []byte(url+"\n"), 0o600); err != nil {
+			emb.Shutdown()
+			return nil, nil, fmt.Errorf("write %s: %w", natsURLFile, err)
+		}
 		log.Info("embedded NATS server started", "nats_url", url)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
