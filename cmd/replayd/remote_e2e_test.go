@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,16 +20,34 @@ type worker struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *lockedBuffer
 	exited chan struct{}
 	err    error
 }
 
-func startWorker(t *testing.T, url, name string) *worker {
+// lockedBuffer is a log written by exec's copier and read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startWorker(t *testing.T, url, name string, env ...string) *worker {
 	t.Helper()
-	w := &worker{t: t, name: name, log: &bytes.Buffer{}, exited: make(chan struct{})}
+	w := &worker{t: t, name: name, log: &lockedBuffer{}, exited: make(chan struct{})}
 	w.cmd = exec.Command(replaydBin, "worker", "--nats", url, "--name", name, "--log-level", "debug")
-	w.cmd.Env = append(os.Environ(), "REPLAYD_TOKEN=")
+	w.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -89,7 +108,8 @@ func remoteSpec() api.RunSpec {
 
 // TestRemoteWorkersBitwise: the daemon with the embedded NATS server and no
 // in-process worker, two `replayd worker` processes, one SIGKILLed in the
-// middle of the run and started again: the trajectories and the exported
+// middle of the run and started again, then the daemon SIGKILLed and
+// restarted: the trajectories and the exported
 // parameters equal an in-process run's byte for byte, and SIGTERM stops a
 // worker cleanly.
 func TestRemoteWorkersBitwise(t *testing.T) {
@@ -116,7 +136,19 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 	waitBackward(d, spec.Name, 60)
 	w1.stop(syscall.SIGKILL)
 	w1 = startWorker(t, url, "w1")
-	waitBackward(d, spec.Name, 180)
+	waitBackward(d, spec.Name, 150)
+	// The daemon SIGKILLed while the workers hold jobs, restarted on the
+	// same NATS address: the workers reconnect, the new epoch's jobs
+	// replace the old ones (whose late results are dropped).
+	d.stop(syscall.SIGKILL)
+	port := url[strings.LastIndex(url, ":")+1:]
+	if err := os.Remove(filepath.Join(d.dir, natsURLFile)); err != nil {
+		t.Fatal(err)
+	}
+	d = startDaemon(t, d.dir, "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:"+port, "--job-ack-wait", "2s")
+	if u := d.natsURL(); u != url {
+		t.Fatalf("restarted daemon's NATS URL %s, want %s", u, url)
+	}
 	d.waitDone(spec.Name)
 	got := collect(d, spec)
 	if !reflect.DeepEqual(got.traj, want.traj) {
@@ -154,6 +186,46 @@ func waitBackward(d *daemon, name string, n int) {
 		}
 		if time.Now().After(deadline) {
 			d.t.Fatalf("run %s: backward frontier not at %d after %v: %+v", name, n, runGuard, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRemoteFingerprint: a worker whose fingerprint differs from the
+// daemon's (another OPENBLAS_CORETYPE) gets no job of the run: the run is
+// finished by the matching worker alone, and the other reports none done
+// when it stops.
+func TestRemoteFingerprint(t *testing.T) {
+	spec := remoteSpec()
+	spec.Steps, spec.ResetAt = 100, nil
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0")
+	url := d.natsURL()
+	other := startWorker(t, url, "other", "OPENBLAS_CORETYPE=replay-test-other-kernel")
+	// The odd worker first, so that it would get the first jobs if the
+	// fingerprint did not keep them from it.
+	waitLog(t, other.log, "worker started")
+	same := startWorker(t, url, "same")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	other.stop(syscall.SIGTERM)
+	same.stop(syscall.SIGTERM)
+	if !strings.Contains(other.log.String(), "done=0") {
+		t.Errorf("worker of another fingerprint computed jobs:\n%s", tail(other.log.String(), 5))
+	}
+	if strings.Contains(same.log.String(), "done=0") || !strings.Contains(same.log.String(), "worker stopped") {
+		t.Errorf("the matching worker did not report its jobs:\n%s", tail(same.log.String(), 5))
+	}
+}
+
+// waitLog waits until a worker's log holds s.
+func waitLog(t *testing.T, log *lockedBuffer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for !strings.Contains(log.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log has no %q after %v", s, hangGuard)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
