@@ -27,6 +27,11 @@ type Config struct {
 	// Fingerprint is the daemon's (Fingerprint()): its runs are computed
 	// only by workers that announce the same.
 	Fingerprint string
+	// VerifyShare is the share of remote results the daemon re-executes
+	// locally and compares bitwise (besides the first of each worker);
+	// DataDir is where it reads data sets for that.
+	VerifyShare float64
+	DataDir     string
 	Logger      *slog.Logger
 }
 
@@ -43,6 +48,8 @@ const (
 // Stats counts an executor's jobs.
 type Stats struct {
 	Queued, Results, Duplicates, Redelivered, Dead, Failed int64
+	// Verified and Mismatches count the spot checks (VerifyShare).
+	Verified, Mismatches int64
 }
 
 // WorkerInfo is what the daemon knows of a worker from its announcements.
@@ -52,6 +59,9 @@ type WorkerInfo struct {
 	Done, Ops         int64
 	LastSeen          time.Time
 	Matches           bool // its fingerprint is the daemon's
+	// Quarantined: a spot check found a result of it wrong; its results
+	// are recomputed by the daemon.
+	Quarantined bool
 }
 
 // Executor is a scheduler.RemoteExecutor over JetStream. Close it after
@@ -66,9 +76,9 @@ type Executor struct {
 	kv   jetstream.KeyValue
 	fp   string // FingerprintID(cfg.Fingerprint)
 
-	stop                                             context.CancelFunc
-	wg                                               sync.WaitGroup
-	queued, results, dups, redelivered, dead, failed atomic.Int64
+	stop                                                                   context.CancelFunc
+	wg                                                                     sync.WaitGroup
+	queued, results, dups, redelivered, dead, failed, verified, mismatches atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -77,7 +87,10 @@ type Executor struct {
 		inputs  map[string]bool // input objects put
 		configs map[string]bool // run configs put
 		seqs    map[uint64]seqJob
+		checked map[string]bool // workers whose first result was checked
+		quar    map[string]bool // quarantined workers
 	}
+	comp *scheduler.Computer // spot checks
 }
 
 // seqJob is a job message's job and queue, by stream sequence, for the
@@ -110,6 +123,9 @@ func Dial(ctx context.Context, cfg Config) (*Executor, error) {
 	e.mu.inputs = map[string]bool{}
 	e.mu.configs = map[string]bool{}
 	e.mu.seqs = map[uint64]seqJob{}
+	e.mu.checked = map[string]bool{}
+	e.mu.quar = map[string]bool{}
+	e.comp = scheduler.NewComputer(scheduler.DefaultOptions().WithDataDir(cfg.DataDir).WithLogger(e.log))
 	nc, err := connect(cfg.URL, cfg.Token, "replayd", e.log)
 	if err != nil {
 		return nil, err
@@ -214,7 +230,8 @@ func (e *Executor) Close() {
 // Stats returns the counters.
 func (e *Executor) Stats() Stats {
 	return Stats{Queued: e.queued.Load(), Results: e.results.Load(), Duplicates: e.dups.Load(),
-		Redelivered: e.redelivered.Load(), Dead: e.dead.Load(), Failed: e.failed.Load()}
+		Redelivered: e.redelivered.Load(), Dead: e.dead.Load(), Failed: e.failed.Load(),
+		Verified: e.verified.Load(), Mismatches: e.mismatches.Load()}
 }
 
 // Workers returns the workers heard from, by name.
@@ -257,7 +274,7 @@ func (e *Executor) onAnnounce(m *nats.Msg) {
 		e.log.Info("worker joined", "worker", a.Name, "fingerprint", a.Fingerprint, "slots", a.Slots, "matches", a.Fingerprint == e.cfg.Fingerprint)
 	}
 	e.mu.workers[a.Name] = WorkerInfo{Name: a.Name, Fingerprint: a.Fingerprint, Slots: a.Slots, Busy: a.Busy,
-		Done: a.Done, Ops: a.Ops, LastSeen: time.Now(), Matches: a.Fingerprint == e.cfg.Fingerprint}
+		Done: a.Done, Ops: a.Ops, LastSeen: time.Now(), Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name]}
 }
 
 // onMaxDeliveries fails the job whose deliveries are exhausted: its loop
@@ -363,6 +380,9 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 			return
 		}
 	}
+	if res.Err == "" && !res.Cancelled && !rm.Job.Memo && e.shouldCheck(rm.Worker, id) {
+		res = e.check(ctx, q, rm.Worker, res)
+	}
 	e.mu.Lock()
 	for seq, sj := range e.mu.seqs {
 		if sj.q == q && sj.job.ID() == id {
@@ -395,6 +415,7 @@ type queue struct {
 	closed  chan struct{}
 	wg      sync.WaitGroup
 	cfgKey  string
+	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
 
 	mu   sync.Mutex
 	done map[scheduler.JobID]bool // results handed to the loop

@@ -285,6 +285,7 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 		}
 	}()
 	if res.Theta != nil {
+		corrupt(res.Theta)
 		b := encodeVec(res.Theta)
 		rm.Theta = resultName(j.ID(), b)
 		if _, err := retry(pctx, func() (*jetstream.ObjectInfo, error) {

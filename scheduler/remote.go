@@ -72,10 +72,11 @@ func NewComputer(opts Options) *Computer {
 // Runner computes the jobs of one run configuration, one at a time, with
 // its own scratch space and memo (as one in-process worker does).
 type Runner struct {
-	env  *runEnv
-	wr   *workerRun
-	in   JobInputs
-	memo [3]*memoState
+	env    *runEnv
+	wr     *workerRun
+	in     JobInputs
+	memo   [3]*memoState // per trial side, made on first use
+	budget int64
 }
 
 // NewRunner builds the environment of cfg (model, data, operators); in
@@ -85,11 +86,7 @@ func (c *Computer) NewRunner(ctx context.Context, cfg ckpt.RunConfig, in JobInpu
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{env: env, in: in, wr: newWorkerRun(env, in, &cfg, true)}
-	for side := range r.memo {
-		r.memo[side] = newMemo(env, memoBudget)
-	}
-	return r, nil
+	return &Runner{env: env, in: in, wr: newWorkerRun(env, in, &cfg, true), budget: memoBudget}, nil
 }
 
 // Compute computes j as the in-process pool does (pool.exec): Theta, the
@@ -99,6 +96,9 @@ func (r *Runner) Compute(ctx context.Context, j Job) Result {
 	theta := make([]float32, r.env.model.Dim())
 	var memo *memoState
 	if j.Memo {
+		if r.memo[j.Side] == nil {
+			r.memo[j.Side] = newMemo(r.env, r.budget)
+		}
 		memo = r.memo[j.Side]
 	}
 	applied, err := computeIterate(ctx, j, r.wr, memo, r.in, theta)

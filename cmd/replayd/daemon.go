@@ -110,6 +110,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if remoteEx != nil {
+		reg.MustRegister(remoteEx) // remote.go
+	}
 	if err := sched.Register(reg); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}

@@ -21,6 +21,7 @@ type remoteConfig struct {
 	listen     string // --nats-listen
 	ackWait    time.Duration
 	maxDeliver int
+	verify     float64
 }
 
 // natsDirName is the embedded server's JetStream store inside the data
@@ -35,6 +36,7 @@ func addRemoteFlags(fs *pflag.FlagSet, c *remoteConfig) {
 	fs.StringVar(&c.url, "nats", "", "hand backward jobs to workers through this existing NATS server with JetStream (nats://host:port; --auth-token is presented to it)")
 	fs.StringVar(&c.listen, "nats-listen", "127.0.0.1:4222", "the embedded NATS server's address (a non-loopback one requires --auth-token)")
 	fs.DurationVar(&c.ackWait, "job-ack-wait", remote.DefaultAckWait, "how long a remote job may go without a heartbeat before it is given to another worker")
+	fs.Float64Var(&c.verify, "verify-share", 0.02, "share of remote results re-executed by the daemon and compared bitwise (besides each worker's first); a mismatch quarantines the worker")
 	fs.IntVar(&c.maxDeliver, "job-max-deliver", remote.DefaultMaxDeliver, "how many times a remote job is delivered before its run fails")
 }
 
@@ -48,6 +50,9 @@ func (c remoteConfig) validate() []error {
 	}
 	if c.ackWait < time.Second {
 		errs = append(errs, fmt.Errorf("--job-ack-wait %v: must be ≥ 1s", c.ackWait))
+	}
+	if c.verify < 0 || c.verify > 1 {
+		errs = append(errs, fmt.Errorf("--verify-share %v: must be in [0, 1]", c.verify))
 	}
 	if c.maxDeliver < 1 {
 		errs = append(errs, fmt.Errorf("--job-max-deliver %d: must be ≥ 1", c.maxDeliver))
@@ -81,7 +86,8 @@ func startRemote(cfg config, log *slog.Logger) (ex *remote.Executor, stop func()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ex, err = remote.Dial(ctx, remote.Config{URL: url, Token: cfg.token, AckWait: rc.ackWait, MaxDeliver: rc.maxDeliver, Logger: log})
+	ex, err = remote.Dial(ctx, remote.Config{URL: url, Token: cfg.token, AckWait: rc.ackWait, MaxDeliver: rc.maxDeliver,
+		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log})
 	if err != nil {
 		if emb != nil {
 			emb.Shutdown()

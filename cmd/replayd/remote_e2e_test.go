@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,8 +46,13 @@ func (l *lockedBuffer) String() string {
 
 func startWorker(t *testing.T, url, name string, env ...string) *worker {
 	t.Helper()
+	return startWorkerBin(t, replaydBin, url, name, env...)
+}
+
+func startWorkerBin(t *testing.T, bin, url, name string, env ...string) *worker {
+	t.Helper()
 	w := &worker{t: t, name: name, log: &lockedBuffer{}, exited: make(chan struct{})}
-	w.cmd = exec.Command(replaydBin, "worker", "--nats", url, "--name", name, "--log-level", "debug")
+	w.cmd = exec.Command(bin, "worker", "--nats", url, "--name", name, "--log-level", "debug")
 	w.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	if err := w.cmd.Start(); err != nil {
@@ -229,4 +235,66 @@ func waitLog(t *testing.T, log *lockedBuffer, s string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+var faultBin = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(filepath.Dir(replaydBin), "replayd-fault")
+	out, err := exec.Command("go", "build", "-tags", "replayfault", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build with -tags replayfault: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// TestRemoteSpotCheck: a worker returning wrong numbers (the last bit of
+// one parameter flipped: fault injection behind the replayfault build tag)
+// is caught by the spot check of its first result and quarantined, its
+// results are recomputed by the daemon, and the run's stored numbers equal
+// an in-process run's; the metrics count the mismatch.
+func TestRemoteSpotCheck(t *testing.T) {
+	bin, err := faultBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := remoteSpec()
+	spec.Steps, spec.ResetAt = 100, nil
+
+	ref := startDaemon(t, t.TempDir(), "--workers", "1")
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	want := ref.trajectory(spec.Name, "backward")
+	wantParams := ref.params(spec.Name, "backward", spec.Steps)
+	ref.stop(syscall.SIGTERM)
+
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", "0")
+	w := startWorkerBin(t, bin, d.natsURL(), "faulty", "REPLAY_FAULT_CORRUPT=1")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	if err := samePoints(d.trajectory(spec.Name, "backward"), want); err != nil {
+		t.Errorf("backward trajectory with a faulty worker: %v", err)
+	}
+	if !bytes.Equal(d.params(spec.Name, "backward", spec.Steps), wantParams) {
+		t.Error("final backward parameters differ from the in-process run's")
+	}
+	m := d.raw("/metrics")
+	// Every result of the worker is re-executed once it is quarantined,
+	// and every one is wrong: one mismatch per job, none verified.
+	if !strings.Contains(m, fmt.Sprintf("replay_remote_mismatches_total %d\n", spec.Steps)) || !strings.Contains(m, "replay_remote_verified_total 0\n") {
+		t.Errorf("metrics: want %d mismatches, 0 verified:\n%s", spec.Steps, grepLines(m, "replay_remote_"))
+	}
+	w.stop(syscall.SIGTERM)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
