@@ -43,6 +43,8 @@ const (
 	// for workerTimeout is no longer counted.
 	heartbeatEvery = 2 * time.Second
 	workerTimeout  = 3 * heartbeatEvery
+	// WorkerTimeout is how long a worker may be silent and still count.
+	WorkerTimeout = workerTimeout
 )
 
 // Stats counts an executor's jobs.
@@ -57,6 +59,7 @@ type WorkerInfo struct {
 	Name, Fingerprint string
 	Slots, Busy       int
 	Done, Ops         int64
+	OpsPerSec         float64 // between its last two announcements
 	LastSeen          time.Time
 	Matches           bool // its fingerprint is the daemon's
 	// Quarantined: a spot check found a result of it wrong; its results
@@ -273,8 +276,13 @@ func (e *Executor) onAnnounce(m *nats.Msg) {
 	if _, ok := e.mu.workers[a.Name]; !ok {
 		e.log.Info("worker joined", "worker", a.Name, "fingerprint", a.Fingerprint, "slots", a.Slots, "matches", a.Fingerprint == e.cfg.Fingerprint)
 	}
-	e.mu.workers[a.Name] = WorkerInfo{Name: a.Name, Fingerprint: a.Fingerprint, Slots: a.Slots, Busy: a.Busy,
-		Done: a.Done, Ops: a.Ops, LastSeen: time.Now(), Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name]}
+	now := time.Now()
+	wi := WorkerInfo{Name: a.Name, Fingerprint: a.Fingerprint, Slots: a.Slots, Busy: a.Busy,
+		Done: a.Done, Ops: a.Ops, LastSeen: now, Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name]}
+	if prev, ok := e.mu.workers[a.Name]; ok && a.Ops >= prev.Ops && now.After(prev.LastSeen) {
+		wi.OpsPerSec = float64(a.Ops-prev.Ops) / now.Sub(prev.LastSeen).Seconds()
+	}
+	e.mu.workers[a.Name] = wi
 }
 
 // onMaxDeliveries fails the job whose deliveries are exhausted: its loop

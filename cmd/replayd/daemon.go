@@ -128,7 +128,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	handler := server.New(sched, server.Options{Token: cfg.token, Logger: log, Registry: reg})
+	handler := server.New(sched, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx)})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
 	where := ep.String()

@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/remote"
 )
 
@@ -101,4 +104,30 @@ func startRemote(cfg config, log *slog.Logger) (ex *remote.Executor, stop func()
 			emb.Shutdown()
 		}
 	}, nil
+}
+
+// workerList is the API's view of the executor's workers (nil without
+// remote workers).
+func workerList(ex *remote.Executor) func() api.WorkerList {
+	if ex == nil {
+		return nil
+	}
+	return func() api.WorkerList {
+		l := api.WorkerList{Remote: true, Workers: []api.WorkerStatus{}}
+		for _, w := range ex.Workers() {
+			st := api.WorkerStatus{Name: w.Name, Fingerprint: w.Fingerprint, Slots: w.Slots, Busy: w.Busy,
+				Done: w.Done, OpsPerSec: w.OpsPerSec, LastSeen: w.LastSeen, State: "ok"}
+			switch {
+			case w.Quarantined:
+				st.State = "quarantined"
+			case !w.Matches:
+				st.State = "other-fingerprint"
+			case time.Since(w.LastSeen) > remote.WorkerTimeout:
+				st.State = "silent"
+			}
+			l.Workers = append(l.Workers, st)
+		}
+		slices.SortFunc(l.Workers, func(a, b api.WorkerStatus) int { return strings.Compare(a.Name, b.Name) })
+		return l
+	}
 }

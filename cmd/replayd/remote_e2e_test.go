@@ -156,6 +156,25 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 		t.Fatalf("restarted daemon's NATS URL %s, want %s", u, url)
 	}
 	d.waitDone(spec.Name)
+	// replayctl workers lists both (announcements come every 2 s: wait
+	// for the restarted daemon to have heard them).
+	deadline := time.Now().Add(hangGuard)
+	for {
+		code, out, errOut := d.ctl("workers", "-o", "csv")
+		if code != 0 {
+			t.Fatalf("replayctl workers: exit %d: %s", code, errOut)
+		}
+		if strings.Contains(out, "\nw1,") && strings.Contains(out, "\nw2,") {
+			if strings.Count(out, ",ok\n") != 2 {
+				t.Errorf("replayctl workers: want both ok:\n%s", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replayctl workers does not list w1 and w2 after %v:\n%s", hangGuard, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	got := collect(d, spec)
 	if !reflect.DeepEqual(got.traj, want.traj) {
 		for k := range want.traj {
