@@ -87,13 +87,14 @@ type Executor struct {
 		sync.Mutex
 		queues  map[string]*queue // by run name
 		workers map[string]WorkerInfo
-		inputs  map[string]bool // input objects put
+		inputs  map[string]int  // input objects put: how many open queues use each
 		configs map[string]bool // run configs put
 		seqs    map[uint64]seqJob
 		checked map[string]bool // workers whose first result was checked
 		quar    map[string]bool // quarantined workers
 	}
-	comp *scheduler.Computer // spot checks
+	comp  *scheduler.Computer // spot checks
+	putMu sync.Mutex          // serialises input puts and deletes
 }
 
 // seqJob is a job message's job and queue, by stream sequence, for the
@@ -123,7 +124,7 @@ func Dial(ctx context.Context, cfg Config) (*Executor, error) {
 	}
 	e.mu.queues = map[string]*queue{}
 	e.mu.workers = map[string]WorkerInfo{}
-	e.mu.inputs = map[string]bool{}
+	e.mu.inputs = map[string]int{}
 	e.mu.configs = map[string]bool{}
 	e.mu.seqs = map[uint64]seqJob{}
 	e.mu.checked = map[string]bool{}
@@ -405,7 +406,7 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 // OpenRemote implements scheduler.RemoteExecutor.
 func (e *Executor) OpenRemote(x scheduler.ExecRun) scheduler.Queue {
 	q := &queue{e: e, x: x, jobs: make(chan scheduler.Job), results: make(chan scheduler.Result, max(64, 2*x.Flight)),
-		closed: make(chan struct{}), done: map[scheduler.JobID]bool{}}
+		closed: make(chan struct{}), done: map[scheduler.JobID]bool{}, inputs: map[string]bool{}}
 	e.mu.Lock()
 	e.mu.queues[x.Name] = q
 	e.mu.Unlock()
@@ -423,6 +424,7 @@ type queue struct {
 	closed  chan struct{}
 	wg      sync.WaitGroup
 	cfgKey  string
+	inputs  map[string]bool   // input objects this queue holds (publish goroutine; Close after it ended)
 	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
 
 	mu   sync.Mutex
@@ -453,6 +455,28 @@ func (q *queue) Close() {
 	q.e.mu.Unlock()
 	close(q.closed)
 	q.wg.Wait()
+	// Nobody wants the loop's jobs any more: take them off the queue, and
+	// the input vectors no other open queue uses off the object store.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subj := fmt.Sprintf("%s.%s.%s", jobSubject, q.e.fp, token(q.x.Name))
+	if err := q.e.jobs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		q.e.log.Debug("purge the jobs of a closed loop", "run", q.x.Name, "err", err)
+	}
+	var drop []string
+	q.e.putMu.Lock()
+	defer q.e.putMu.Unlock()
+	q.e.mu.Lock()
+	for name := range q.inputs {
+		if q.e.mu.inputs[name]--; q.e.mu.inputs[name] <= 0 {
+			delete(q.e.mu.inputs, name)
+			drop = append(drop, name)
+		}
+	}
+	q.e.mu.Unlock()
+	for _, name := range drop {
+		_ = q.e.obj.Delete(ctx, name)
+	}
 }
 
 // first records that id's result goes to the loop; false if one did.
@@ -540,16 +564,23 @@ func (q *queue) send(ctx context.Context, j scheduler.Job) error {
 	}
 	b := encodeVec(v)
 	jm.Input = inputName(b)
-	e.mu.Lock()
-	have := e.mu.inputs[jm.Input]
-	e.mu.Unlock()
-	if !have {
-		if _, err := retry(ctx, func() (*jetstream.ObjectInfo, error) { return e.obj.PutBytes(ctx, jm.Input, b) }); err != nil {
-			return fmt.Errorf("put input vector: %w", err)
+	if !q.inputs[jm.Input] {
+		// putMu orders this put after the delete of a closing queue
+		// that held the same vector.
+		e.putMu.Lock()
+		defer e.putMu.Unlock()
+		e.mu.Lock()
+		have := e.mu.inputs[jm.Input] > 0
+		e.mu.Unlock()
+		if !have {
+			if _, err := retry(ctx, func() (*jetstream.ObjectInfo, error) { return e.obj.PutBytes(ctx, jm.Input, b) }); err != nil {
+				return fmt.Errorf("put input vector: %w", err)
+			}
 		}
 		e.mu.Lock()
-		e.mu.inputs[jm.Input] = true
+		e.mu.inputs[jm.Input]++
 		e.mu.Unlock()
+		q.inputs[jm.Input] = true
 	}
 	data, err := msgpack.Marshal(jm)
 	if err != nil {
