@@ -27,6 +27,19 @@
 //     unwanted) and replay.workers (each worker's announcement, every
 //     heartbeatEvery: name, fingerprint, slots, jobs done).
 //
+// Spot checks: the daemon re-executes locally (scheduler.Computer, its
+// own inputs) the first result of each worker, every result of a
+// quarantined worker and a share Config.VerifyShare of the others, chosen
+// by a hash of the job identity; a result that differs in any bit
+// quarantines its worker, and the daemon's own result is delivered in its
+// place (memo jobs are not checked: their evaluator's state is the
+// worker's).
+//
+// Clean-up: results are deleted once handed to the loop; when a loop
+// closes, its jobs still queued are purged and the input vectors no other
+// open loop uses are deleted. A daemon starting purges the job stream (its
+// loops start new epochs: older jobs are stale).
+//
 // Invariants: Badger stays the only store of record and the daemon its
 // only writer — workers read only the data set files and what NATS gives
 // them. A worker computes with scheduler.Runner, the in-process pool's
