@@ -317,3 +317,57 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRemoteExternalNATS: the same work through Debian's nats-server
+// (JetStream on, started by the test; .ci/run installs it) with
+// `replayd --nats URL`: the run equals an in-process run byte for byte.
+func TestRemoteExternalNATS(t *testing.T) {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		t.Fatalf("nats-server not installed (apt-get install nats-server; .ci/run does): %v", err)
+	}
+	srv := &lockedBuffer{}
+	cmd := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", t.TempDir())
+	cmd.Stdout, cmd.Stderr = srv, srv
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("nats-server log:\n%s", tail(srv.String(), 20))
+		}
+	})
+	const listening = "Listening for client connections on "
+	waitLog(t, srv, listening)
+	waitLog(t, srv, "Server is ready")
+	out := srv.String()
+	addr := strings.Fields(out[strings.Index(out, listening)+len(listening):])[0]
+	url := "nats://" + addr
+
+	spec := remoteSpec()
+	spec.Steps = 200
+	ref := startDaemon(t, t.TempDir(), "--workers", "1")
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	want := ref.trajectory(spec.Name, "backward")
+	wantParams := ref.params(spec.Name, "backward", spec.Steps)
+	ref.stop(syscall.SIGTERM)
+
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--nats", url)
+	w := startWorker(t, url, "w")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	if err := samePoints(d.trajectory(spec.Name, "backward"), want); err != nil {
+		t.Errorf("backward trajectory through nats-server: %v", err)
+	}
+	if !bytes.Equal(d.params(spec.Name, "backward", spec.Steps), wantParams) {
+		t.Error("final backward parameters differ from the in-process run's")
+	}
+	w.stop(syscall.SIGTERM)
+}
