@@ -15,6 +15,8 @@ var (
 	descDead        = prometheus.NewDesc("replay_remote_dead_total", "Jobs that exhausted their deliveries (their run failed).", nil, nil)
 	descVerified    = prometheus.NewDesc("replay_remote_verified_total", "Remote results re-executed locally and found bitwise equal.", nil, nil)
 	descMismatches  = prometheus.NewDesc("replay_remote_mismatches_total", "Remote results re-executed locally and found different.", nil, nil)
+	descConnected   = prometheus.NewDesc("replay_remote_connected", "1 while the daemon is connected to the NATS server, else 0.", nil, nil)
+	descQuarantined = prometheus.NewDesc("replay_remote_workers_quarantined", "Workers quarantined by a failed spot check.", nil, nil)
 	descWorkers     = prometheus.NewDesc("replay_remote_workers", "Workers heard from in the last heartbeat timeout.", []string{"fingerprint_matches"}, nil)
 	descWorkerDone  = prometheus.NewDesc("replay_remote_worker_jobs_done", "Jobs a worker reports done.", []string{"worker"}, nil)
 	descWorkerOps   = prometheus.NewDesc("replay_remote_worker_ops", "Operator applications a worker reports done.", []string{"worker"}, nil)
@@ -25,7 +27,7 @@ var _ prometheus.Collector = (*Executor)(nil)
 // Describe implements prometheus.Collector.
 func (e *Executor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descInFlight, descResults, descDuplicates, descRedelivered,
-		descDead, descVerified, descMismatches, descWorkers, descWorkerDone, descWorkerOps} {
+		descDead, descVerified, descMismatches, descConnected, descQuarantined, descWorkers, descWorkerDone, descWorkerOps} {
 		ch <- d
 	}
 }
@@ -44,7 +46,7 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	counter(descVerified, st.Verified)
 	counter(descMismatches, st.Mismatches)
 	e.mu.Lock()
-	inflight := len(e.mu.seqs)
+	inflight, quar := len(e.mu.seqs), len(e.mu.quar)
 	var match, other int
 	type w struct {
 		name      string
@@ -64,6 +66,12 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	}
 	e.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(inflight))
+	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.GaugeValue, float64(quar))
+	connected := 0.0
+	if e.nc.IsConnected() {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, connected)
 	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(match), "true")
 	ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(other), "false")
 	for _, x := range ws {

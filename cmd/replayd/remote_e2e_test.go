@@ -305,6 +305,12 @@ func TestRemoteSpotCheck(t *testing.T) {
 	if !strings.Contains(m, fmt.Sprintf("replay_remote_mismatches_total %d\n", spec.Steps)) || !strings.Contains(m, "replay_remote_verified_total 0\n") {
 		t.Errorf("metrics: want %d mismatches, 0 verified:\n%s", spec.Steps, grepLines(m, "replay_remote_"))
 	}
+	if !strings.Contains(m, "replay_remote_workers_quarantined 1\n") || !strings.Contains(m, "replay_remote_connected 1\n") {
+		t.Errorf("metrics: want the worker quarantined, the daemon connected:\n%s", grepLines(m, "replay_remote_"))
+	}
+	if code, out, _ := d.ctl("workers", "-o", "csv"); code != 0 || !strings.Contains(out, ",quarantined\n") {
+		t.Errorf("replayctl workers (exit %d): want the faulty worker quarantined:\n%s", code, out)
+	}
 	w.stop(syscall.SIGTERM)
 }
 
