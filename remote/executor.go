@@ -306,6 +306,9 @@ func (e *Executor) onMaxDeliveries(m *nats.Msg) {
 	if !ok {
 		return
 	}
+	if !sj.q.first(sj.job.ID()) {
+		return // cancelled meanwhile
+	}
 	e.log.Error("job exhausted its deliveries", "run", sj.job.Run, "step", sj.job.Step, "deliveries", adv.Deliveries)
 	sj.q.deliver(scheduler.Result{Job: sj.job, Err: fmt.Sprintf("remote job (step %d) delivered %d times without a result: workers crash or time out on it", sj.job.Step, adv.Deliveries)})
 }
@@ -384,7 +387,7 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 		if err != nil {
 			// Not acked: redelivered after AckWait, by when the
 			// object store may answer again.
-			q.forget(id)
+			q.forget(rm.Job)
 			e.log.Warn("result vector unreadable", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
 			return
 		}
@@ -406,7 +409,8 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 // OpenRemote implements scheduler.RemoteExecutor.
 func (e *Executor) OpenRemote(x scheduler.ExecRun) scheduler.Queue {
 	q := &queue{e: e, x: x, jobs: make(chan scheduler.Job), results: make(chan scheduler.Result, max(64, 2*x.Flight)),
-		closed: make(chan struct{}), done: map[scheduler.JobID]bool{}, inputs: map[string]bool{}}
+		closed: make(chan struct{}), done: map[scheduler.JobID]bool{}, inputs: map[string]bool{},
+		pending: map[scheduler.JobID]scheduler.Job{}}
 	e.mu.Lock()
 	e.mu.queues[x.Name] = q
 	e.mu.Unlock()
@@ -427,18 +431,40 @@ type queue struct {
 	inputs  map[string]bool   // input objects this queue holds (publish goroutine; Close after it ended)
 	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
 
-	mu   sync.Mutex
-	done map[scheduler.JobID]bool // results handed to the loop
+	mu      sync.Mutex
+	done    map[scheduler.JobID]bool          // results handed to the loop
+	pending map[scheduler.JobID]scheduler.Job // taken from the loop, no result handed back yet
 }
 
 func (q *queue) Jobs() chan<- scheduler.Job       { return q.jobs }
 func (q *queue) Results() <-chan scheduler.Result { return q.results }
 
 // Cancel implements scheduler.Queue: workers stop the run's jobs of older
-// generations (the loop drops their results anyway).
+// generations, and those jobs come back Cancelled at once, from here: the
+// loop (which waits for every job in flight, at a rollback and at its
+// stop) never waits for workers that may be gone. A worker's late result
+// of such a job is then a duplicate, and dropped.
 func (q *queue) Cancel(gen uint64) {
 	b, _ := msgpack.Marshal(cancelMsg{Run: q.x.Name, Gen: gen})
 	_ = q.e.nc.Publish(cancelSubject, b)
+	var cancelled []scheduler.Job
+	q.mu.Lock()
+	for id, j := range q.pending {
+		if j.Generation < gen {
+			delete(q.pending, id)
+			q.done[id] = true
+			cancelled = append(cancelled, j)
+		}
+	}
+	q.mu.Unlock()
+	if len(cancelled) > 0 {
+		// Not from the loop's goroutine: it is the one receiving.
+		go func() {
+			for _, j := range cancelled {
+				q.deliver(scheduler.Result{Job: j, Cancelled: true})
+			}
+		}()
+	}
 }
 
 // Close implements scheduler.Queue.
@@ -487,12 +513,15 @@ func (q *queue) first(id scheduler.JobID) bool {
 		return false
 	}
 	q.done[id] = true
+	delete(q.pending, id)
 	return true
 }
 
-func (q *queue) forget(id scheduler.JobID) {
+// forget undoes first: the result could not be handed over after all.
+func (q *queue) forget(j scheduler.Job) {
 	q.mu.Lock()
-	delete(q.done, id)
+	delete(q.done, j.ID())
+	q.pending[j.ID()] = j
 	q.mu.Unlock()
 }
 
@@ -520,11 +549,16 @@ func (q *queue) publish() {
 		case <-q.closed:
 			return
 		case j := <-q.jobs:
+			q.mu.Lock()
+			q.pending[j.ID()] = j
+			q.mu.Unlock()
 			if err := q.send(ctx, j); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				q.deliver(scheduler.Result{Job: j, Err: err.Error()})
+				if q.first(j.ID()) {
+					q.deliver(scheduler.Result{Job: j, Err: err.Error()})
+				}
 			}
 		}
 	}

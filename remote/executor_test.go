@@ -192,3 +192,29 @@ func TestMaxDeliveriesFailsJob(t *testing.T) {
 		t.Errorf("stats %+v: want 1 dead", st)
 	}
 }
+
+// Cancel hands the loop its jobs of older generations back Cancelled at
+// once, with no worker to answer (the loop waits for them at a rollback
+// and at its stop); a worker's late result of such a job is a duplicate.
+func TestCancelReturnsPendingJobs(t *testing.T) {
+	h := newHarness(t, 5)
+	h.q.Jobs() <- testJob
+	waitFor(t, "job published", func() bool { return h.ex.Stats().Queued == 1 })
+	h.q.Cancel(testJob.Generation + 1)
+	res := h.result()
+	if res.Job != testJob || !res.Cancelled {
+		t.Fatalf("result %+v: want the job back cancelled", res)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	data, _ := msgpack.Marshal(resultMsg{Job: testJob, Worker: "late", Applied: 5})
+	if _, err := h.js.Publish(ctx, resultSubject+".x", data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "late result counted", func() bool { return h.ex.Stats().Duplicates == 1 })
+	select {
+	case res := <-h.q.Results():
+		t.Fatalf("late result delivered: %+v", res)
+	default:
+	}
+}

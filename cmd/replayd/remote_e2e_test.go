@@ -377,3 +377,19 @@ func TestRemoteExternalNATS(t *testing.T) {
 	}
 	w.stop(syscall.SIGTERM)
 }
+
+// TestRemoteStopWithoutWorkers: a daemon whose run has jobs queued and no
+// worker to compute them stops at SIGTERM (its loop gets them back
+// cancelled instead of waiting for results that never come).
+func TestRemoteStopWithoutWorkers(t *testing.T) {
+	spec := remoteSpec()
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitStep(spec.Name, spec.Window+1) // the backward loop is issuing jobs
+	d.stop(syscall.SIGTERM)
+	if d.err != nil {
+		t.Errorf("replayd after SIGTERM: %v", d.err)
+	}
+}
