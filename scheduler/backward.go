@@ -705,8 +705,8 @@ func (b *bwdLoop) startTrial(a replay.Action) error {
 func (b *bwdLoop) flightLimit() int {
 	n := int(b.s.loops.Load())
 	lim := b.maxFlight
-	if !b.plan.memo {
-		lim = 2 * b.s.slots() // remote workers come and go
+	if b.s.opts.Executor != nil && lim > 1 {
+		lim = 2 * b.s.slots() // remote workers come and go (memo stays at 1)
 	}
 	if n <= 1 {
 		return lim
