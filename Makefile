@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# chromium: the browser test of the web view (test-browser).
-DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium
+# chromium: the browser test of the web view (test-browser); nats-server: the
+# remote-worker tests against an external JetStream server.
+DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium nats-server
 BIN := bin
 # staticcheck is run from the Go module proxy at a pinned version (not
 # pinned in go.mod: its dependencies would then constrain the project's).

@@ -11,6 +11,8 @@ package tools
 
 import (
 	_ "github.com/dgraph-io/badger/v4"
+	_ "github.com/nats-io/nats-server/v2/server"
+	_ "github.com/nats-io/nats.go/jetstream"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/spf13/pflag"
 	_ "github.com/vmihailenco/msgpack/v5"

@@ -93,7 +93,7 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 	s := r.s
 	b := &bwdLoop{r: r, s: s, env: env, cfg: &r.cfg, ctx: ctx, buf: map[int]Result{}, flight: map[JobID]struct{}{}}
 	b.pc, b.plan = strategyOf(b.cfg)
-	b.maxFlight = 2 * s.opts.Workers
+	b.maxFlight = 2 * s.slots()
 	if b.plan.memo {
 		b.maxFlight = 1
 	}
@@ -104,7 +104,7 @@ func (r *run) backward(ctx context.Context, env *runEnv) error {
 	}
 	b.gen = r.state().Epoch << 32
 	b.in = newRunInputs(s.store, b.cfg.Dim)
-	b.q = s.pool.Open(execRun{
+	b.q = s.exec.Open(execRun{
 		Name: r.name, Epoch: r.state().Epoch, Config: r.cfg, Inputs: b.in,
 		env: env, memoBudget: s.opts.MemoBudget, Flight: b.maxFlight,
 	})
@@ -704,10 +704,14 @@ func (b *bwdLoop) startTrial(a replay.Action) error {
 // never reaches a stored number, so the share changes only the timing.
 func (b *bwdLoop) flightLimit() int {
 	n := int(b.s.loops.Load())
-	if n <= 1 {
-		return b.maxFlight
+	lim := b.maxFlight
+	if b.s.opts.Executor != nil && lim > 1 {
+		lim = 2 * b.s.slots() // remote workers come and go (memo stays at 1)
 	}
-	return min(b.maxFlight, max(1, b.s.opts.Workers/n))
+	if n <= 1 {
+		return lim
+	}
+	return min(lim, max(1, b.s.slots()/n))
 }
 
 // commitTrial processes trial results in order per side and, when both

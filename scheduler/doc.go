@@ -86,7 +86,10 @@
 // executor is the in-process pool: Options.Workers goroutines
 // (Scheduler.worker) take jobs from one unbuffered channel, find the job's
 // run by name and epoch, and keep per run an operators clone, a measurer and
-// scratch (and, for memo, the run's memoized evaluators). Results arrive
+// scratch (and, for memo, the run's memoized evaluators) — or, when
+// Options.Executor is set, a RemoteExecutor (package remote: workers over
+// NATS JetStream), whose workers compute with Runner, the pool's own code
+// (remote.go); the loops' pacing then follows its Slots. Results arrive
 // out of order into a reorder buffer and are accounted by job identity
 // (JobID: run, generation, segment, step, side), never by counters: a
 // result whose job is not in flight (a duplicate, or of an earlier process)

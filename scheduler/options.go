@@ -56,6 +56,9 @@ type Options struct {
 	// DataTimeout bounds the loading of a data set (a data_path on a slow
 	// or hung file system); 0 means DefaultDataTimeout.
 	DataTimeout time.Duration
+	// Executor, if set, computes backward jobs instead of the in-process
+	// pool (remote workers); Workers may then be 0.
+	Executor RemoteExecutor
 }
 
 // Defaults of Options.
@@ -151,8 +154,8 @@ func (o Options) Validate() error {
 	if o.Window < 1 {
 		errs = append(errs, fmt.Errorf("window %d: must be ≥ 1", o.Window))
 	}
-	if o.Workers < 1 || o.Workers > 1024 {
-		errs = append(errs, fmt.Errorf("workers %d: must be in [1, 1024]", o.Workers))
+	if o.Workers < 0 || o.Workers == 0 && o.Executor == nil || o.Workers > 1024 {
+		errs = append(errs, fmt.Errorf("workers %d: must be in [1, 1024] (0 with a remote executor)", o.Workers))
 	}
 	if o.MaxLag < 1 {
 		errs = append(errs, fmt.Errorf("max lag %d: must be ≥ 1", o.MaxLag))

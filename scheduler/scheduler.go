@@ -25,6 +25,7 @@ type Scheduler struct {
 
 	jobs chan Job // unbuffered: a job is handed to a free worker
 	pool *pool    // the in-process executor over jobs
+	exec Executor // pool, or Options.Executor
 	wg   sync.WaitGroup
 	// loops counts the backward loops running now; each may keep at most
 	// its fair share of the workers busy (bwdLoop.flightLimit).
@@ -71,6 +72,10 @@ func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
 	}
 	s.met = newCollectors(s)
 	s.pool = newPool(s.jobs, s.met)
+	s.exec = s.pool
+	if opts.Executor != nil {
+		s.exec = remoteAdapter{opts.Executor}
+	}
 	s.mu.runs = map[string]*run{}
 	names, err := store.Runs()
 	if err != nil {

@@ -60,6 +60,9 @@ type Options struct {
 	// Heartbeat is how often an idle event stream gets a comment line;
 	// ≤ 0 means DefaultHeartbeat.
 	Heartbeat time.Duration
+	// Workers, if set, lists the remote workers (GET /v1/workers);
+	// nil: the daemon has none.
+	Workers func() api.WorkerList
 }
 
 // server holds the handler state; all fields are read-only after New.
@@ -69,12 +72,13 @@ type server struct {
 	maxBody   int64
 	requests  *prometheus.CounterVec
 	heartbeat time.Duration
+	workers   func() api.WorkerList
 }
 
 // New returns the API handler over b. See the package doc for the error
 // mapping and the routes in the README (and routes below).
 func New(b Backend, opts Options) http.Handler {
-	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes}
+	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -112,6 +116,13 @@ func New(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("POST /v1/runs/{name}/verify", s.verify)
 	mux.HandleFunc("GET /v1/runs/{name}/events", s.events)
 	mux.HandleFunc("GET /v1/runs/{name}/series", s.series)
+	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, _ *http.Request) {
+		l := api.WorkerList{Workers: []api.WorkerStatus{}}
+		if s.workers != nil {
+			l = s.workers()
+		}
+		writeJSON(w, http.StatusOK, l)
+	})
 	// The catch-all answers unknown paths (404) and known paths with the
 	// wrong method (405) in JSON; the mux's own answers are plain text.
 	mux.Handle("/", s.notFound(mux))

@@ -105,10 +105,18 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
+	remoteEx, stopRemote, err := startRemote(cfg, log) // remote.go
+	if err != nil {
+		return err
+	}
+	defer stopRemote()
 	// The built-in model family; external families (the operator protocol)
 	// will be registered here too.
-	sched, err := scheduler.New(store, scheduler.DefaultOptions().
-		WithFamilies(modelFamilies()...).
+	opts := scheduler.DefaultOptions().WithFamilies(modelFamilies()...)
+	if remoteEx != nil {
+		opts = opts.WithExecutor(remoteEx)
+	}
+	sched, err := scheduler.New(store, opts.
 		WithWindow(cfg.window).
 		WithWorkers(cfg.workers).
 		WithMaxLag(cfg.maxLag).
@@ -123,6 +131,9 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if remoteEx != nil {
+		reg.MustRegister(remoteEx) // remote.go
+	}
 	if err := sched.Register(reg); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
@@ -138,7 +149,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	handler := server.New(backend{sched, store}, server.Options{Token: cfg.token, Logger: log, Registry: reg})
+	handler := server.New(backend{sched, store}, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx)})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
 	where := ep.String()

@@ -56,6 +56,7 @@ type config struct {
 	// (ckpt.Options.MinFreeDisk); not set: defaultMinFreeDisk.
 	minFreeDisk byteSize
 	querySlots  int
+	remote      remoteConfig // remote.go
 }
 
 const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
@@ -96,6 +97,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.Var(&c.maxRunDisk, "max-run-disk", diskRule)
 	fs.Var(&c.minFreeDisk, "min-free-disk", "free space the data directory's file system keeps; below it runs pause with the reason (status, /healthz) and go on once space returns; 0: no check (default 256MiB)")
 	fs.IntVar(&c.querySlots, "query-slots", scheduler.DefaultQuerySlots, "most recomputations for API queries (params, verify) at once; more get 503 with Retry-After")
+	addRemoteFlags(fs, &c.remote)
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
@@ -156,9 +158,10 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	if c.window < 1 {
 		errs = append(errs, fmt.Errorf("--window %d: must be ≥ 1", c.window))
 	}
-	if c.workers < 1 || c.workers > 1024 {
-		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024]", c.workers))
+	if c.workers < 0 || c.workers == 0 && !c.remote.enabled() || c.workers > 1024 {
+		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024] (0 with remote workers)", c.workers))
 	}
+	errs = append(errs, c.remote.validate()...)
 	if c.maxLag < 1 {
 		errs = append(errs, fmt.Errorf("--max-lag %d: must be ≥ 1", c.maxLag))
 	}

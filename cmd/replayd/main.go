@@ -7,7 +7,12 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	run := run
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "worker" {
+		run, args = runWorker, args[1:] // worker.go
+	}
+	if err := run(args, os.Stdout, os.Stderr); err != nil {
 		// One line, even for joined errors.
 		fmt.Fprintln(os.Stderr, "replayd: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		os.Exit(1)

@@ -1,0 +1,52 @@
+// Package remote computes backward jobs on worker processes through NATS
+// JetStream (DESIGN.md §3): Executor is the daemon's side, a
+// scheduler.RemoteExecutor; Worker is `replayd worker`'s; Embedded starts
+// nats-server in-process.
+//
+// The wire, all on one NATS server with JetStream:
+//
+//   - Stream REPLAY_JOBS (work-queue retention, subjects
+//     replay.jobs.<fingerprint>.<run-hash>): one message per job, a
+//     reference (the scheduler.Job, the key of its run config, the name of
+//     its input vector) — never a vector. Workers of fingerprint F pull
+//     from the durable consumer "workers-F" (filtered on their own
+//     fingerprint, so a worker of another machine kind never sees a job of
+//     a run it could not compute bitwise), one message per fetch (a small
+//     prefetch: a pre-buffered message goes stale past AckWait), explicit
+//     acks, AckWait and MaxDeliver bounding redelivery; a long job sends
+//     InProgress every AckWait/3.
+//   - Stream REPLAY_RESULTS (work queue, replay.results.<run-hash>), pulled
+//     by the daemon's durable consumer: the outcome of a job and the name
+//     of its θ̃ in the object store.
+//   - Object store bucket replay-vectors: input vectors (anchor starts,
+//     forward checkpoints) named by their content hash, put once and cached
+//     by workers; result vectors named by job identity and content hash,
+//     deleted by the daemon once handed to the backward loop.
+//   - KV bucket replay-runs: run configurations keyed by content hash.
+//   - Core subjects replay.cancel (a loop's Cancel: generations below are
+//     unwanted) and replay.workers (each worker's announcement, every
+//     heartbeatEvery: name, fingerprint, slots, jobs done).
+//
+// Spot checks: the daemon re-executes locally (scheduler.Computer, its
+// own inputs) the first result of each worker, every result of a
+// quarantined worker and a share Config.VerifyShare of the others, chosen
+// by a hash of the job identity; a result that differs in any bit
+// quarantines its worker, and the daemon's own result is delivered in its
+// place (memo jobs are not checked: their evaluator's state is the
+// worker's).
+//
+// Clean-up: results are deleted once handed to the loop; when a loop
+// closes, its jobs still queued are purged and the input vectors no other
+// open loop uses are deleted. A daemon starting purges the job stream (its
+// loops start new epochs: older jobs are stale).
+//
+// Invariants: Badger stays the only store of record and the daemon its
+// only writer — workers read only the data set files and what NATS gives
+// them. A worker computes with scheduler.Runner, the in-process pool's
+// code, so a result is bitwise the pool's. A job message is acked only
+// after its result is published (JetStream's ack of the publish), so a
+// worker killed at any point loses nothing: the job is redelivered after
+// AckWait. A result may thus arrive twice; the executor accepts one per
+// job identity and counts the others (Stats.Duplicates), and the loop
+// drops stale generations (the scheduler's seam).
+package remote

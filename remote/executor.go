@@ -1,0 +1,670 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/scheduler"
+)
+
+// Config configures an Executor.
+type Config struct {
+	// URL and Token reach the NATS server.
+	URL, Token string
+	// AckWait is how long a job may go without an ack or a heartbeat
+	// before JetStream redelivers it; MaxDeliver bounds the deliveries.
+	AckWait    time.Duration
+	MaxDeliver int
+	// Fingerprint is the daemon's (Fingerprint()): its runs are computed
+	// only by workers that announce the same.
+	Fingerprint string
+	// VerifyShare is the share of remote results the daemon re-executes
+	// locally and compares bitwise (besides the first of each worker);
+	// DataDir is where it reads data sets for that.
+	VerifyShare float64
+	DataDir     string
+	Logger      *slog.Logger
+	// Families are the model families of the spot checks' re-execution:
+	// the daemon's own (without them no check can run).
+	Families []family.Family
+}
+
+// Defaults of Config.
+const (
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 5
+	// heartbeatEvery is how often workers announce themselves; one silent
+	// for workerTimeout is no longer counted.
+	heartbeatEvery = 2 * time.Second
+	workerTimeout  = 3 * heartbeatEvery
+	// WorkerTimeout is how long a worker may be silent and still count.
+	WorkerTimeout = workerTimeout
+)
+
+// Stats counts an executor's jobs.
+type Stats struct {
+	Queued, Results, Duplicates, Redelivered, Dead, Failed int64
+	// Verified and Mismatches count the spot checks (VerifyShare).
+	Verified, Mismatches int64
+}
+
+// WorkerInfo is what the daemon knows of a worker from its announcements.
+type WorkerInfo struct {
+	Name, Fingerprint string
+	Slots, Busy       int
+	Done, Ops         int64
+	OpsPerSec         float64 // between its last two announcements
+	LastSeen          time.Time
+	Matches           bool // its fingerprint is the daemon's
+	// Quarantined: a spot check found a result of it wrong; its results
+	// are recomputed by the daemon.
+	Quarantined bool
+}
+
+// Executor is a scheduler.RemoteExecutor over JetStream. Close it after
+// the scheduler has stopped.
+type Executor struct {
+	cfg  Config
+	log  *slog.Logger
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	jobs jetstream.Stream
+	obj  jetstream.ObjectStore
+	kv   jetstream.KeyValue
+	fp   string // FingerprintID(cfg.Fingerprint)
+
+	stop                                                                   context.CancelFunc
+	wg                                                                     sync.WaitGroup
+	queued, results, dups, redelivered, dead, failed, verified, mismatches atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		queues  map[string]*queue // by run name
+		workers map[string]WorkerInfo
+		inputs  map[string]int  // input objects put: how many open queues use each
+		configs map[string]bool // run configs put
+		seqs    map[uint64]seqJob
+		checked map[string]bool // workers whose first result was checked
+		quar    map[string]bool // quarantined workers
+	}
+	comp  *scheduler.Computer // spot checks
+	putMu sync.Mutex          // serialises input puts and deletes
+}
+
+// seqJob is a job message's job and queue, by stream sequence, for the
+// max-deliveries advisory.
+type seqJob struct {
+	q   *queue
+	job scheduler.Job
+}
+
+var _ scheduler.RemoteExecutor = (*Executor)(nil)
+
+// Dial connects to the NATS server, creates (or updates) the streams, the
+// buckets and the consumers, and starts receiving results.
+func Dial(ctx context.Context, cfg Config) (*Executor, error) {
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.Fingerprint == "" {
+		cfg.Fingerprint = Fingerprint()
+	}
+	e := &Executor{cfg: cfg, log: cfg.Logger, fp: FingerprintID(cfg.Fingerprint)}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.mu.queues = map[string]*queue{}
+	e.mu.workers = map[string]WorkerInfo{}
+	e.mu.inputs = map[string]int{}
+	e.mu.configs = map[string]bool{}
+	e.mu.seqs = map[uint64]seqJob{}
+	e.mu.checked = map[string]bool{}
+	e.mu.quar = map[string]bool{}
+	e.comp = scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(cfg.Families...).WithDataDir(cfg.DataDir).WithLogger(e.log))
+	nc, err := connect(cfg.URL, cfg.Token, "replayd", e.log)
+	if err != nil {
+		return nil, err
+	}
+	e.nc = nc
+	if err := e.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// connect connects for good: it reconnects forever after the server goes.
+func connect(url, token, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
+	}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// jobConsumer is the durable consumer of fingerprint fp's workers.
+func jobConsumer(fp string, ackWait time.Duration, maxDeliver int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       "workers-" + fp,
+		FilterSubject: jobSubject + "." + fp + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+		MaxAckPending: 1024,
+	}
+}
+
+func (e *Executor) setup(ctx context.Context) error {
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		return fmt.Errorf("JetStream: %w", err)
+	}
+	e.js = js
+	e.jobs, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: jobStream, Subjects: []string{jobSubject + ".>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", jobStream, err)
+	}
+	// The jobs of an earlier daemon process are stale (the loops start a
+	// new epoch): drop them rather than have workers compute them.
+	if err := e.jobs.Purge(ctx); err != nil {
+		return fmt.Errorf("purge stream %s: %w", jobStream, err)
+	}
+	if _, err := e.jobs.CreateOrUpdateConsumer(ctx, jobConsumer(e.fp, e.cfg.AckWait, e.cfg.MaxDeliver)); err != nil {
+		return fmt.Errorf("create the workers' consumer: %w", err)
+	}
+	res, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: resultStream, Subjects: []string{resultSubject + ".>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", resultStream, err)
+	}
+	cons, err := res.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: daemonDurable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
+	if err != nil {
+		return fmt.Errorf("create the daemon's consumer: %w", err)
+	}
+	e.obj, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: vectorBucket, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("create object store %s: %w", vectorBucket, err)
+	}
+	e.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: runBucket, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("create KV bucket %s: %w", runBucket, err)
+	}
+	if _, err := e.nc.Subscribe(workerSubject, e.onAnnounce); err != nil {
+		return fmt.Errorf("subscribe %s: %w", workerSubject, err)
+	}
+	adv := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + jobStream + ".>"
+	if _, err := e.nc.Subscribe(adv, e.onMaxDeliveries); err != nil {
+		return fmt.Errorf("subscribe %s: %w", adv, err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	e.wg.Add(1)
+	go e.receive(rctx, cons)
+	return nil
+}
+
+// Close stops receiving and disconnects.
+func (e *Executor) Close() {
+	e.stop()
+	e.wg.Wait()
+	e.nc.Close()
+}
+
+// Stats returns the counters.
+func (e *Executor) Stats() Stats {
+	return Stats{Queued: e.queued.Load(), Results: e.results.Load(), Duplicates: e.dups.Load(),
+		Redelivered: e.redelivered.Load(), Dead: e.dead.Load(), Failed: e.failed.Load(),
+		Verified: e.verified.Load(), Mismatches: e.mismatches.Load()}
+}
+
+// Workers returns the workers heard from, by name.
+func (e *Executor) Workers() []WorkerInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(e.mu.workers))
+	for _, w := range e.mu.workers {
+		out = append(out, w)
+	}
+	return out
+}
+
+// Slots implements scheduler.RemoteExecutor: the slots of the live workers
+// that may compute the daemon's runs.
+func (e *Executor) Slots() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, w := range e.mu.workers {
+		if w.Matches && time.Since(w.LastSeen) < workerTimeout {
+			n += w.Slots
+		}
+	}
+	return n
+}
+
+func (e *Executor) onAnnounce(m *nats.Msg) {
+	var a announce
+	if err := msgpack.Unmarshal(m.Data, &a); err != nil || a.Name == "" {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a.Stopping {
+		delete(e.mu.workers, a.Name)
+		return
+	}
+	if _, ok := e.mu.workers[a.Name]; !ok {
+		e.log.Info("worker joined", "worker", a.Name, "fingerprint", a.Fingerprint, "slots", a.Slots, "matches", a.Fingerprint == e.cfg.Fingerprint)
+	}
+	now := time.Now()
+	wi := WorkerInfo{Name: a.Name, Fingerprint: a.Fingerprint, Slots: a.Slots, Busy: a.Busy,
+		Done: a.Done, Ops: a.Ops, LastSeen: now, Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name]}
+	if prev, ok := e.mu.workers[a.Name]; ok && a.Ops >= prev.Ops && now.After(prev.LastSeen) {
+		wi.OpsPerSec = float64(a.Ops-prev.Ops) / now.Sub(prev.LastSeen).Seconds()
+	}
+	e.mu.workers[a.Name] = wi
+}
+
+// onMaxDeliveries fails the job whose deliveries are exhausted: its loop
+// gets a Result with the reason (which fails the run).
+func (e *Executor) onMaxDeliveries(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries uint64 `json:"deliveries"`
+	}
+	if err := json.Unmarshal(m.Data, &adv); err != nil {
+		return
+	}
+	e.mu.Lock()
+	sj, ok := e.mu.seqs[adv.StreamSeq]
+	delete(e.mu.seqs, adv.StreamSeq)
+	e.mu.Unlock()
+	e.dead.Add(1)
+	// A work queue keeps an unacked message: remove it, nobody computes it.
+	_ = e.jobs.DeleteMsg(context.Background(), adv.StreamSeq)
+	if !ok {
+		return
+	}
+	if !sj.q.first(sj.job.ID()) {
+		return // cancelled meanwhile
+	}
+	e.log.Error("job exhausted its deliveries", "run", sj.job.Run, "step", sj.job.Step, "deliveries", adv.Deliveries)
+	sj.q.deliver(scheduler.Result{Job: sj.job, Err: fmt.Sprintf("remote job (step %d) delivered %d times without a result: workers crash or time out on it", sj.job.Step, adv.Deliveries)})
+}
+
+// receive takes results until ctx ends. Results are consumed as they come
+// (a Fetch of several would wait for the batch to fill).
+func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
+	defer e.wg.Done()
+	for ctx.Err() == nil {
+		it, err := cons.Messages(jetstream.PullMaxMessages(64))
+		if err != nil {
+			e.log.Debug("consume results", "err", err)
+			sleepCtx(ctx, 200*time.Millisecond)
+			continue
+		}
+		stopped := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				it.Stop()
+			case <-stopped:
+			}
+		}()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				break
+			}
+			e.handleResult(ctx, m)
+		}
+		close(stopped)
+		it.Stop()
+	}
+}
+
+func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
+	var rm resultMsg
+	if err := msgpack.Unmarshal(m.Data(), &rm); err != nil {
+		e.log.Error("undecodable result dropped", "err", err)
+		_ = m.Term()
+		return
+	}
+	e.results.Add(1)
+	if rm.Delivery > 1 {
+		e.redelivered.Add(1)
+	}
+	id := rm.Job.ID()
+	e.mu.Lock()
+	q := e.mu.queues[rm.Job.Run]
+	e.mu.Unlock()
+	drop := func() {
+		if rm.Theta != "" {
+			_ = e.obj.Delete(ctx, rm.Theta)
+		}
+		_ = m.Ack()
+	}
+	if q == nil || q.x.Epoch != rm.Job.Generation>>32 {
+		drop() // its loop is gone: nobody wants it
+		return
+	}
+	if !q.first(id) {
+		e.dups.Add(1)
+		drop()
+		return
+	}
+	res := scheduler.Result{Job: rm.Job, Metrics: rm.Metrics, Applied: rm.Applied, Err: rm.Err, Cancelled: rm.Cancelled}
+	if rm.Err != "" {
+		e.failed.Add(1)
+		res.Err = "worker " + rm.Worker + ": " + rm.Err
+	}
+	if rm.Theta != "" {
+		b, err := e.obj.GetBytes(ctx, rm.Theta)
+		if err == nil {
+			res.Theta, err = decodeVec(b, q.x.Config.Dim)
+		}
+		if err != nil {
+			// Not acked: redelivered after AckWait, by when the
+			// object store may answer again.
+			q.forget(rm.Job)
+			e.log.Warn("result vector unreadable", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
+			return
+		}
+	}
+	if res.Err == "" && !res.Cancelled && !rm.Job.Memo && e.shouldCheck(rm.Worker, id) {
+		res = e.check(ctx, q, rm.Worker, res)
+	}
+	e.mu.Lock()
+	for seq, sj := range e.mu.seqs {
+		if sj.q == q && sj.job.ID() == id {
+			delete(e.mu.seqs, seq)
+		}
+	}
+	e.mu.Unlock()
+	q.deliver(res)
+	drop()
+}
+
+// OpenRemote implements scheduler.RemoteExecutor.
+func (e *Executor) OpenRemote(x scheduler.ExecRun) scheduler.Queue {
+	q := &queue{e: e, x: x, jobs: make(chan scheduler.Job), results: make(chan scheduler.Result, max(64, 2*x.Flight)),
+		closed: make(chan struct{}), done: map[scheduler.JobID]bool{}, inputs: map[string]bool{},
+		pending: map[scheduler.JobID]scheduler.Job{}}
+	e.mu.Lock()
+	e.mu.queues[x.Name] = q
+	e.mu.Unlock()
+	q.wg.Add(1)
+	go q.publish()
+	return q
+}
+
+// queue is a Queue of the Executor.
+type queue struct {
+	e       *Executor
+	x       scheduler.ExecRun
+	jobs    chan scheduler.Job
+	results chan scheduler.Result
+	closed  chan struct{}
+	wg      sync.WaitGroup
+	cfgKey  string
+	inputs  map[string]bool   // input objects this queue holds (publish goroutine; Close after it ended)
+	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
+
+	mu      sync.Mutex
+	done    map[scheduler.JobID]bool          // results handed to the loop
+	pending map[scheduler.JobID]scheduler.Job // taken from the loop, no result handed back yet
+}
+
+func (q *queue) Jobs() chan<- scheduler.Job       { return q.jobs }
+func (q *queue) Results() <-chan scheduler.Result { return q.results }
+
+// Cancel implements scheduler.Queue: workers stop the run's jobs of older
+// generations, and those jobs come back Cancelled at once, from here: the
+// loop (which waits for every job in flight, at a rollback and at its
+// stop) never waits for workers that may be gone. A worker's late result
+// of such a job is then a duplicate, and dropped.
+func (q *queue) Cancel(gen uint64) {
+	b, _ := msgpack.Marshal(cancelMsg{Run: q.x.Name, Gen: gen})
+	_ = q.e.nc.Publish(cancelSubject, b)
+	var cancelled []scheduler.Job
+	q.mu.Lock()
+	for id, j := range q.pending {
+		if j.Generation < gen {
+			delete(q.pending, id)
+			q.done[id] = true
+			cancelled = append(cancelled, j)
+		}
+	}
+	q.mu.Unlock()
+	if len(cancelled) > 0 {
+		// Not from the loop's goroutine: it is the one receiving.
+		go func() {
+			for _, j := range cancelled {
+				q.deliver(scheduler.Result{Job: j, Cancelled: true})
+			}
+		}()
+	}
+}
+
+// Close implements scheduler.Queue.
+func (q *queue) Close() {
+	q.e.mu.Lock()
+	if q.e.mu.queues[q.x.Name] == q {
+		delete(q.e.mu.queues, q.x.Name)
+	}
+	for seq, sj := range q.e.mu.seqs {
+		if sj.q == q {
+			delete(q.e.mu.seqs, seq)
+		}
+	}
+	q.e.mu.Unlock()
+	close(q.closed)
+	q.wg.Wait()
+	// Nobody wants the loop's jobs any more: take them off the queue, and
+	// the input vectors no other open queue uses off the object store.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subj := fmt.Sprintf("%s.%s.%s", jobSubject, q.e.fp, token(q.x.Name))
+	if err := q.e.jobs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		q.e.log.Debug("purge the jobs of a closed loop", "run", q.x.Name, "err", err)
+	}
+	var drop []string
+	q.e.putMu.Lock()
+	defer q.e.putMu.Unlock()
+	q.e.mu.Lock()
+	for name := range q.inputs {
+		if q.e.mu.inputs[name]--; q.e.mu.inputs[name] <= 0 {
+			delete(q.e.mu.inputs, name)
+			drop = append(drop, name)
+		}
+	}
+	q.e.mu.Unlock()
+	for _, name := range drop {
+		_ = q.e.obj.Delete(ctx, name)
+	}
+}
+
+// first records that id's result goes to the loop; false if one did.
+func (q *queue) first(id scheduler.JobID) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.done[id] {
+		return false
+	}
+	q.done[id] = true
+	delete(q.pending, id)
+	return true
+}
+
+// forget undoes first: the result could not be handed over after all.
+func (q *queue) forget(j scheduler.Job) {
+	q.mu.Lock()
+	delete(q.done, j.ID())
+	q.pending[j.ID()] = j
+	q.mu.Unlock()
+}
+
+// deliver hands a result to the loop, or drops it if the loop is gone.
+func (q *queue) deliver(res scheduler.Result) {
+	select {
+	case q.results <- res:
+	case <-q.closed:
+	}
+}
+
+// publish sends the loop's jobs to the stream until Close. A job that
+// cannot be published (its inputs unreadable, the server gone for good)
+// comes back to the loop as a failed Result.
+func (q *queue) publish() {
+	defer q.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-q.closed
+		cancel()
+	}()
+	for {
+		select {
+		case <-q.closed:
+			return
+		case j := <-q.jobs:
+			q.mu.Lock()
+			q.pending[j.ID()] = j
+			q.mu.Unlock()
+			if err := q.send(ctx, j); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if q.first(j.ID()) {
+					q.deliver(scheduler.Result{Job: j, Err: err.Error()})
+				}
+			}
+		}
+	}
+}
+
+// send publishes j, putting its config and input first if the server does
+// not have them yet. Publishing retries while the server is away (a
+// restart), up to a minute.
+func (q *queue) send(ctx context.Context, j scheduler.Job) error {
+	e := q.e
+	if q.cfgKey == "" {
+		b, err := msgpack.Marshal(q.x.Config)
+		if err != nil {
+			return fmt.Errorf("encode run config: %w", err)
+		}
+		key := "cfg-" + hashHex(b)
+		if _, err := retry(ctx, func() (jetstream.KeyValueEntry, error) { _, err := e.kv.Put(ctx, key, b); return nil, err }); err != nil {
+			return fmt.Errorf("put run config: %w", err)
+		}
+		q.cfgKey = key
+	}
+	jm := jobMsg{Job: j, Config: q.cfgKey}
+	var v []float32
+	if j.StartForward {
+		v = make([]float32, q.x.Config.Dim)
+		step, err := q.x.Inputs.NearestCheckpoint(j.Run, j.StartStep, v)
+		if err != nil {
+			return fmt.Errorf("forward checkpoint for step %d: %w", j.StartStep, err)
+		}
+		jm.InputStep = step
+	} else {
+		var err error
+		if v, err = q.x.Inputs.AnchorStart(j.Run, j.Segment); err != nil {
+			return err
+		}
+		jm.InputStep = j.AnchorStep
+	}
+	b := encodeVec(v)
+	jm.Input = inputName(b)
+	if !q.inputs[jm.Input] {
+		// putMu orders this put after the delete of a closing queue
+		// that held the same vector.
+		e.putMu.Lock()
+		defer e.putMu.Unlock()
+		e.mu.Lock()
+		have := e.mu.inputs[jm.Input] > 0
+		e.mu.Unlock()
+		if !have {
+			if _, err := retry(ctx, func() (*jetstream.ObjectInfo, error) { return e.obj.PutBytes(ctx, jm.Input, b) }); err != nil {
+				return fmt.Errorf("put input vector: %w", err)
+			}
+		}
+		e.mu.Lock()
+		e.mu.inputs[jm.Input]++
+		e.mu.Unlock()
+		q.inputs[jm.Input] = true
+	}
+	data, err := msgpack.Marshal(jm)
+	if err != nil {
+		return fmt.Errorf("encode job: %w", err)
+	}
+	subj := fmt.Sprintf("%s.%s.%s", jobSubject, e.fp, token(j.Run))
+	ack, err := retry(ctx, func() (*jetstream.PubAck, error) { return e.js.Publish(ctx, subj, data) })
+	if err != nil {
+		return fmt.Errorf("publish job: %w", err)
+	}
+	e.queued.Add(1)
+	e.mu.Lock()
+	e.mu.seqs[ack.Sequence] = seqJob{q: q, job: j}
+	e.mu.Unlock()
+	return nil
+}
+
+// retry calls f until it succeeds, ctx ends or a minute has passed (the
+// server restarting).
+func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		v, err := f()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return v, err
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// fetch pulls up to n messages, waiting up to d, returning early when ctx
+// ends (FetchMaxWait and FetchContext exclude each other).
+func fetch(ctx context.Context, cons jetstream.Consumer, n int, d time.Duration) (jetstream.MessageBatch, error) {
+	fctx, cancel := context.WithTimeout(ctx, d)
+	go func() {
+		<-fctx.Done()
+		cancel()
+	}()
+	return cons.Fetch(n, jetstream.FetchContext(fctx))
+}

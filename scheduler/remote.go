@@ -1,0 +1,118 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/replay-sgd/replay/ckpt"
+)
+
+// This file is the seam for executors outside the package (remote/: jobs
+// on NATS JetStream) and for the processes that compute their jobs
+// (`replayd worker`): they compute with the very code of the in-process
+// pool (computeIterate, the same measures), so a remote result is bitwise
+// the one the pool would have given on the same machine kind.
+
+// ExecRun is what a remote executor is told of a run when its backward loop
+// opens a queue (execRun without the in-process environment).
+type ExecRun struct {
+	Name   string
+	Epoch  uint64
+	Config ckpt.RunConfig
+	Inputs JobInputs
+	Flight int
+}
+
+// RemoteExecutor is an Executor implemented outside the package, under the
+// same concurrency contract as Executor.
+type RemoteExecutor interface {
+	OpenRemote(x ExecRun) Queue
+	// Slots is how many jobs the executor's workers can compute at once
+	// now (≥ 0); the loops' pacing follows it.
+	Slots() int
+}
+
+// remoteAdapter makes a RemoteExecutor an Executor.
+type remoteAdapter struct{ r RemoteExecutor }
+
+func (a remoteAdapter) Open(x execRun) Queue {
+	return a.r.OpenRemote(ExecRun{Name: x.Name, Epoch: x.Epoch, Config: x.Config, Inputs: x.Inputs, Flight: x.Flight})
+}
+
+// WithExecutor sets Options.Executor.
+func (o Options) WithExecutor(e RemoteExecutor) Options { o.Executor = e; return o }
+
+// slots is how many jobs can run at once over all runs: the in-process
+// workers and the remote executor's (at least one, so that a loop always
+// keeps a job queued for the first remote worker to come).
+func (s *Scheduler) slots() int {
+	n := s.opts.Workers
+	if s.opts.Executor != nil {
+		n += s.opts.Executor.Slots()
+	}
+	return max(1, n)
+}
+
+// Computer computes jobs outside a Scheduler: a remote worker's side of
+// the seam. It loads data sets once each (like a Scheduler) and is safe
+// for concurrent use; the Runners it returns are not.
+type Computer struct{ s *Scheduler }
+
+// NewComputer returns a Computer reading data sets with opts (DataDir,
+// DataTimeout, Logger).
+func NewComputer(opts Options) *Computer {
+	s := &Scheduler{opts: opts, log: opts.Logger, data: map[dataKey]*dataLoad{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return &Computer{s: s}
+}
+
+// Runner computes the jobs of one run configuration, one at a time, with
+// its own scratch space and memo (as one in-process worker does).
+type Runner struct {
+	env    *runEnv
+	wr     *workerRun
+	in     JobInputs
+	memo   [3]*memoState // per trial side, made on first use
+	budget int64
+}
+
+// NewRunner builds the environment of cfg (model, data, operators); in
+// gives the anchor starts and forward checkpoints its jobs read.
+func (c *Computer) NewRunner(ctx context.Context, cfg ckpt.RunConfig, in JobInputs, memoBudget int64) (*Runner, error) {
+	env, err := c.s.buildEnv(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{env: env, in: in, wr: newWorkerRun(env, in, &cfg, true), budget: memoBudget}, nil
+}
+
+// Compute computes j as the in-process pool does (pool.exec): Theta, the
+// measures, Applied; Cancelled when ctx ends first; Err on failure.
+func (r *Runner) Compute(ctx context.Context, j Job) Result {
+	res := Result{Job: j}
+	theta := make([]float32, r.env.model.Dim())
+	var memo *memoState
+	if j.Memo {
+		if r.memo[j.Side] == nil {
+			r.memo[j.Side] = newMemo(r.env, r.budget)
+		}
+		memo = r.memo[j.Side]
+	}
+	applied, err := computeIterate(ctx, j, r.wr, memo, r.in, theta)
+	res.Applied = applied
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		res.Cancelled = true
+		return res
+	case err != nil:
+		res.Err = err.Error()
+		return res
+	}
+	res.Theta = theta
+	res.Metrics = ckpt.Metrics{Step: j.Step, Segment: j.Segment, Anchor: j.StartStep}
+	r.wr.ev.measure(&res.Metrics, theta, j.Eval)
+	return res
+}
