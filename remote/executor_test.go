@@ -77,7 +77,8 @@ func (h *harness) fetchJob() (jetstream.Msg, jobMsg) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for m := range batch.Messages() {
+	// Fetch(1): the channel yields at most one message, then closes.
+	if m, ok := <-batch.Messages(); ok {
 		var jm jobMsg
 		if err := msgpack.Unmarshal(m.Data(), &jm); err != nil {
 			h.t.Fatal(err)
