@@ -5,7 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // Tensor names one block of a flat parameter vector, as PyTorch's
@@ -92,10 +93,10 @@ func NewModel(spec string, in, out int) (*Model, error) {
 		m.kind = kindMLP
 		var err error
 		if widths, err = parseWidths(spec[len("mlp:"):]); err != nil {
-			return nil, fmt.Errorf("model %q: %w", clip(spec), err)
+			return nil, fmt.Errorf("model %q: %w", echo.Clip(spec), err)
 		}
 	default:
-		return nil, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", clip(spec), ErrSpec)
+		return nil, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", echo.Clip(spec), ErrSpec)
 	}
 	prev := in
 	for _, w := range append(widths, out) {
@@ -165,7 +166,7 @@ func SizeOf(spec string, in, out int) (SpecSize, error) {
 // width×repeat cannot overflow).
 func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, error) {
 	if in < 0 || out < 1 || int64(in) > MaxParams || int64(out) > MaxParams {
-		return 0, fmt.Errorf("model %q with %d inputs and %d outputs: %w", clip(spec), in, out, ErrShape)
+		return 0, fmt.Errorf("model %q with %d inputs and %d outputs: %w", echo.Clip(spec), in, out, ErrShape)
 	}
 	switch {
 	case spec == "linear":
@@ -176,7 +177,7 @@ func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, err
 		}
 		return 1, nil
 	case !strings.HasPrefix(spec, "mlp:"):
-		return 0, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", clip(spec), ErrSpec)
+		return 0, fmt.Errorf("model %q (want linear, scalar or mlp:<widths>): %w", echo.Clip(spec), ErrSpec)
 	}
 	if len(spec) > maxSpecLen {
 		return 0, fmt.Errorf("model spec of %d bytes: longer than %d: %w", len(spec), maxSpecLen, ErrSpec)
@@ -191,7 +192,7 @@ func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, err
 	for _, g := range strings.Split(spec[len("mlp:"):], ",") {
 		w, r, err := parseGroup(g)
 		if err != nil {
-			return 0, fmt.Errorf("model %q: %w", clip(spec), err)
+			return 0, fmt.Errorf("model %q: %w", echo.Clip(spec), err)
 		}
 		groups = append(groups, group{w, r})
 		layers += r
@@ -201,17 +202,17 @@ func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, err
 	}
 	approx += prevF*float64(out) + float64(out)
 	if layers > MaxLayers {
-		return 0, fmt.Errorf("model %q has %d layers, more than the limit of %d: %w", clip(spec), layers, MaxLayers, ErrSpec)
+		return 0, fmt.Errorf("model %q has %d layers, more than the limit of %d: %w", echo.Clip(spec), layers, MaxLayers, ErrSpec)
 	}
 	if approx > MaxParams {
-		return 0, fmt.Errorf("model %q has %.3g parameters, more than the limit of %d: %w", clip(spec), approx, int64(MaxParams), ErrSpec)
+		return 0, fmt.Errorf("model %q has %.3g parameters, more than the limit of %d: %w", echo.Clip(spec), approx, int64(MaxParams), ErrSpec)
 	}
 	// Then exactly, each step still checked.
 	var total int64
 	prev := int64(in)
 	add := func(n int64) error {
 		if total > MaxParams-n {
-			return fmt.Errorf("model %q: more than %d parameters: %w", clip(spec), int64(MaxParams), ErrSpec)
+			return fmt.Errorf("model %q: more than %d parameters: %w", echo.Clip(spec), int64(MaxParams), ErrSpec)
 		}
 		total += n
 		return nil
@@ -258,7 +259,7 @@ func countParams(spec string, in, out int, onGroup func(w, r int64)) (int64, err
 // result would exceed MaxParams.
 func mulAdd(a, b, c int64, spec string) (int64, error) {
 	if a != 0 && b > (MaxParams-c)/a {
-		return 0, fmt.Errorf("model %q: more than %d parameters: %w", clip(spec), int64(MaxParams), ErrSpec)
+		return 0, fmt.Errorf("model %q: more than %d parameters: %w", echo.Clip(spec), int64(MaxParams), ErrSpec)
 	}
 	return a*b + c, nil
 }
@@ -269,29 +270,15 @@ func parseGroup(g string) (w, r int64, err error) {
 	ws, rs, rep := strings.Cut(g, "x")
 	w, err = strconv.ParseInt(ws, 10, 64)
 	if err != nil || w < 1 || w > MaxParams {
-		return 0, 0, fmt.Errorf("bad width %q: %w", clip(ws), ErrSpec)
+		return 0, 0, fmt.Errorf("bad width %q: %w", echo.Clip(ws), ErrSpec)
 	}
 	r = 1
 	if rep {
 		if r, err = strconv.ParseInt(rs, 10, 64); err != nil || r < 1 || r > MaxParams {
-			return 0, 0, fmt.Errorf("bad repeat count %q: %w", clip(rs), ErrSpec)
+			return 0, 0, fmt.Errorf("bad repeat count %q: %w", echo.Clip(rs), ErrSpec)
 		}
 	}
 	return w, r, nil
-}
-
-// clip shortens s for an error message: a spec or a name of any length is
-// echoed back in at most 64 bytes.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
 }
 
 func parseWidths(s string) ([]int, error) {

@@ -19,9 +19,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/echo"
 	"github.com/replay-sgd/replay/nn"
 	"github.com/replay-sgd/replay/replay"
 )
@@ -90,7 +90,7 @@ func (Family) Resolve(s *family.Spec) (family.Size, []string) {
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 	d, okData := dataSizesOf(s.Dataset)
 	if s.Dataset != "" && !okData {
-		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", clip(s.Dataset))
+		bad("dataset %q: want fashion-mnist, regression-sin, regression-x2, regression-abs or quadratic", echo.Clip(s.Dataset))
 	}
 	if s.DataPath != "" && s.Dataset != "fashion-mnist" {
 		bad("data_path applies to fashion-mnist only")
@@ -107,14 +107,14 @@ func (Family) Resolve(s *family.Spec) (family.Size, []string) {
 		s.Init = nn.InitHe
 	}
 	if !slices.Contains([]string{nn.InitHe, nn.InitLeCun, nn.InitGlorot, nn.InitTorch}, s.Init) {
-		bad("init %q: want he, lecun, glorot or torch", clip(s.Init))
+		bad("init %q: want he, lecun, glorot or torch", echo.Clip(s.Init))
 	}
 	if s.Loss == "" && s.Model != "" && s.Dataset != "" {
 		s.Loss = nn.DefaultLoss(s.Model, s.Dataset)
 	}
 	if s.Loss != "" {
 		if _, err := nn.ParseLoss(s.Loss); err != nil {
-			bad("loss %q: want cross-entropy, mse or quadratic", clip(s.Loss))
+			bad("loss %q: want cross-entropy, mse or quadratic", echo.Clip(s.Loss))
 		} else if s.Loss == "cross-entropy" && okData && d.out < 2 {
 			bad("loss cross-entropy needs a classification data set, %s has one output", s.Dataset)
 		}
@@ -203,7 +203,7 @@ func (Family) Open(s family.Spec, d family.Data) (family.Model, error) {
 	}
 	m, err := nn.NewModel(s.Model, dd.train.In, dd.train.Out)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", clip(s.Model), err)
+		return nil, fmt.Errorf("model %s: %w", echo.Clip(s.Model), err)
 	}
 	loss, err := nn.ParseLoss(s.Loss)
 	if err != nil {
@@ -280,17 +280,4 @@ func (e measurer) Measure(theta []float32) (trainLoss, testLoss, testAcc float64
 // schedule.
 func (Family) Sampler(n, batch int, seed uint64) family.Sampler {
 	return nn.NewSampler(n, batch, seed)
-}
-
-// clip bounds a client's string echoed in an error.
-func clip(s string) string {
-	const maxEcho = 64
-	if len(s) <= maxEcho {
-		return s
-	}
-	cut := maxEcho
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.ToValidUTF8(s[:cut], "") + fmt.Sprintf("…(%d bytes)", len(s))
 }

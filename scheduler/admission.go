@@ -2,10 +2,9 @@ package scheduler
 
 import (
 	"fmt"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // Admission control: before a run is stored (Create) or started again
@@ -174,7 +173,7 @@ func admit(cfg ckpt.RunConfig, opts Options) (Estimate, error) {
 	}
 	if opts.MaxParams > 0 && e.Params > opts.MaxParams {
 		return e, fmt.Errorf("model %s has %d parameters (%s per vector), more than the limit of %d (one store value): %w",
-			clip(cfg.Model), e.Params, FormatBytes(4*e.Params), opts.MaxParams, ErrTooLarge)
+			echo.Clip(cfg.Model), e.Params, FormatBytes(4*e.Params), opts.MaxParams, ErrTooLarge)
 	}
 	if opts.MaxRunMemory > 0 && e.Memory > opts.MaxRunMemory {
 		p := largest(e.MemoryParts)
@@ -208,20 +207,4 @@ func FormatBytes(n int64) string {
 		return fmt.Sprintf("%.1f %ciB", v, units[i])
 	}
 	return fmt.Sprintf("%.2f %ciB", v, units[i])
-}
-
-// maxEcho is how many bytes of a user's string an error message repeats.
-const maxEcho = 64
-
-// clip shortens s for an error message: a name or spec of any length is
-// echoed in at most maxEcho bytes and its length.
-func clip(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	cut := maxEcho
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.ToValidUTF8(s[:cut], "") + fmt.Sprintf("…(%d bytes)", len(s))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/echo"
 	"github.com/replay-sgd/replay/replay"
 )
 
@@ -185,7 +186,7 @@ func (s *Scheduler) loadData(ctx context.Context, f family.Family, cfg ckpt.RunC
 	case <-ctx.Done():
 		return nil, fmt.Errorf("load data set %s: %w", cfg.Dataset, ctx.Err())
 	case <-t.C:
-		return nil, fmt.Errorf("load data set %s from %s: not loaded after %v", cfg.Dataset, clip(spec.DataPath), timeout)
+		return nil, fmt.Errorf("load data set %s from %s: not loaded after %v", cfg.Dataset, echo.Clip(spec.DataPath), timeout)
 	}
 	if l.err != nil {
 		return nil, fmt.Errorf("load data set %s: %w", cfg.Dataset, l.err)
@@ -213,7 +214,7 @@ func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, 
 		return nil, err
 	}
 	if cfg.Dim <= 0 || int64(cfg.Dim) != size.Params {
-		return nil, fmt.Errorf("run %q has %d parameters, its model %s %d: %w", clip(cfg.Name), cfg.Dim, clip(cfg.Model), size.Params, ErrInvalid)
+		return nil, fmt.Errorf("run %q has %d parameters, its model %s %d: %w", echo.Clip(cfg.Name), cfg.Dim, echo.Clip(cfg.Model), size.Params, ErrInvalid)
 	}
 	d, err := s.loadData(ctx, f, cfg)
 	if err != nil {
@@ -224,7 +225,7 @@ func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, 
 		return nil, err
 	}
 	if m.Dim() != cfg.Dim {
-		return nil, fmt.Errorf("model %s has %d parameters, the run %d", clip(cfg.Model), m.Dim(), cfg.Dim)
+		return nil, fmt.Errorf("model %s has %d parameters, the run %d", echo.Clip(cfg.Model), m.Dim(), cfg.Dim)
 	}
 	env := &runEnv{
 		fam: f, model: m, trainN: size.Train,

@@ -8,6 +8,7 @@ import (
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/export"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // The model-family seam: the scheduler reaches models only through
@@ -34,7 +35,7 @@ func (o Options) familyOf(model string) (family.Family, error) {
 	for i, f := range o.Families {
 		names[i] = f.Name()
 	}
-	return nil, fmt.Errorf("model %q: no registered model family knows it (families: %s): %w", clip(model), strings.Join(names, ", "), ErrInvalid)
+	return nil, fmt.Errorf("model %q: no registered model family knows it (families: %s): %w", echo.Clip(model), strings.Join(names, ", "), ErrInvalid)
 }
 
 // sizeOf returns the family and the size of a stored configuration, checked
@@ -47,7 +48,7 @@ func (o Options) sizeOf(cfg ckpt.RunConfig) (family.Family, family.Size, error) 
 	spec := familySpec(cfg)
 	size, problems := f.Resolve(&spec)
 	if len(problems) > 0 {
-		return nil, family.Size{}, fmt.Errorf("run %q: %s: %w", clip(cfg.Name), strings.Join(problems, "; "), ErrInvalid)
+		return nil, family.Size{}, fmt.Errorf("run %q: %s: %w", echo.Clip(cfg.Name), strings.Join(problems, "; "), ErrInvalid)
 	}
 	return f, size, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // Trajectory kinds.
@@ -218,7 +219,7 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]
 // construction only).
 func (s *Scheduler) queryEnv(ctx context.Context, r *run) (*runEnv, error) {
 	if r.broken {
-		return nil, fmt.Errorf("run %q cannot be loaded: %w", clip(r.name), ErrConflict)
+		return nil, fmt.Errorf("run %q cannot be loaded: %w", echo.Clip(r.name), ErrConflict)
 	}
 	r.mu.Lock()
 	env := r.mu.env

@@ -10,6 +10,7 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // Strategies, reset sources and reset policies a run may name.
@@ -136,12 +137,12 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 			for _, p := range Presets() {
 				names = append(names, p.Name)
 			}
-			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", clip(s.Preset), strings.Join(names, ", "), ErrInvalid)
+			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", echo.Clip(s.Preset), strings.Join(names, ", "), ErrInvalid)
 		}
 		s = overlay(p.Spec, spec)
 	}
 	if s.Name != "" && (len(s.Name) > maxNameLen || !nameRE.MatchString(s.Name)) {
-		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", clip(s.Name), maxNameLen)
+		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", echo.Clip(s.Name), maxNameLen)
 	}
 	if s.Dataset == "" {
 		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // Scheduler trains runs forward and computes their backward iterates with a
@@ -101,7 +102,7 @@ func New(store *ckpt.Store, opts Options) (*Scheduler, error) {
 func (s *Scheduler) loadRun(name string) (*run, error) {
 	cfg, st, err := s.store.Run(name)
 	if err != nil {
-		err = fmt.Errorf("load run %q: %w", clip(name), err)
+		err = fmt.Errorf("load run %q: %w", echo.Clip(name), err)
 		r := newRun(s, ckpt.RunConfig{Name: name}, ckpt.RunState{State: ckpt.StateFailed, Reason: "cannot load: " + oneLine(err.Error())})
 		r.broken = true
 		return r, err
@@ -229,7 +230,7 @@ func (s *Scheduler) get(name string) (*run, error) {
 	defer s.mu.Unlock()
 	r, ok := s.mu.runs[name]
 	if !ok {
-		return nil, fmt.Errorf("run %q: %w", clip(name), ErrNotFound)
+		return nil, fmt.Errorf("run %q: %w", echo.Clip(name), ErrNotFound)
 	}
 	return r, nil
 }
@@ -422,19 +423,19 @@ func (s *Scheduler) revive(old *run) (api.RunStatus, error) {
 	old.stop()
 	cfg, st, err := s.store.Run(name)
 	if err != nil {
-		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", clip(name), ErrConflict, err)
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", echo.Clip(name), ErrConflict, err)
 	}
 	if _, err := admit(cfg, s.opts); err != nil {
-		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", echo.Clip(name), err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dataTimeout())
 	defer cancel()
 	f, err := s.opts.familyOf(cfg.Model)
 	if err != nil {
-		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", echo.Clip(name), err)
 	}
 	if _, err := s.loadData(ctx, f, cfg); err != nil {
-		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", clip(name), ErrConflict, err)
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w: %w", echo.Clip(name), ErrConflict, err)
 	}
 	if st.State == ckpt.StateFailed && st.FailedStep == 0 {
 		st.State, st.Reason = ckpt.StateRunning, ""
@@ -444,11 +445,11 @@ func (s *Scheduler) revive(old *run) (api.RunStatus, error) {
 	s.mu.Lock()
 	if s.mu.runs[name] != old {
 		s.mu.Unlock()
-		return api.RunStatus{}, fmt.Errorf("run %q changed while resuming: %w", clip(name), ErrConflict)
+		return api.RunStatus{}, fmt.Errorf("run %q changed while resuming: %w", echo.Clip(name), ErrConflict)
 	}
 	if err := s.store.PutState(name, st); err != nil {
 		s.mu.Unlock()
-		return api.RunStatus{}, fmt.Errorf("resume %q: %w", clip(name), err)
+		return api.RunStatus{}, fmt.Errorf("resume %q: %w", echo.Clip(name), err)
 	}
 	s.mu.runs[name] = r
 	s.mu.Unlock()

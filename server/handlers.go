@@ -18,6 +18,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/export"
+	"github.com/replay-sgd/replay/internal/echo"
 )
 
 // healther is the optional capability behind /healthz: a backend that can
@@ -130,7 +131,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		}
 		rep, err = rp.Repair(r.Context(), r.PathValue("name"))
 	default:
-		err = fmt.Errorf("%w: repair=%q, want true|false", errBadRequest, clip(v))
+		err = fmt.Errorf("%w: repair=%q, want true|false", errBadRequest, echo.Clip(v))
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -398,30 +399,15 @@ func exactKeys(body []byte, t reflect.Type) error {
 		ft, ok := fields[k]
 		if !ok {
 			if want, ok := folded[strings.ToLower(k)]; ok {
-				return fmt.Errorf("unknown field %q (field names are case-sensitive: %q)", clip(k), want)
+				return fmt.Errorf("unknown field %q (field names are case-sensitive: %q)", echo.Clip(k), want)
 			}
-			return fmt.Errorf("unknown field %q", clip(k))
+			return fmt.Errorf("unknown field %q", echo.Clip(k))
 		}
 		if err := exactKeys(obj[k], ft); err != nil {
 			return fmt.Errorf("in %q: %w", k, err)
 		}
 	}
 	return nil
-}
-
-// maxEcho is how many bytes of a client's string an error repeats.
-const maxEcho = 64
-
-// clip shortens a client's string for an error message.
-func clip(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	cut := maxEcho
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.ToValidUTF8(s[:cut], "") + fmt.Sprintf("…(%d bytes)", len(s))
 }
 
 func isSyntax(err error) bool {
@@ -443,7 +429,7 @@ func enumParam(v, def string, allowed ...string) (string, error) {
 	if v == "" {
 		return "", fmt.Errorf("%w: query parameter kind is required (%s)", errBadRequest, strings.Join(allowed, "|"))
 	}
-	return "", fmt.Errorf("%w: kind=%q, want %s", errBadRequest, clip(v), strings.Join(allowed, "|"))
+	return "", fmt.Errorf("%w: kind=%q, want %s", errBadRequest, echo.Clip(v), strings.Join(allowed, "|"))
 }
 
 // intParam parses a non-negative decimal query value ≥ min; empty means def.
@@ -453,7 +439,7 @@ func intParam(v, name string, def, min int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s=%q is not an integer", errBadRequest, name, clip(v))
+		return 0, fmt.Errorf("%w: %s=%q is not an integer", errBadRequest, name, echo.Clip(v))
 	}
 	if n < min {
 		return 0, fmt.Errorf("%w: %s=%d, want ≥ %d", errBadRequest, name, n, min)
