@@ -53,6 +53,10 @@ type Options struct {
 	// the check. See space.go for why this, not preallocation, keeps
 	// Badger's memory-mapped writes from SIGBUS.
 	MinFreeDisk int64
+	// FreeSpace, if set, replaces statfs as the source of the store's free
+	// bytes (tests: a disk that fills and empties on cue). It must be safe
+	// for concurrent use; ok false means unknown (never refuse).
+	FreeSpace func(dir string) (free int64, ok bool)
 	// CloseTimeout bounds how long Close waits for Badger's final flush;
 	// 0 waits as long as it takes.
 	CloseTimeout time.Duration
@@ -105,6 +109,9 @@ func (o Options) WithSyncWrites(b bool) Options { o.SyncWrites = b; return o }
 
 // WithMinFreeDisk returns o with MinFreeDisk set.
 func (o Options) WithMinFreeDisk(n int64) Options { o.MinFreeDisk = n; return o }
+
+// WithFreeSpace returns o with FreeSpace set.
+func (o Options) WithFreeSpace(f func(dir string) (int64, bool)) Options { o.FreeSpace = f; return o }
 
 // WithCloseTimeout returns o with CloseTimeout set.
 func (o Options) WithCloseTimeout(d time.Duration) Options { o.CloseTimeout = d; return o }

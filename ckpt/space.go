@@ -55,7 +55,11 @@ func (s *Store) checkSpace(need int64, forward bool) error {
 	if s.opts.MinFreeDisk <= 0 {
 		return nil
 	}
-	free, ok := freeBytes(s.opts.Dir)
+	statfs := freeBytes
+	if s.opts.FreeSpace != nil {
+		statfs = s.opts.FreeSpace
+	}
+	free, ok := statfs(s.opts.Dir)
 	if !ok {
 		return nil // unknown (a platform without statfs): never refuse
 	}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -477,7 +478,9 @@ func (b *bwdLoop) storeAnchor(a replay.Action, start []float32) error {
 	}
 	n, from := a.Anchor.Step, string(a.Anchor.From)
 	as := anchorState{seg: a.Anchor.Segment, step: n, from: from, start: start}
-	if err := b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: as.seg, Step: n, From: from}, start); err != nil {
+	if err := b.whileFull(func() error {
+		return b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: as.seg, Step: n, From: from}, start)
+	}); err != nil {
 		return err
 	}
 	b.push(as)
@@ -600,7 +603,32 @@ func (b *bwdLoop) diverge(n, seg int, why string) error {
 
 // flush writes the pending results with the state (frontier, applied
 // resets) in one store call.
-func (b *bwdLoop) flush() error {
+func (b *bwdLoop) flush() error { return b.whileFull(b.flushOnce) }
+
+// whileFull calls write until it is not refused for want of space: a full
+// disk pauses the backward loop as it pauses the trainer, with what it has
+// to write waiting in memory (bitwise the same) until the store has room
+// (the status shows the reason meanwhile). It gives up with the refusal
+// when the loop stops.
+func (b *bwdLoop) whileFull(write func() error) error {
+	for {
+		err := write()
+		var se *ckpt.SpaceError
+		if !errors.As(err, &se) {
+			return err
+		}
+		t := time.NewTimer(spacePoll)
+		select {
+		case <-b.ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// flushOnce is one attempt of flush.
+func (b *bwdLoop) flushOnce() error {
 	if len(b.pending) == 0 && len(b.removals) == 0 {
 		return nil
 	}

@@ -151,6 +151,13 @@
 // where losses are measured, forward or backward, marks the run failed with
 // the step and the reason; other runs go on.
 //
+// A full disk (a ckpt.SpaceError: the write was refused before it started)
+// pauses rather than fails: the trainer keeps its unwritten chunk and the
+// backward loop its pending results and anchor in memory, and both retry
+// every spacePoll until the store has room or the run stops; the status
+// shows the store's reason meanwhile. The retried writes are the same
+// writes, so the run stays bitwise what it would have been.
+//
 // # Model families
 //
 // The scheduler reaches models only through the seam of package family
