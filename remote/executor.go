@@ -229,6 +229,15 @@ func (e *Executor) setup(ctx context.Context) error {
 }
 
 // Close stops receiving and disconnects.
+// Health is nil while the daemon is connected to the NATS server (the
+// engine that carries the jobs), else why not: /healthz reports it.
+func (e *Executor) Health() error {
+	if !e.nc.IsConnected() {
+		return fmt.Errorf("remote workers: not connected to the NATS server (%s)", e.nc.Status())
+	}
+	return nil
+}
+
 func (e *Executor) Close() {
 	e.stop()
 	e.wg.Wait()

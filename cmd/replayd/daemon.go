@@ -149,7 +149,11 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	handler := server.New(backend{sched, store}, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx)})
+	be := backend{Scheduler: sched, store: store}
+	if remoteEx != nil {
+		be.remote = remoteEx
+	}
+	handler := server.New(be, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx)})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
 	where := ep.String()
@@ -314,20 +318,29 @@ func (t *tracker) closeAndWait(d time.Duration) bool {
 	}
 }
 
-// backend is the scheduler as the server's backend, with the store's health
-// for /healthz (server's optional healther capability).
+// backend is the scheduler as the server's backend, with the store's and
+// the remote engine's health for /healthz (server's optional healther
+// capability).
 type backend struct {
 	*scheduler.Scheduler
-	store *ckpt.Store
+	store  *ckpt.Store
+	remote interface{ Health() error } // nil without remote workers
 }
 
-// Health is nil while the store accepts writes; a full disk (below
+// Health is nil while the store accepts writes and, with remote workers,
+// the daemon is connected to the NATS server; a full disk (below
 // --min-free-disk) is reported until a write would fit again.
 func (b backend) Health() error {
 	if err := b.store.Gone(); err != nil {
 		return err
 	}
-	return b.store.StillFull()
+	if err := b.store.StillFull(); err != nil {
+		return err
+	}
+	if b.remote != nil {
+		return b.remote.Health()
+	}
+	return nil
 }
 
 // modelFamilies are the model families the daemon (and repair) registers:

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -376,6 +377,28 @@ func TestRemoteExternalNATS(t *testing.T) {
 		t.Error("final backward parameters differ from the in-process run's")
 	}
 	w.stop(syscall.SIGTERM)
+
+	// /healthz reports the engine: ok while connected, 503 naming NATS
+	// once the server is gone (the daemon itself keeps serving).
+	if code, body := d.healthz(); code != http.StatusOK {
+		t.Fatalf("/healthz with the NATS server up: %d %q", code, body)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(time.Minute) // a hang guard, not a speed requirement
+	for {
+		code, body := d.healthz()
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "NATS") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz a minute after the NATS server died: %d %q", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := d.c.Status(ctx(t), spec.Name); err != nil {
+		t.Errorf("status with the NATS server gone: %v", err)
+	}
 }
 
 // TestRemoteStopWithoutWorkers: a daemon whose run has jobs queued and no
