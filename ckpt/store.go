@@ -97,6 +97,12 @@ func Open(opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
+	if err := removeEmptyLogs(opts.Dir, opts.Logger); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, fmt.Errorf("ckpt: open store %s: %w", opts.Dir, err)
+	}
 	db, err := openBadger(opts)
 	if err != nil {
 		if lock != nil {
@@ -160,6 +166,40 @@ func (s *Store) noteMarker(force bool) {
 		return
 	}
 	s.marker.at = time.Now()
+}
+
+// removeEmptyLogs deletes the empty memtable logs and value-log files a
+// crash can leave: Badger creates such a file and then extends it, and a
+// process killed in between leaves it at 0 bytes. It holds nothing (Badger
+// writes only into the extended file), but Badger refuses to open an
+// existing one of size 0 ("while opening fid: N err: Create a new file"),
+// so without this the store would not reopen after such a crash (seen in
+// TestCrashRecovery, about one run in ten under load).
+func removeEmptyLogs(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // a new store
+		}
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || !(strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog")) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("remove the empty %s a crash left: %w", name, err)
+		}
+		if log != nil {
+			log.Info("ckpt: removed an empty log file a crash left", "dir", dir, "file", name)
+		}
+	}
+	return nil
 }
 
 // openBadger opens the database, turning a panic of Badger's on a damaged
