@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -478,7 +477,7 @@ func (b *bwdLoop) storeAnchor(a replay.Action, start []float32) error {
 	}
 	n, from := a.Anchor.Step, string(a.Anchor.From)
 	as := anchorState{seg: a.Anchor.Segment, step: n, from: from, start: start}
-	if err := b.whileFull(func() error {
+	if err := whileFull(b.ctx, func() error {
 		return b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: as.seg, Step: n, From: from}, start)
 	}); err != nil {
 		return err
@@ -602,30 +601,9 @@ func (b *bwdLoop) diverge(n, seg int, why string) error {
 }
 
 // flush writes the pending results with the state (frontier, applied
-// resets) in one store call.
-func (b *bwdLoop) flush() error { return b.whileFull(b.flushOnce) }
-
-// whileFull calls write until it is not refused for want of space: a full
-// disk pauses the backward loop as it pauses the trainer, with what it has
-// to write waiting in memory (bitwise the same) until the store has room
-// (the status shows the reason meanwhile). It gives up with the refusal
-// when the loop stops.
-func (b *bwdLoop) whileFull(write func() error) error {
-	for {
-		err := write()
-		var se *ckpt.SpaceError
-		if !errors.As(err, &se) {
-			return err
-		}
-		t := time.NewTimer(spacePoll)
-		select {
-		case <-b.ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-	}
-}
+// resets) in one store call; a full disk pauses the loop (whileFull) with
+// them in memory.
+func (b *bwdLoop) flush() error { return whileFull(b.ctx, b.flushOnce) }
 
 // flushOnce is one attempt of flush.
 func (b *bwdLoop) flushOnce() error {

@@ -19,6 +19,29 @@ const forwardChunk = 64
 // tries its write again: the condition it waits for is the file system's.
 const spacePoll = time.Second
 
+// whileFull calls write until the store does not refuse it for want of
+// space (a ckpt.SpaceError: nothing was written), trying again every
+// spacePoll, and gives up with the refusal when ctx is done. The trainer and
+// the backward loop both pause this way on a full disk, keeping what they
+// have to write in memory, so the run stays bitwise what it would have been;
+// the status shows the store's reason meanwhile.
+func whileFull(ctx context.Context, write func() error) error {
+	for {
+		err := write()
+		var se *ckpt.SpaceError
+		if !errors.As(err, &se) {
+			return err
+		}
+		t := time.NewTimer(spacePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // train is the forward trainer: it resumes from the logged forward step
 // (nearest checkpoint, then the batch log) and trains to the run's end,
 // paced so that the next step never runs more than MaxLag steps ahead of the
@@ -45,24 +68,9 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	var lastLoss = math.NaN()
 
 	var commit func() error
-	flush := func() error {
-		// A full disk pauses the trainer, not the run: the chunk waits in
-		// memory (bitwise the same steps) until the store has room again.
-		for {
-			err := commit()
-			var se *ckpt.SpaceError
-			if !errors.As(err, &se) {
-				return err
-			}
-			t := time.NewTimer(spacePoll)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return err
-			case <-t.C:
-			}
-		}
-	}
+	// A full disk pauses the trainer, not the run: the chunk waits in
+	// memory (bitwise the same steps) until the store has room again.
+	flush := func() error { return whileFull(ctx, commit) }
 	commit = func() error {
 		if len(chunk) == 0 {
 			return nil
