@@ -29,6 +29,16 @@ type RunSpec struct {
 	EvalEvery       *int    `json:"eval_every,omitempty"`
 	EvalSize        *int    `json:"eval_size,omitempty"`
 	CheckpointEvery int     `json:"checkpoint_every,omitempty"`
+
+	// The optimizer (DESIGN §5) with torch.optim's definitions and
+	// defaults; absent (nil) and zero differ for the numeric settings.
+	Optimizer   string   `json:"optimizer,omitempty"` // sgd | momentum | nesterov | adam | adamw
+	Momentum    *float64 `json:"momentum,omitempty"`
+	Dampening   *float64 `json:"dampening,omitempty"`
+	Beta1       *float64 `json:"beta1,omitempty"`
+	Beta2       *float64 `json:"beta2,omitempty"`
+	Eps         *float64 `json:"eps,omitempty"`
+	WeightDecay *float64 `json:"weight_decay,omitempty"`
 }
 
 // Ptr returns a pointer to v, for the optional fields of RunSpec:

@@ -32,6 +32,18 @@ type RunConfig struct {
 	EvalSize        int
 	CheckpointEvery int
 
+	// The optimizer and its resolved settings (family.Optimizer); ""
+	// (records written before optimizers existed) is plain SGD.
+	Optimizer           string
+	Momentum, Dampening float64
+	Beta1, Beta2, Eps   float64
+	WeightDecay         float64
+
+	// DataHash is the content hash of the run's data set as its family
+	// computes it ("" when unknown): remote workers refuse a run whose data
+	// differs.
+	DataHash string
+
 	Dim int
 }
 

@@ -39,6 +39,24 @@ type Spec struct {
 	// EvalSize is the size of the fixed evaluation subsets (0: the whole
 	// split).
 	EvalSize int
+	// Optim is the optimizer whose steps are the operators T_k (DESIGN §5).
+	Optim Optimizer
+}
+
+// Optimizer names the optimizer of a run and its settings, with
+// torch.optim's definitions (SGD with momentum, dampening, nesterov and
+// weight_decay; Adam; AdamW). Name "" and "sgd" are plain SGD (with
+// weight decay if WeightDecay > 0). The scheduler resolves the defaults
+// before a family sees it, so every field a family reads is explicit.
+type Optimizer struct {
+	// Name is sgd, momentum, nesterov, adam or adamw.
+	Name string
+	// Momentum and Dampening are torch.optim.SGD's (momentum, nesterov).
+	Momentum, Dampening float64
+	// Beta1, Beta2 and Eps are torch.optim.Adam's and AdamW's.
+	Beta1, Beta2, Eps float64
+	// WeightDecay is every optimizer's (AdamW's decoupled decay).
+	WeightDecay float64
 }
 
 // Tensor is one tensor of a model's state layout: its name (PyTorch's
@@ -123,6 +141,11 @@ type ProcReserver interface {
 type Model interface {
 	// Dim is the length of the flat state vector.
 	Dim() int
+	// ThetaDim is the length of the model's own state θ (parameters and,
+	// for external models, buffers such as BatchNorm's running statistics):
+	// the prefix of the state vector that norms, step distances, measures
+	// and the default export use. Dim − ThetaDim is the optimizer's state.
+	ThetaDim() int
 	// Layout lists the state's tensors: parameters, then optimizer state.
 	Layout() []Tensor
 	// Init writes the initial state θ_0 of the spec's init scheme and seed.

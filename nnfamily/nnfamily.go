@@ -225,6 +225,9 @@ func (m *Model) NN() *nn.Model { return m.m }
 // Dim implements family.Model.
 func (m *Model) Dim() int { return m.m.Dim() }
 
+// ThetaDim implements family.Model: SGD has no optimizer state.
+func (m *Model) ThetaDim() int { return m.m.Dim() }
+
 // Layout implements family.Model: nn's named tensors (PyTorch's state-dict
 // keys); SGD has no optimizer state.
 func (m *Model) Layout() []family.Tensor {

@@ -21,6 +21,10 @@ func familySpec(cfg ckpt.RunConfig) family.Spec {
 	return family.Spec{
 		Model: cfg.Model, Init: cfg.Init, Loss: cfg.Loss, Dataset: cfg.Dataset, DataPath: cfg.DataPath,
 		LR: cfg.LR, Batch: cfg.Batch, Seed: cfg.Seed, EvalSize: cfg.EvalSize,
+		Optim: family.Optimizer{
+			Name: cfg.Optimizer, Momentum: cfg.Momentum, Dampening: cfg.Dampening,
+			Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay,
+		},
 	}
 }
 

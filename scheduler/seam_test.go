@@ -64,7 +64,8 @@ type toyModel struct {
 	lr float32
 }
 
-func (toyModel) Dim() int { return 3 }
+func (toyModel) Dim() int      { return 3 }
+func (toyModel) ThetaDim() int { return 3 }
 func (toyModel) Layout() []family.Tensor {
 	return []family.Tensor{{Name: "w", Shape: []int{2}}, {Name: "opt.step", Shape: []int{1}}}
 }
