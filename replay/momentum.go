@@ -63,14 +63,19 @@ type momentumAffineChecker interface{ IsMomentumAffine() bool }
 
 // AsMomentumAffine returns ops' momentum-affine capability when it has one
 // that is valid: it implements MomentumAffineOperators, IsMomentumAffine
-// (if it has that method) reports true, and the learning rate is positive
-// (the algebra scales the buffer by η).
+// (if it has that method) reports true, the state has the layout
+// (Dim = 2·Rows·Cols + 1) and the learning rate is positive and finite (the
+// algebra scales the buffer by η). NewMomentumPrefix accepts what it
+// accepts.
 func AsMomentumAffine(ops Operators) (MomentumAffineOperators, bool) {
 	m, ok := ops.(MomentumAffineOperators)
 	if !ok {
 		return nil, false
 	}
 	if c, ok := ops.(momentumAffineChecker); ok && !c.IsMomentumAffine() {
+		return nil, false
+	}
+	if rows, cols := m.AffineShape(); rows <= 0 || cols <= 0 || ops.Dim() != 2*rows*cols+1 {
 		return nil, false
 	}
 	if s := m.MomentumSettings(); !(s.LR > 0) || math.IsInf(s.LR, 0) {
