@@ -64,9 +64,9 @@ type momentumAffineChecker interface{ IsMomentumAffine() bool }
 // AsMomentumAffine returns ops' momentum-affine capability when it has one
 // that is valid: it implements MomentumAffineOperators, IsMomentumAffine
 // (if it has that method) reports true, the state has the layout
-// (Dim = 2·Rows·Cols + 1) and the learning rate is positive and finite (the
-// algebra scales the buffer by η). NewMomentumPrefix accepts what it
-// accepts.
+// (Dim = 2·Rows·Cols + 1), the learning rate is positive and finite (the
+// algebra scales the buffer by η) and the dampening is not the degenerate 1
+// of heavy ball. NewMomentumPrefix accepts what it accepts.
 func AsMomentumAffine(ops Operators) (MomentumAffineOperators, bool) {
 	m, ok := ops.(MomentumAffineOperators)
 	if !ok {
@@ -78,7 +78,13 @@ func AsMomentumAffine(ops Operators) (MomentumAffineOperators, bool) {
 	if rows, cols := m.AffineShape(); rows <= 0 || cols <= 0 || ops.Dim() != 2*rows*cols+1 {
 		return nil, false
 	}
-	if s := m.MomentumSettings(); !(s.LR > 0) || math.IsInf(s.LR, 0) {
+	s := m.MomentumSettings()
+	if !(s.LR > 0) || math.IsInf(s.LR, 0) {
+		return nil, false
+	}
+	if gen, _ := momentumMaps(s); gen.vt == 0 || math.IsNaN(gen.vt) || math.IsInf(gen.vt, 0) {
+		// Heavy ball with dampening 1: no gradient reaches θ after the
+		// first step; the prefix's basis needs vt ≠ 0 (coalescence memo).
 		return nil, false
 	}
 	return m, true
@@ -136,9 +142,9 @@ func momentumMaps(s MomentumSettings) (gen, first momentumMap) {
 // (z (K⊗I) = [k11 Θ + k21 M, k12 Θ + k22 M]) and e_k = −[vt C, vm C] —
 // [[I − (1−d)S, (1−d)S], [−μI, μI]] for heavy ball. When C lies in the row
 // space of U (C = Gᵀ U: least squares, the quadratic) e_k = −Gᵀ V. The step
-// at t = 0 is another map F_k of the same form (K's bottom row zero: the
-// absent buffer is not read). Momentum has no bias correction, so A_k does
-// not depend on t ≥ 1.
+// at t = 0 is another map F_k of the same form, coefficients f (K's bottom
+// row zero: the absent buffer is not read). Momentum has no bias
+// correction, so A_k does not depend on t ≥ 1.
 //
 // # The composition
 //
@@ -149,28 +155,38 @@ func momentumMaps(s MomentumSettings) (gen, first momentumMap) {
 //	θ̃_n = Q_{n−1}(F_n(x_r)) (or A_n for t_r ≥ 1),  Q_j = A_{r+1}∘…∘A_j,
 //	Q_j(z) = z 𝔸_j + B_j,  𝔸_r = I, B_r = 0,
 //
-// and the memo grows by Q_j = Q_{j−1}∘A_j:
+// and the memo grows by Q_j = Q_{j−1}∘A_j, 𝔸_j = 𝕄_j 𝔸_{j−1}, B_j =
+// B_{j−1} + e_j 𝔸_{j−1}. With top, bot the Θ- and M-rows of 𝔸 (Cols×2Cols
+// each) that is top' = k11 top + k12 bot + c Uᵀ(V𝔸), bot' = k21 top +
+// k22 bot, where V𝔸 = U(vt top + vm bot). The memo stores 𝔸 in the basis
+// where that combination is a row block of its own, Ã = R𝔸 with
+// R = [[vt, vm], [0, 1]] ⊗ I (vt ≠ 0): Ã's top is vt top + vm bot, so
 //
-//	𝔸_j = 𝕄_j 𝔸_{j−1}:  top' = k11 top + k12 bot + c Uᵀ(V𝔸),  bot' = k21 top + k22 bot,
-//	B_j = B_{j−1} + e_j 𝔸_{j−1} = B_{j−1} − Gᵀ (V𝔸_{j−1}),
+//	V𝔸 = U·Ã_top,   Ã' = (R₂ K R₂⁻¹ ⊗ I) Ã + [vt c Uᵀ; 0](V𝔸),
+//	B' = B − Gᵀ(V𝔸)  (dense C: B' = B − C·Ã_top),
 //
-// (top, bot the Θ- and M-rows of 𝔸, V𝔸 = vt U·top + vm U·bot, two b×2Cols
-// products). The start is only ever needed through L_{a,p} = (ι_p x_a) 𝔸_j
-// for a ∈ {Θ_r, M_r}, ι_1 y = [y, 0], ι_2 y = [0, y], which follow the same
-// recursion without touching 𝔸's size:
+// one b×Cols·Cols×2Cols product for V𝔸 and one for the update. The start
+// is only ever needed through L_{a,p} = (ι_p x_a) 𝔸_j for a ∈ {Θ_r, M_r},
+// ι_1 y = [y, 0], ι_2 y = [0, y], which follow the same recursion without
+// touching 𝔸's size:
 //
 //	L'_{a,1} = k11 L_{a,1} + k12 L_{a,2} + c (x_a Uᵀ)(V𝔸),   L'_{a,2} = k21 L_{a,1} + k22 L_{a,2},
 //
-// and the result with the first map's coefficients (f) is
+// and the result with the first map's coefficients f is
 //
 //	F_n(x_r) 𝔸_{n−1} + B_{n−1} = k11f L_{Θ,1} + k12f L_{Θ,2} + k21f L_{M,1} + k22f L_{M,2}
-//	                            + B_{n−1} + (c x_Θ Uᵀ − Gᵀ)(V_f 𝔸_{n−1}).
+//	                            + B_{n−1} + (c x_Θ Uᵀ − Gᵀ)(V_f 𝔸_{n−1}),
 //
-// A step costs 12·b·Cols² flops for 𝔸 and O(b·Rows·Cols) for the rest:
+// V_f𝔸 = α V𝔸 + β U·bot with α = vt_f/vt, β = vm_f − α vm. β is 0 for
+// heavy ball (whatever the dampening), for Nesterov without dampening (the
+// only Nesterov torch accepts) and for μ = 0; only Nesterov with dampening
+// pays a third product U·bot on the steps it returns.
+//
+// A step costs 8·b·Cols² flops for 𝔸 and O(b·Rows·Cols) for the rest:
 // nothing depends on n, so a whole trajectory is linear in n. When C is not
 // in U's row space (found as AffinePrefix does: Cholesky of U Uᵀ, residual
-// ≤ 1e-10 ‖C‖) the offset terms use the dense products C·top and C·bot
-// (4·Rows·Cols² flops each).
+// ≤ 1e-10 ‖C‖) the offset terms use the dense products C·Ã_top (and C·bot
+// when β ≠ 0), 4·Rows·Cols² flops each.
 //
 // Arithmetic is float64; the buffer is unscaled (M/η) and both are rounded
 // to float32 at the end, so the result equals the direct float32 evaluation
@@ -186,6 +202,8 @@ type MomentumPrefix struct {
 	p            int // Rows·Cols, the length of θ
 	lr           float64
 	gen, firstFn momentumMap
+	kt           [2][2]float64 // R₂ K R₂⁻¹, K of the general map
+	alpha, beta  float64       // V_f𝔸 = α V𝔸 + β U·bot, f the first map
 
 	valid bool
 	step  int          // anchor step r
@@ -194,56 +212,71 @@ type MomentumPrefix struct {
 	t0    float64      // x_r's t
 	n     int          // the memo holds Q_n
 	x     [2][]float64 // Pack(Θ_r), η·Pack(buf_r): Rows×Cols
-	a     []float64    // 𝔸_n, 2Cols×2Cols
+	a     []float64    // Ã_n = R𝔸_n, 2Cols×2Cols: Ã_top then bot
 	b     []float64    // B_n, Rows×2Cols
 	l     [4][]float64 // L_{Θ,1}, L_{Θ,2}, L_{M,1}, L_{M,2}: Rows×2Cols
 	resN  int          // out holds the result of step resN (−1: none)
 	out   []float64    // Rows×2Cols
 
 	// Scratch.
-	w1, w2, vw []float64 // b×2Cols: U·top, U·bot, V𝔸
-	xu         []float64 // x_a Uᵀ, Rows×b
-	h          []float64 // c x_Θ Uᵀ − Gᵀ, Rows×b
-	g          []float64 // G, b×Rows
-	m          []float64 // U Uᵀ, b×b
-	res        []float64 // C − Gᵀ U, Rows×Cols
-	half       []float64 // one Rows×Cols block for Pack/Unpack
+	vw  []float64 // V𝔸 = U·Ã_top, b×2Cols
+	vf  []float64 // V_f𝔸, b×2Cols
+	xu  []float64 // x_a Uᵀ, Rows×b
+	h   []float64 // c x_Θ Uᵀ − Gᵀ, Rows×b
+	g   []float64 // G, b×Rows
+	m   []float64 // U Uᵀ, b×b
+	res []float64 // C − Gᵀ U, Rows×Cols
+	hb  []float64 // one Rows×Cols block for Pack/Unpack
 }
 
 var _ Evaluator = (*MomentumPrefix)(nil)
 
 // MomentumPrefixBytes is what a MomentumPrefix over a Rows×Cols θ holds,
 // besides scratch that grows with the batch size b (≈ 8·(6·b·Cols +
-// 2·b·Rows + b²) bytes) and its copy of the start state.
+// 3·b·Rows + b²) bytes) and its copy of the start state.
 func MomentumPrefixBytes(rows, cols int) int64 {
 	r, c := int64(rows), int64(cols)
-	// 𝔸 (4c²), B, four L and out (2rc each), two packed starts, the
+	// Ã (4c²), B, four L and out (2rc each), two packed starts, the
 	// residual and one half block (rc each).
 	return 8 * (4*c*c + 6*2*r*c + 4*r*c)
 }
 
-// NewMomentumPrefix returns a MomentumPrefix over ops. It panics if the
-// shapes do not match (Dim ≠ 2·Rows·Cols + 1) or the learning rate is not
-// positive: use AsMomentumAffine to check a capability first.
+// NewMomentumPrefix returns a MomentumPrefix over ops. It panics unless
+// AsMomentumAffine accepts ops (shapes, learning rate, settings).
 func NewMomentumPrefix(ops MomentumAffineOperators) *MomentumPrefix {
+	if _, ok := AsMomentumAffine(ops); !ok {
+		rows, cols := ops.AffineShape()
+		panic(fmt.Sprintf("replay: no momentum prefix for operators of dimension %d, θ %d×%d, settings %+v", ops.Dim(), rows, cols, ops.MomentumSettings()))
+	}
 	rows, cols := ops.AffineShape()
 	p := rows * cols
-	if rows <= 0 || cols <= 0 || ops.Dim() != 2*p+1 {
-		panic(fmt.Sprintf("replay: momentum operators of dimension %d for a %d×%d θ (want 2·%d+1)", ops.Dim(), rows, cols, p))
-	}
 	set := ops.MomentumSettings()
-	if !(set.LR > 0) || math.IsInf(set.LR, 0) {
-		panic(fmt.Sprintf("replay: momentum prefix needs a positive learning rate, have %g", set.LR))
-	}
 	gen, first := momentumMaps(set)
+	// R₂ = [[vt, vm], [0, 1]], R₂⁻¹ = [[1/vt, −vm/vt], [0, 1]].
+	vt, vm := gen.vt, gen.vm
+	k := [2][2]float64{{gen.k11, gen.k12}, {gen.k21, gen.k22}}
+	rk := [2][2]float64{ // R₂ K
+		{vt*k[0][0] + vm*k[1][0], vt*k[0][1] + vm*k[1][1]},
+		{k[1][0], k[1][1]},
+	}
+	kt := [2][2]float64{ // (R₂ K) R₂⁻¹
+		{rk[0][0] / vt, -rk[0][0]*vm/vt + rk[0][1]},
+		{rk[1][0] / vt, -rk[1][0]*vm/vt + rk[1][1]},
+	}
+	alpha := first.vt / vt
+	beta := first.vm - alpha*vm
+	if !set.Nesterov || set.Momentum == 0 || set.Dampening == 0 {
+		beta = 0 // exactly, as the algebra says (momentumMaps)
+	}
 	mp := &MomentumPrefix{
 		ops: ops, rows: rows, cols: cols, p: p, lr: set.LR, gen: gen, firstFn: first,
+		kt: kt, alpha: alpha, beta: beta,
 		start: make([]float32, ops.Dim()),
 		a:     make([]float64, 4*cols*cols),
 		b:     make([]float64, 2*p),
 		out:   make([]float64, 2*p),
 		res:   make([]float64, p),
-		half:  make([]float64, p),
+		hb:    make([]float64, p),
 		resN:  -1,
 	}
 	for i := range mp.x {
@@ -303,10 +336,13 @@ func (mp *MomentumPrefix) restart(an Anchor) {
 	for i := range mp.x[1] {
 		mp.x[1][i] *= mp.lr
 	}
+	// Ã = R·I: Ã_top = [vt I, vm I], bot = [0, I].
 	c := mp.cols
 	clear(mp.a)
-	for i := 0; i < 2*c; i++ {
-		mp.a[i*2*c+i] = 1
+	for i := 0; i < c; i++ {
+		mp.a[i*2*c+i] = mp.gen.vt
+		mp.a[i*2*c+c+i] = mp.gen.vm
+		mp.a[(c+i)*2*c+c+i] = 1
 	}
 	clear(mp.b)
 	// L_{a,1} = [x_a, 0], L_{a,2} = [0, x_a].
@@ -334,33 +370,18 @@ func (mp *MomentumPrefix) compose(k int, result bool) {
 	top := blas64.General{Rows: cols, Cols: 2 * cols, Stride: 2 * cols, Data: mp.a[:2*cols*cols]}
 	bot := blas64.General{Rows: cols, Cols: 2 * cols, Stride: 2 * cols, Data: mp.a[2*cols*cols:]}
 	offm := general(off, rows, cols)
-	w1, w2 := general(mp.w1, bsz, 2*cols), general(mp.w2, bsz, 2*cols)
+	vw := general(mp.vw, bsz, 2*cols)
 	if bsz > 0 {
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, um, top, 0, w1) // U·top
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, um, bot, 0, w2) // U·bot
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, um, top, 0, vw) // V𝔸 = U·Ã_top
 	}
 	rowSpace := mp.factor(um, bsz, off)
 
 	if result {
-		f := mp.gen
-		if mp.first {
-			f = mp.firstFn
-		}
-		mp.resN = k
-		out := mp.out
-		for i := range out {
-			v := f.k11*mp.l[0][i] + f.k12*mp.l[1][i] + mp.b[i]
-			if !mp.first {
-				v += f.k21*mp.l[2][i] + f.k22*mp.l[3][i]
-			}
-			out[i] = v
-		}
-		mp.offsetTerms(f, um, bsz, c, offm, rowSpace, top, bot, general(out, rows, 2*cols))
+		mp.result(k, um, bsz, c, offm, rowSpace, top, bot)
 	}
 
-	// The memo: L, B and 𝔸 with the coefficients of A_k.
+	// The memo: L, B and Ã with the coefficients of A_k.
 	g := mp.gen
-	mp.mixVW(g, bsz)
 	for ai := range mp.x {
 		if ai == 1 && mp.first {
 			continue // the first map never reads M_r
@@ -373,45 +394,59 @@ func (mp *MomentumPrefix) compose(k int, result bool) {
 		}
 		if bsz > 0 {
 			xu := general(mp.xu, rows, bsz)
-			blas64.Gemm(blas.NoTrans, blas.Trans, 1, general(mp.x[ai], rows, cols), um, 0, xu)                        // x_a Uᵀ
-			blas64.Gemm(blas.NoTrans, blas.NoTrans, c, xu, general(mp.vw, bsz, 2*cols), 1, general(l1, rows, 2*cols)) // += c (x_a Uᵀ)(V𝔸)
+			blas64.Gemm(blas.NoTrans, blas.Trans, 1, general(mp.x[ai], rows, cols), um, 0, xu) // x_a Uᵀ
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, c, xu, vw, 1, general(l1, rows, 2*cols))   // += c (x_a Uᵀ)(V𝔸)
 		}
 	}
 	bm := general(mp.b, rows, 2*cols)
 	if rowSpace {
 		if bsz > 0 {
-			blas64.Gemm(blas.Trans, blas.NoTrans, -1, general(mp.g, bsz, rows), general(mp.vw, bsz, 2*cols), 1, bm) // −Gᵀ(V𝔸)
+			blas64.Gemm(blas.Trans, blas.NoTrans, -1, general(mp.g, bsz, rows), vw, 1, bm) // −Gᵀ(V𝔸)
 		}
 	} else {
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, -g.vt, offm, top, 1, bm) // −vt C·top
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, -g.vm, offm, bot, 1, bm) // −vm C·bot
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, offm, top, 1, bm) // −C·Ã_top
 	}
+	kt := mp.kt
 	half := 2 * cols * cols
 	for i := 0; i < half; i++ {
 		a1, a2 := mp.a[i], mp.a[half+i]
-		mp.a[i] = g.k11*a1 + g.k12*a2
-		mp.a[half+i] = g.k21*a1 + g.k22*a2
+		mp.a[i] = kt[0][0]*a1 + kt[0][1]*a2
+		mp.a[half+i] = kt[1][0]*a1 + kt[1][1]*a2
 	}
 	if bsz > 0 {
-		blas64.Gemm(blas.Trans, blas.NoTrans, c, um, general(mp.vw, bsz, 2*cols), 1, top) // top += c Uᵀ(V𝔸)
+		blas64.Gemm(blas.Trans, blas.NoTrans, g.vt*c, um, vw, 1, top) // Ã_top += vt c Uᵀ(V𝔸)
 	}
 	mp.n = k
 }
 
-// mixVW writes V𝔸 = vt·(U·top) + vm·(U·bot) for the map f into vw.
-func (mp *MomentumPrefix) mixVW(f momentumMap, bsz int) {
-	n := bsz * 2 * mp.cols
-	for i := 0; i < n; i++ {
-		mp.vw[i] = f.vt*mp.w1[i] + f.vm*mp.w2[i]
-	}
-}
-
-// offsetTerms adds the first map's low-rank and offset terms to out:
-// (c x_Θ Uᵀ − Gᵀ)(V_f 𝔸), or with a dense C, c (x_Θ Uᵀ)(V_f 𝔸) − C(vt top + vm bot).
-func (mp *MomentumPrefix) offsetTerms(f momentumMap, um blas64.General, bsz int, c float64, offm blas64.General, rowSpace bool, top, bot, out blas64.General) {
+// result writes θ̃_k = F_k(x_r) 𝔸_{k−1} + B_{k−1} (scaled state) into out,
+// F_k the first map (A_k when x_r's t ≥ 1), from the memo of Q_{k−1} and
+// V𝔸 in vw.
+func (mp *MomentumPrefix) result(k int, um blas64.General, bsz int, c float64, offm blas64.General, rowSpace bool, top, bot blas64.General) {
 	rows, cols := mp.rows, mp.cols
+	f, alpha, beta := mp.gen, 1.0, 0.0
+	if mp.first {
+		f, alpha, beta = mp.firstFn, mp.alpha, mp.beta
+	}
+	mp.resN = k
+	out := mp.out
+	for i := range out {
+		v := f.k11*mp.l[0][i] + f.k12*mp.l[1][i] + mp.b[i]
+		if !mp.first {
+			v += f.k21*mp.l[2][i] + f.k22*mp.l[3][i]
+		}
+		out[i] = v
+	}
+	outm := general(out, rows, 2*cols)
 	if bsz > 0 {
-		mp.mixVW(f, bsz)
+		// V_f𝔸 = α V𝔸 + β U·bot.
+		for i, x := range mp.vw {
+			mp.vf[i] = alpha * x
+		}
+		vf := general(mp.vf, bsz, 2*cols)
+		if beta != 0 {
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, beta, um, bot, 1, vf)
+		}
 		h := general(mp.h, rows, bsz)
 		if rowSpace {
 			for i := 0; i < bsz; i++ { // H = −Gᵀ
@@ -423,11 +458,14 @@ func (mp *MomentumPrefix) offsetTerms(f momentumMap, um blas64.General, bsz int,
 			clear(mp.h)
 		}
 		blas64.Gemm(blas.NoTrans, blas.Trans, c, general(mp.x[0], rows, cols), um, 1, h) // H += c x_Θ Uᵀ
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, h, general(mp.vw, bsz, 2*cols), 1, out)
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, h, vf, 1, outm)
 	}
 	if !rowSpace {
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, -f.vt, offm, top, 1, out)
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, -f.vm, offm, bot, 1, out)
+		// e_f 𝔸 = −C(vt_f top + vm_f bot) = −C(α Ã_top + β bot).
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, -alpha, offm, top, 1, outm)
+		if beta != 0 {
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, -beta, offm, bot, 1, outm)
+		}
 	}
 }
 
@@ -442,10 +480,10 @@ func (mp *MomentumPrefix) unpack(dst []float32, n int) {
 		for i := 0; i < rows; i++ {
 			src := mp.out[i*2*cols+part*cols : i*2*cols+(part+1)*cols]
 			for j, v := range src {
-				mp.half[i*cols+j] = v * scale
+				mp.hb[i*cols+j] = v * scale
 			}
 		}
-		mp.ops.Unpack(dst[part*mp.p:(part+1)*mp.p], mp.half)
+		mp.ops.Unpack(dst[part*mp.p:(part+1)*mp.p], mp.hb)
 	}
 	dst[2*mp.p] = float32(mp.t0 + float64(n-mp.step))
 }
@@ -485,15 +523,14 @@ func (mp *MomentumPrefix) factor(um blas64.General, bsz int, off []float64) bool
 
 func (mp *MomentumPrefix) grow(bsz int) {
 	cols, rows := mp.cols, mp.rows
-	if cap(mp.w1) < bsz*2*cols || cap(mp.g) < bsz*rows {
-		mp.w1 = make([]float64, bsz*2*cols)
-		mp.w2 = make([]float64, bsz*2*cols)
+	if cap(mp.vw) < bsz*2*cols || cap(mp.g) < bsz*rows {
 		mp.vw = make([]float64, bsz*2*cols)
+		mp.vf = make([]float64, bsz*2*cols)
 		mp.xu = make([]float64, rows*bsz)
 		mp.h = make([]float64, rows*bsz)
 		mp.g = make([]float64, bsz*rows)
 		mp.m = make([]float64, bsz*bsz)
 	}
-	mp.w1, mp.w2, mp.vw = mp.w1[:bsz*2*cols], mp.w2[:bsz*2*cols], mp.vw[:bsz*2*cols]
+	mp.vw, mp.vf = mp.vw[:bsz*2*cols], mp.vf[:bsz*2*cols]
 	mp.xu, mp.h, mp.g, mp.m = mp.xu[:rows*bsz], mp.h[:rows*bsz], mp.g[:bsz*rows], mp.m[:bsz*bsz]
 }
