@@ -14,7 +14,7 @@ import (
 // for whole backward trajectories of n steps. The prefix's cost per step
 // (ns/step) stays flat as n doubles; full's grows linearly with n. The
 // in=784 case has Fashion-MNIST's linear shape (10×785, random data): a
-// step of the prefix there is ≈ 12·b·Cols² = 59 MFLOP whatever n.
+// step of the prefix there is ≈ 8·b·Cols² = 39 MFLOP whatever n.
 func BenchmarkMomentumMemo(b *testing.B) {
 	for _, c := range []struct{ in, out, steps int }{{16, 2, 250}, {16, 2, 500}, {16, 2, 1000}, {784, 10, 40}} {
 		steps := c.steps

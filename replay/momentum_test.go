@@ -351,6 +351,21 @@ func TestMemoChoosesMomentumPrefix(t *testing.T) {
 	if ev := replay.NewMemoEvaluator(f.Ops, 1<<20, 1); !isCoalescing(ev) {
 		t.Fatalf("η = 0: memo evaluator %T", ev)
 	}
+	// Heavy ball with dampening 1 (no gradient reaches θ after step 1):
+	// refused too, and the coalescence memo is still exact.
+	f = replaytest.OptimFamilies(newRand(t), 30)[1]
+	f.Ops.(*replaytest.Optim).Dampening = 1
+	if _, ok := replay.AsMomentumAffine(f.Ops); ok {
+		t.Fatal("AsMomentumAffine accepted dampening 1")
+	}
+	m := mustMemo(t, f, replay.MemoConfig{BudgetBytes: 1 << 20})
+	got, _ := backward(t, m, f.Ops.Dim(), 30)
+	full, _ := backward(t, replay.NewFull(f.Ops, f.Theta0), f.Ops.Dim(), 30)
+	for n := range got {
+		if !isCoalescing(m.Evaluator()) || !replaytest.Bitwise(got[n], full[n]) {
+			t.Fatalf("dampening 1, step %d: %T gives %v, full %v", n, m.Evaluator(), got[n], full[n])
+		}
+	}
 }
 
 func isCoalescing(ev replay.Evaluator) bool {
