@@ -290,15 +290,19 @@ func TestMetamorphic(t *testing.T) {
 		same("windowed with redundant resets", run(mustWindowed(t, f, replay.Config{Window: w, ResetAt: dup})),
 			run(mustWindowed(t, f, replay.Config{Window: w})))
 
-		// Affine families: the prefix agrees to rounding under the same anchors.
-		if _, ok := f.Ops.(replay.AffineOperators); ok {
+		// Affine and momentum-affine families: the prefix agrees to
+		// rounding under the same anchors.
+		_, affine := f.Ops.(replay.AffineOperators)
+		_, momentum := replay.AsMomentumAffine(f.Ops)
+		if affine || momentum {
 			for _, c := range []struct {
 				cfg  replay.Config
 				want [][]float32
 			}{{bwd, winB}, {fwdCfg, winF}} {
 				got := run(mustMemo(t, f, replay.MemoConfig{Config: c.cfg}))
 				for n := range got {
-					if e := replaytest.RelErr(got[n], c.want[n]); e > 1e-4 {
+					if !replaytest.CloseBlocks(got[n], c.want[n], f.Blocks, 1e-4) {
+						e := replaytest.RelErr(got[n], c.want[n])
 						t.Fatalf("affine prefix (%s starts) step %d: relative error %.3g", c.cfg.From, n, e)
 					}
 				}

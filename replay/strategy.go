@@ -255,7 +255,8 @@ type MemoConfig struct {
 	BudgetBytes int64
 	// Stride is the coalescence memo's initial stride (≤ 0: 1).
 	Stride int
-	// Coalesce forces the coalescence memo even for affine operators.
+	// Coalesce forces the coalescence memo even for affine (or
+	// momentum-affine) operators.
 	Coalesce bool
 }
 
@@ -264,20 +265,37 @@ type MemoConfig struct {
 // models with MSE and the scalar quadratic).
 type affineChecker interface{ IsAffine() bool }
 
-// Memo evaluates the anchors of its Config with a memoizing evaluator: an
-// AffinePrefix when the operators implement AffineOperators (and, if they
-// have an IsAffine method, it returns true), a Coalescing otherwise.
+// Memo evaluates the anchors of its Config with a memoizing evaluator, the
+// one NewMemoEvaluator chooses (or a Coalescing when Coalesce is set).
 type Memo struct {
 	anchored
+}
+
+// NewMemoEvaluator returns the exact memoizing evaluator for ops: a
+// MomentumPrefix when AsMomentumAffine accepts ops (momentum or Nesterov on
+// an affine gradient), else an AffinePrefix when ops implement
+// AffineOperators (and, if they have an IsAffine method, it returns true),
+// else a Coalescing with the given budget and stride — the coalescence
+// memo, bitwise exact, for every operator that is not affine (Adam and
+// AdamW among them: their steps divide by √v, so no composition of them has
+// a compact form).
+func NewMemoEvaluator(ops Operators, budgetBytes int64, stride int) Evaluator {
+	if m, ok := AsMomentumAffine(ops); ok {
+		return NewMomentumPrefix(m)
+	}
+	if aff, ok := ops.(AffineOperators); ok && isAffine(ops) {
+		return NewAffinePrefix(aff)
+	}
+	return NewCoalescing(ops, budgetBytes, stride)
 }
 
 // NewMemo returns a memoized strategy. θ_0 is copied.
 func NewMemo(ops Operators, theta0 []float32, cfg MemoConfig) (*Memo, error) {
 	var ev Evaluator
-	if aff, ok := ops.(AffineOperators); ok && !cfg.Coalesce && isAffine(ops) {
-		ev = NewAffinePrefix(aff)
-	} else {
+	if cfg.Coalesce {
 		ev = NewCoalescing(ops, cfg.BudgetBytes, cfg.Stride)
+	} else {
+		ev = NewMemoEvaluator(ops, cfg.BudgetBytes, cfg.Stride)
 	}
 	a, err := newAnchored(ops, theta0, cfg.Config, ev)
 	if err != nil {
@@ -290,7 +308,8 @@ func NewMemo(ops Operators, theta0 []float32, cfg MemoConfig) (*Memo, error) {
 // composed (affine prefix) or operators applied (coalescence memo).
 func (m *Memo) Backward(dst []float32, n int) (Result, error) { return m.anchored.Backward(dst, n) }
 
-// Evaluator returns the evaluator Memo chose (*AffinePrefix or *Coalescing).
+// Evaluator returns the evaluator Memo chose (*MomentumPrefix,
+// *AffinePrefix or *Coalescing).
 func (m *Memo) Evaluator() Evaluator { return m.eval }
 
 func isAffine(ops Operators) bool {

@@ -9,8 +9,13 @@
 //   - TanhNet: a one-hidden-layer tanh regression network (nonlinear).
 //   - Constant: T_k(θ) = c_{b_k}, the paper's Example 2.4.
 //   - Affine: generic low-rank affine maps, dense or row-space offsets.
+//   - Optim: an optimizer over one of those (their Grad methods): momentum,
+//     nesterov, adam, adamw as torch.optim 1.13 defines them, on the flat
+//     state s = (θ, buffers, t); replay.MomentumAffineOperators over the
+//     affine ones. OptimFamilies lists the combinations Families includes.
 //
-// Every Apply is a deterministic float32 computation of (k, θ) that
-// allocates nothing, as replay.Operators requires. Forward is an in-memory
+// Every Apply is a deterministic float32 computation of (k, θ) — of (k, s)
+// for Optim — that allocates nothing after its first call, as
+// replay.Operators requires. Forward is an in-memory
 // replay.ForwardSource. Batches is a batch log (Batches[k−1] is step k).
 package replaytest

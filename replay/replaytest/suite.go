@@ -14,26 +14,34 @@ import (
 	"github.com/replay-sgd/replay/replay"
 )
 
-// Family is an operator family with its θ_0 and the number of steps its
-// batch log covers.
+// Family is an operator family with its initial state and the number of
+// steps its batch log covers.
 type Family struct {
-	Name   string
-	Ops    replay.Operators
+	Name string
+	Ops  replay.Operators
+	// Theta0 is the initial state: θ_0 for SGD families, s_0 = (θ_0, zero
+	// buffers, t = 0) for optimizer families (len Ops.Dim() either way).
 	Theta0 []float32
 	Steps  int
+	// Blocks splits the state into consecutive blocks compared separately
+	// against a tolerance (θ, each optimizer buffer, the step count), so
+	// that a buffer's error is not hidden by θ's norm nor t's; nil is one
+	// block, the whole state.
+	Blocks []int
 }
 
 // Families returns one instance of each in-memory family with random data
-// from rng and batch logs of the given number of steps. Each call returns
-// fresh operators (own scratch space).
+// from rng and batch logs of the given number of steps: the SGD families
+// (Quadratic first), then OptimFamilies. Each call returns fresh operators
+// (own scratch space).
 func Families(rng *rand.Rand, steps int) []Family {
-	return []Family{
+	return append([]Family{
 		NewQuadraticFamily(rng, 200, 2, 0.1, steps),
 		NewLeastSquaresFamily(rng, 3, 2, 50, 4, 0.05, steps),
 		NewTanhFamily(rng, 3, 40, 4, 0.05, steps),
 		NewConstantFamily(rng, 3, 2, steps),
 		NewAffineFamily(rng, 2, 5, 3, steps),
-	}
+	}, OptimFamilies(rng, steps)...)
 }
 
 // NewQuadraticFamily returns a Quadratic with n targets y_i ~ N(0,1), a = 1,
@@ -124,7 +132,8 @@ func Seed(t testing.TB) uint64 {
 type New func(ops replay.Operators, theta0 []float32, fwd replay.ForwardSource) (replay.Strategy, error)
 
 // TestStrategy is the suite every replay.Strategy passes. Over each family of
-// Families it checks, for n = 0 … 40:
+// Families (SGD operators on θ and optimizer operators on the whole state
+// s = (θ, buffers, t)) it checks, for n = 0 … 40:
 //
 //   - θ̃_0 = θ_0 bitwise, with anchor 0 and no application;
 //   - θ̃_1 = θ_1 = T_1(θ_0);
@@ -137,8 +146,9 @@ type New func(ops replay.Operators, theta0 []float32, fwd replay.ForwardSource) 
 //     the same steps in random order returns bitwise the same values;
 //   - a negative step is an error wrapping replay.ErrStep.
 //
-// tol is the allowed error (RelErr) against the direct evaluation:
-// 0 demands bitwise equality (every strategy but the affine prefix).
+// tol is the allowed error (RelErr, block by block: see Family.Blocks)
+// against the direct evaluation: 0 demands bitwise equality (every
+// strategy but the affine and momentum prefixes).
 func TestStrategy(t *testing.T, newStrategy New, tol float64) {
 	t.Helper()
 	seed := Seed(t)
@@ -201,13 +211,13 @@ func testFamily(t *testing.T, fam Family, newStrategy New, tol float64, seed uin
 		if _, err := direct.Eval(context.Background(), ref, replay.Anchor{Step: res.Anchor, Start: start}, n); err != nil {
 			t.Fatal(err)
 		}
-		if !Close(dst, ref, tol) {
+		if !CloseBlocks(dst, ref, fam.Blocks, tol) {
 			t.Fatalf("step %d (%+v): got %v, want T_{r+1}∘…∘T_n(x_r) = %v (tol %g)", n, res, dst, ref, tol)
 		}
 		if n == 1 {
 			copy(ref, fam.Theta0)
 			fam.Ops.Apply(1, ref)
-			if !Close(dst, ref, tol) {
+			if !CloseBlocks(dst, ref, fam.Blocks, tol) {
 				t.Fatalf("θ̃_1 = %v, want θ_1 = %v", dst, ref)
 			}
 		}
@@ -262,6 +272,25 @@ func Close(a, b []float32, tol float64) bool {
 		return Bitwise(a, b)
 	}
 	return RelErr(a, b) <= tol
+}
+
+// CloseBlocks reports whether a and b are Close block by block (blocks as
+// in Family.Blocks; nil is one block).
+func CloseBlocks(a, b []float32, blocks []int, tol float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if blocks == nil {
+		return Close(a, b, tol)
+	}
+	at := 0
+	for _, n := range blocks {
+		if !Close(a[at:at+n], b[at:at+n], tol) {
+			return false
+		}
+		at += n
+	}
+	return at == len(a)
 }
 
 // RelErr returns ‖a − b‖₂ / max(‖b‖₂, 1), in float64: relative for
