@@ -32,14 +32,14 @@ const maxLine = 2048
 // child is one running child process speaking the protocol. One request at
 // a time: its user (the pool) owns it between get and put.
 type child struct {
-	name   string // the registered model name (log prefix)
-	cmd    *exec.Cmd
-	stdin  *os.File
-	stdout *bufio.Reader
+	name    string // the registered model name (log prefix)
+	cmd     *exec.Cmd
+	stdin   *os.File
+	stdout  *bufio.Reader
 	stdoutF *os.File
-	nextID int64
-	exited chan struct{} // closed once the process was reaped
-	tail   *ring
+	nextID  int64
+	exited  chan struct{} // closed once the process was reaped
+	tail    *ring
 	// broken is set once the child must not be used again (killed).
 	broken bool
 }

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/extmodel/internal/fakechild"
+	"github.com/replay-sgd/replay/family"
 )
 
 // fakeCmd is the command of a fake child in mode (see fakechild), with

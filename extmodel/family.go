@@ -176,13 +176,13 @@ func (f *Family) Close() error {
 
 // Info describes a registered model (GET /v1/models).
 type Info struct {
-	Name        string // "ext:NAME"
-	Hello       Hello
-	ThetaDim    int
-	ParamElems  int
-	Children    int // alive now
-	Requests    int64
-	Started     int
+	Name       string // "ext:NAME"
+	Hello      Hello
+	ThetaDim   int
+	ParamElems int
+	Children   int // alive now
+	Requests   int64
+	Started    int
 }
 
 // Models lists the registered models in registration order.
