@@ -202,9 +202,9 @@ func (f *Family) Models() []Info {
 	return out
 }
 
-// Registered reports whether ext:name is registered.
-func (f *Family) Registered(name string) bool {
-	_, ok := f.lookup(Prefix + name)
+// HasModel reports whether model ("ext:NAME") is registered.
+func (f *Family) HasModel(model string) bool {
+	_, ok := f.lookup(model)
 	return ok
 }
 

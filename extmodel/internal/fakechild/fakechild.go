@@ -9,6 +9,7 @@
 //	garbage     answer apply with bytes that are not a msgpack map
 //	wrongid     answer apply with the wrong id
 //	crash       write half a reply to apply, a stderr line, and exit 3
+//	sigkill     write half a reply to apply, then SIGKILL itself
 //	hang        never answer apply
 //	refuse      answer apply with "ok": false
 //	oversized   announce a 2 GiB apply reply
@@ -17,18 +18,23 @@
 //	slowhello   sleep 10 s before answering hello
 //
 // With EnvOnce naming a file, the misbehaviour happens only in the child
-// that removes that file first (a single fault across fresh children).
+// that removes that file first (a single fault across fresh children);
+// with EnvAt = N, only from the N-th apply request on (counted in
+// EnvCount's file, across children).
 // Every apply request is counted in EnvCount's file (one line each).
 package fakechild
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -42,6 +48,7 @@ const (
 	EnvMode  = "EXTMODEL_FAKE_CHILD"
 	EnvOnce  = "EXTMODEL_FAKE_ONCE"
 	EnvCount = "EXTMODEL_FAKE_COUNT"
+	EnvAt    = "EXTMODEL_FAKE_AT"
 )
 
 // The fake model's layout: w [4] and b [2] are parameters, rm [2] a buffer
@@ -143,6 +150,17 @@ func faulty() bool {
 	return os.Remove(f) == nil
 }
 
+// reached reports whether the apply count (EnvCount's lines) has reached
+// EnvAt (always without EnvAt).
+func reached() bool {
+	at, err := strconv.Atoi(os.Getenv(EnvAt))
+	if err != nil {
+		return true
+	}
+	b, _ := os.ReadFile(os.Getenv(EnvCount))
+	return bytes.Count(b, []byte("\n")) >= at
+}
+
 func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 	r := bufio.NewReader(in)
 	w := bufio.NewWriter(out)
@@ -195,7 +213,7 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 					fh.Close()
 				}
 			}
-			bad := mode != "" && faulty()
+			bad := mode != "" && reached() && faulty()
 			switch {
 			case bad && has(mode, "garbage"):
 				w.Write([]byte{0, 0, 0, 3, 0x01, 0x02, 0x03})
@@ -211,6 +229,12 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 				w.Flush()
 				fmt.Fprintln(errw, "fake child: segmentation fault (simulated)")
 				return 3
+			case bad && has(mode, "sigkill"):
+				w.Write([]byte{0, 0, 1, 0, 0x82})
+				w.Flush()
+				fmt.Fprintln(errw, "fake child: killing myself")
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
 			case bad && has(mode, "hang"):
 				fmt.Fprintln(errw, "fake child: hanging")
 				select {}
