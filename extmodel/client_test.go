@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/replay-sgd/replay/extmodel/internal/fakechild"
+	"github.com/replay-sgd/replay/internal/fakechild"
 	"github.com/replay-sgd/replay/family"
 )
 

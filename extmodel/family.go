@@ -130,7 +130,7 @@ func (f *Family) Register(ctx context.Context, name string, cmd Command) error {
 	p := newPool(name, cmd, f.opts)
 	c, hello, err := p.start(ctx)
 	if err != nil {
-		return fmt.Errorf("register model %s: %w", name, err)
+		return fmt.Errorf("register external model: %w", err)
 	}
 	p.hello = hello
 	p.mu.n, p.mu.started = 1, 1

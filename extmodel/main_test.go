@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/replay-sgd/replay/extmodel/internal/fakechild"
+	"github.com/replay-sgd/replay/internal/fakechild"
 )
 
 // TestMain makes the test binary the fake child when re-executed with

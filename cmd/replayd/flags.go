@@ -57,6 +57,8 @@ type config struct {
 	minFreeDisk byteSize
 	querySlots  int
 	remote      remoteConfig // remote.go
+	ext         extConfig    // extmodels.go
+	extModels   []extModel   // parsed from ext
 }
 
 const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
@@ -98,6 +100,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.Var(&c.minFreeDisk, "min-free-disk", "free space the data directory's file system keeps; below it runs pause with the reason (status, /healthz) and go on once space returns; 0: no check (default 256MiB)")
 	fs.IntVar(&c.querySlots, "query-slots", scheduler.DefaultQuerySlots, "most recomputations for API queries (params, verify) at once; more get 503 with Retry-After")
 	addRemoteFlags(fs, &c.remote)
+	addExtFlags(fs, &c.ext)
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
@@ -162,6 +165,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024] (0 with remote workers)", c.workers))
 	}
 	errs = append(errs, c.remote.validate()...)
+	var extErrs []error
+	c.extModels, extErrs = c.ext.models()
+	errs = append(errs, extErrs...)
 	if c.maxLag < 1 {
 		errs = append(errs, fmt.Errorf("--max-lag %d: must be ≥ 1", c.maxLag))
 	}

@@ -203,7 +203,7 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 				{"name": "rm", "shape": []int{2}, "dtype": "float32", "param": false},
 			}
 			rep["train"], rep["test"], rep["classes"] = Train, Test, Classes
-			rep["fingerprint"] = map[string]string{"impl": "fakechild", "go": "yes"}
+			rep["fingerprint"] = map[string]string{"impl": "fakechild", "argv": strings.Join(os.Args[1:], " "), "pythonpath": os.Getenv("PYTHONPATH")}
 		case "init":
 			rep["theta"] = f32b(Init(uint64(toInt(req["seed"]))))
 		case "apply":
