@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/replay-sgd/replay/internal/fakechild"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/fakechild"
 )
 
 // fakeCmd is the command of a fake child in mode (see fakechild), with

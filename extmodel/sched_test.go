@@ -12,8 +12,8 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
-	"github.com/replay-sgd/replay/internal/fakechild"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/fakechild"
 	"github.com/replay-sgd/replay/nn"
 	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/scheduler"
