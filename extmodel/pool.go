@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,7 @@ type pool struct {
 		// child per retry; no child per request).
 		started int
 		pids    []int // of every child started (tests: no orphans)
+		live    map[*child]struct{}
 	}
 	freed chan struct{} // a slot or an idle child became available
 	// requests counts the round trips made (tests: one per backward job).
@@ -93,6 +95,10 @@ func (p *pool) start(ctx context.Context) (*child, Hello, error) {
 	}
 	p.mu.Lock()
 	p.mu.pids = append(p.mu.pids, c.cmd.Process.Pid)
+	if p.mu.live == nil {
+		p.mu.live = map[*child]struct{}{}
+	}
+	p.mu.live[c] = struct{}{}
 	p.mu.Unlock()
 	var rep helloReply
 	req := &helloRequest{Version: Version}
@@ -121,6 +127,7 @@ func (p *pool) put(c *child) {
 	if p.mu.closed {
 		p.mu.Unlock()
 		c.shutdown(p.opts.ShutdownGrace)
+		p.forget(c)
 		p.release()
 		return
 	}
@@ -134,7 +141,14 @@ func (p *pool) drop(c *child) {
 	if !c.broken {
 		c.kill()
 	}
+	p.forget(c)
 	p.release()
+}
+
+func (p *pool) forget(c *child) {
+	p.mu.Lock()
+	delete(p.mu.live, c)
+	p.mu.Unlock()
 }
 
 func (p *pool) release() {
@@ -184,7 +198,8 @@ func (p *pool) roundTrip(ctx context.Context, op string, timeout time.Duration, 
 }
 
 // close shuts every idle child down (shutdown, then SIGKILL after the
-// grace); children in use are shut down when handed back.
+// grace); children in use are shut down when handed back, and those still
+// busy after the grace are killed: no child outlives close.
 func (p *pool) close() {
 	p.mu.Lock()
 	p.mu.closed = true
@@ -197,11 +212,38 @@ func (p *pool) close() {
 		go func() {
 			defer wg.Done()
 			c.shutdown(p.opts.ShutdownGrace)
+			p.forget(c)
 			p.release()
 		}()
 	}
 	wg.Wait()
 	p.signal()
+	deadline := time.NewTimer(p.opts.ShutdownGrace)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		n := len(p.mu.live)
+		busy := make([]*child, 0, n)
+		for c := range p.mu.live {
+			busy = append(busy, c)
+		}
+		p.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-p.freed:
+			continue
+		case <-deadline.C:
+		}
+		// Killing a busy child fails its request (the scheduler has
+		// stopped: nobody waits for it); its caller then drops it.
+		for _, c := range busy {
+			syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+			<-c.exited
+		}
+		return
+	}
 }
 
 // alive returns the number of live children (tests: no orphans).
