@@ -299,9 +299,8 @@ func (f *Family) Resolve(s *family.Spec) (family.Size, []string) {
 	if s.Loss != "model" {
 		bad("loss %q: external models use the model file's loss (model)", echo.Clip(s.Loss))
 	}
-	if s.Batch < 1 || s.Batch > r.hello.Train {
-		bad("batch %d not in [1, %d training samples]", s.Batch, r.hello.Train)
-	}
+	// The batch is checked by the scheduler against Size.Train (its
+	// default comes after the family's) and again by Open.
 	if !slices.Contains(optimizerNames, s.Optim.Name) {
 		bad("optimizer %q: want sgd, momentum, nesterov, adam or adamw", echo.Clip(s.Optim.Name))
 	}

@@ -50,7 +50,7 @@ func runModels(e *env, c *command, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tTENSORS\tTHETA\tTRAIN\tTEST\tCLASSES\tFINGERPRINT")
 	for _, m := range l.Models {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Name, len(m.Tensors), m.Theta, m.Train, m.Test, m.Classes, fingerprintString(m.Fingerprint))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Name, len(m.Tensors), m.Theta, m.Train, m.Test, m.Classes, clipRunes(fingerprintString(m.Fingerprint), 72))
 		for _, t := range m.Tensors {
 			kind := "buffer"
 			if t.Param {
@@ -71,13 +71,35 @@ func shapeString(shape []int) string {
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
-// fingerprintString is a fingerprint as sorted k=v pairs.
+// clipRunes cuts s to at most n runes, marking a cut with "…" (the table
+// stays readable; -o json has the whole fingerprint).
+func clipRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// fingerprintString is a fingerprint as sorted k=v pairs, the keys that
+// tell runtimes apart (torch, threads, device) first.
 func fingerprintString(fp map[string]string) string {
 	keys := make([]string, 0, len(fp))
 	for k := range fp {
 		keys = append(keys, k)
 	}
-	slices.Sort(keys)
+	rank := func(k string) int {
+		if i := slices.Index([]string{"torch", "threads", "device"}, k); i >= 0 {
+			return i
+		}
+		return 3
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra - rb
+		}
+		return strings.Compare(a, b)
+	})
 	for i, k := range keys {
 		keys[i] = k + "=" + fp[k]
 	}
