@@ -246,6 +246,7 @@ func TestChildFaults(t *testing.T) {
 		{"crash", ErrExited, "segmentation fault (simulated)"},
 		{"hang", ErrTimeout, "fake child: hanging"},
 		{"oversized", ErrFrameTooLarge, "fake child started"},
+		{"shortstate", ErrGarbage, "fake child started"},
 	}
 	for _, c := range cases {
 		t.Run(c.mode, func(t *testing.T) {
@@ -399,5 +400,32 @@ func TestCancel(t *testing.T) {
 	}
 	if n := f.Models()[0].Children; n != 0 {
 		t.Fatalf("%d children alive after the deadline of the abandoned request", n)
+	}
+}
+
+// TestResolve: the family's defaults and checks, from the registration's
+// hello (no child is asked).
+func TestResolve(t *testing.T) {
+	f := newFamily(t, testOptions(io.Discard), fakeCmd(t, ""))
+	requests := f.Models()[0].Requests
+	// No batch: the scheduler's default comes after the family's.
+	s := family.Spec{Model: "ext:fake", Optim: family.Optimizer{Name: "adam"}}
+	size, problems := f.Resolve(&s)
+	if len(problems) > 0 {
+		t.Fatalf("problems %v", problems)
+	}
+	if s.Dataset != "ext:fake" || s.Init != "torch" || s.Loss != "model" {
+		t.Errorf("defaults: dataset %q init %q loss %q", s.Dataset, s.Init, s.Loss)
+	}
+	// adam: θ, then exp_avg and exp_avg_sq of the 6 parameter elements, then the step.
+	if size.Params != fakechild.Theta+2*fakechild.Params+1 || size.Train != fakechild.Train || size.Test != fakechild.Test || size.Outputs != fakechild.Classes {
+		t.Errorf("size %+v", size)
+	}
+	bad := family.Spec{Model: "ext:fake", Dataset: "fashion-mnist", DataPath: "/x", Init: "he", Loss: "mse", Optim: family.Optimizer{Name: "lbfgs"}}
+	if _, problems := f.Resolve(&bad); len(problems) != 5 {
+		t.Errorf("problems %q, want five (dataset, data_path, init, loss, optimizer)", problems)
+	}
+	if n := f.Models()[0].Requests; n != requests {
+		t.Errorf("Resolve made %d requests", n-requests)
 	}
 }

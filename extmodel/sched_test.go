@@ -213,3 +213,87 @@ func TestSchedulerChildKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSchedulerEvalFails: a model whose evaluation always fails fails its
+// run with the child's reason, not as a divergence (the NaNs of a failed
+// measure are not losses).
+func TestSchedulerEvalFails(t *testing.T) {
+	f := newFamily(t, testOptions(io.Discard), fakeCmd(t, "evalcrash"))
+	s := startScheduler(t, f)
+	if _, err := s.Create(api.RunSpec{Name: "e", Model: "ext:fake", LR: runLR, Batch: runBatch, Steps: runSteps, EvalEvery: api.Ptr(5)}); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, s, "e")
+	if st.State != "failed" || !strings.Contains(st.Reason, "out of memory in evaluate (simulated)") || strings.Contains(st.Reason, "NaN") {
+		t.Fatalf("run %s, %q: want failed with the child's stderr line", st.State, st.Reason)
+	}
+}
+
+// TestSchedulerResume: a run stopped mid-way (the scheduler cancelled, the
+// store closed and reopened, fresh children) resumes to the iterates of
+// an uninterrupted run, bitwise.
+func TestSchedulerResume(t *testing.T) {
+	f := newFamily(t, testOptions(io.Discard), fakeCmd(t, ""))
+	dir := t.TempDir()
+	open := func() (*scheduler.Scheduler, func()) {
+		store, err := ckpt.Open(ckpt.DefaultOptions(dir).WithGCInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(nnfamily.New(), f).
+			WithWorkers(2).WithMaxLag(4).WithEvents(io.Discard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		return s, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("scheduler: %v", err)
+			}
+			if err := store.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s, stop := open()
+	if _, err := s.Create(api.RunSpec{Name: "r", Model: "ext:fake", LR: runLR, Batch: runBatch, Steps: runSteps,
+		Seed: api.Ptr(uint64(runSeed)), Strategy: scheduler.StrategyFull, CheckpointEvery: 7, EvalEvery: api.Ptr(5)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, err := s.Status("r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.BackwardStep >= 10 {
+			t.Logf("stopping at forward %d, backward %d", st.ForwardStep, st.BackwardStep)
+			if st.BackwardStep == runSteps {
+				t.Logf("the run finished before the stop (backward %d): the resume is of a done run", st.BackwardStep)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run at backward %d after 2 min", st.BackwardStep)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	s, stop = open()
+	defer stop()
+	if st := waitState(t, s, "r"); st.State != "done" {
+		t.Fatalf("resumed run %s: %s", st.State, st.Reason)
+	}
+	fwd, bwd := reference(runSteps)
+	for n := 1; n <= runSteps; n++ {
+		if got := params(t, s, "r", "forward", n); !equalBits(got, fwd[n]) {
+			t.Fatalf("forward %d after the resume: %v, want %v", n, got, fwd[n])
+		}
+		if got := params(t, s, "r", "backward", n); !equalBits(got, bwd[n]) {
+			t.Fatalf("backward %d after the resume: %v, want %v", n, got, bwd[n])
+		}
+	}
+}

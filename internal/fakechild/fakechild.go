@@ -13,6 +13,8 @@
 //	hang        never answer apply
 //	refuse      answer apply with "ok": false
 //	oversized   announce a 2 GiB apply reply
+//	shortstate  answer apply with a state one float short
+//	evalcrash   exit 4 at evaluate after a stderr line
 //	version2    answer hello with version 2
 //	badhello    exit 1 at hello after a stderr line
 //	slowhello   sleep 10 s before answering hello
@@ -242,6 +244,11 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 				rep = map[string]any{"id": id, "ok": false, "error": "optimizer lbfgs is not supported\nsecond line"}
 				writeMsg(w, rep)
 				continue
+			case bad && has(mode, "shortstate"):
+				st := req["state"].([]byte)
+				rep["state"] = st[:len(st)-4]
+				writeMsg(w, rep)
+				continue
 			case bad && has(mode, "oversized"):
 				w.Write([]byte{0x80, 0, 0, 0})
 				w.Flush()
@@ -262,6 +269,10 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 			rep["state"] = f32b(state)
 			rep["losses"] = losses
 		case "evaluate":
+			if has(mode, "evalcrash") {
+				fmt.Fprintln(errw, "fake child: out of memory in evaluate (simulated)")
+				return 4
+			}
 			th := bf32(req["theta"].([]byte))
 			rep["train_loss"] = meanSq(th, bi32(req["train"].([]byte)))
 			rep["test_loss"] = meanSq(th, bi32(req["test"].([]byte)))
