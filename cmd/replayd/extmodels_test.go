@@ -6,7 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/replay-sgd/replay/api"
 
 	pyworker "github.com/replay-sgd/replay/python"
 )
@@ -73,10 +76,7 @@ func TestExtHelloFails(t *testing.T) {
 // fingerprint).
 func TestExtTorchModel(t *testing.T) {
 	tmp := t.TempDir()
-	fake := filepath.Join(tmp, "fakemodel")
-	if b, err := exec.Command("go", "build", "-o", fake, "github.com/replay-sgd/replay/internal/fakechild/fakemodel").CombinedOutput(); err != nil {
-		t.Fatalf("build fakemodel: %v\n%s", err, b)
-	}
+	fake := buildFake(t, tmp)
 	file := filepath.Join(tmp, "m.py")
 	os.WriteFile(file, []byte("# a model\n"), 0o600)
 	cache := filepath.Join(tmp, "cache")
@@ -96,5 +96,72 @@ func TestExtTorchModel(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(want, pyworker.Package)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 		t.Errorf("extracted package: %v", err)
+	}
+}
+
+// buildFake builds the fake external model (internal/fakechild) into dir.
+func buildFake(t *testing.T, dir string) string {
+	t.Helper()
+	fake := filepath.Join(dir, "fakemodel")
+	if b, err := exec.Command("go", "build", "-o", fake, "github.com/replay-sgd/replay/internal/fakechild/fakemodel").CombinedOutput(); err != nil {
+		t.Fatalf("build fakemodel: %v\n%s", err, b)
+	}
+	return fake
+}
+
+// TestRemoteExtModel: `replayd worker --model-cmd` serves the jobs of an
+// external model's run (the daemon computes none: --workers 0), and the
+// run equals an in-process one byte for byte.
+func TestRemoteExtModel(t *testing.T) {
+	fake := buildFake(t, t.TempDir())
+	spec := api.RunSpec{Name: "x", Model: "ext:fake", LR: 0.05, Batch: 2, Steps: 300, Seed: seed(5), Window: 16,
+		ResetAt: []int{150}, EvalEvery: api.Ptr(10), CheckpointEvery: 50}
+
+	ref := startDaemon(t, t.TempDir(), "--workers", "1", "--model-cmd", "fake="+fake)
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	want := collect(ref, spec)
+	ref.stop(syscall.SIGTERM)
+
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--model-cmd", "fake="+fake)
+	w := &worker{t: t, name: "w", log: &lockedBuffer{}, exited: make(chan struct{})}
+	w.cmd = exec.Command(replaydBin, "worker", "--nats", d.natsURL(), "--name", "w", "--model-cmd", "fake="+fake)
+	w.cmd.Env = append(os.Environ(), "REPLAYD_TOKEN=")
+	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.err = w.cmd.Wait(); close(w.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-w.exited:
+		default:
+			w.cmd.Process.Kill()
+			<-w.exited
+		}
+		if t.Failed() {
+			t.Logf("worker log:\n%s", tail(w.log.String(), 30))
+		}
+	})
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	got := collect(d, spec)
+	for k := range want.traj {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory: %v", k, err)
+		}
+	}
+	for k, v := range want.params {
+		if !bytes.Equal(got.params[k], v) {
+			t.Errorf("parameters %s differ from the in-process run's", k)
+		}
+	}
+	w.stop(syscall.SIGTERM)
+	if w.err != nil {
+		t.Errorf("worker after SIGTERM: %v", w.err)
 	}
 }
