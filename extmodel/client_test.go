@@ -429,3 +429,23 @@ func TestResolve(t *testing.T) {
 		t.Errorf("Resolve made %d requests", n-requests)
 	}
 }
+
+// TestDataHash: the hash follows what the child announced.
+func TestDataHash(t *testing.T) {
+	f := newFamily(t, testOptions(io.Discard), fakeCmd(t, ""))
+	if err := f.Register(context.Background(), "other", fakeCmd(t, "", "EXTRA=1")); err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := f.LoadData(family.Spec{Model: "ext:fake"})
+	d2, _ := f.LoadData(family.Spec{Model: "ext:other"})
+	h1, err1 := f.DataHash(family.Spec{}, d1)
+	h2, err2 := f.DataHash(family.Spec{}, d2)
+	if err1 != nil || err2 != nil || len(h1) != 64 || h1 != h2 {
+		t.Fatalf("the same child announcement: %s %v, %s %v: want one hash", h1, err1, h2, err2)
+	}
+	r := d2.(*registered)
+	r.hello.Train++
+	if h3, _ := f.DataHash(family.Spec{}, d2); h3 == h1 {
+		t.Fatalf("a different training set size has the same hash")
+	}
+}

@@ -102,7 +102,10 @@ func (p *pool) start(ctx context.Context) (*child, Hello, error) {
 	p.mu.Unlock()
 	var rep helloReply
 	req := &helloRequest{Version: Version}
-	healthy, err := c.call(ctx, "hello", req, func(h head) { req.head = h }, &rep, p.opts.StartTimeout, func(c *child, _ bool) { c.kill() })
+	healthy, err := c.call(ctx, "hello", req, func(h head) { req.head = h }, &rep, p.opts.StartTimeout, func(c *child, _ bool) {
+		c.kill() // the hello of a cancelled start: nobody takes this child
+		p.forget(c)
+	})
 	if err == nil && rep.Version != Version {
 		err = fmt.Errorf("model %s: the child speaks protocol version %d, this replayd version %d: %w", p.name, rep.Version, Version, ErrVersion)
 	}
@@ -113,8 +116,12 @@ func (p *pool) start(ctx context.Context) (*child, Hello, error) {
 		err = fmt.Errorf("model %s: a fresh child announced another state layout or data set than at registration: %w", p.name, ErrGarbage)
 	}
 	if err != nil {
-		if healthy && !c.broken {
-			c.kill()
+		// A cancelled hello's child is killed in the background.
+		if cancelled := !healthy && ctx.Err() != nil && errors.Is(err, ctx.Err()); !cancelled {
+			if !c.broken {
+				c.kill()
+			}
+			p.forget(c)
 		}
 		return nil, Hello{}, err
 	}
