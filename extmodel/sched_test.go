@@ -297,3 +297,33 @@ func TestSchedulerResume(t *testing.T) {
 		}
 	}
 }
+
+// TestPresetsRegistered: with the model registered under the preset's
+// name, the presets of external models resolve to their settings, the
+// model's own data set and evaluation subsets.
+func TestPresetsRegistered(t *testing.T) {
+	f := newFamily(t, testOptions(io.Discard), fakeCmd(t, ""))
+	if err := f.Register(context.Background(), "fmnist-cnn", fakeCmd(t, "")); err != nil {
+		t.Fatal(err)
+	}
+	fams := []family.Family{nnfamily.New(), f}
+	cfg, err := scheduler.Resolve(fams, api.RunSpec{Preset: "fmnist-cnn"}, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Model != "ext:fmnist-cnn" || cfg.Dataset != "ext:fmnist-cnn" || cfg.LR != 0.01 || cfg.Batch != 8 || cfg.Steps != 2000 ||
+		cfg.Window != 128 || cfg.EvalEvery != 10 || cfg.EvalSize != 1000 || cfg.Dim != fakechild.Theta {
+		t.Errorf("fmnist-cnn: %+v", cfg)
+	}
+	// The other preset's model is not registered: refused with its flag.
+	if _, err := scheduler.Resolve(fams, api.RunSpec{Preset: "fmnist-resnet18"}, 256); err == nil ||
+		!strings.Contains(err.Error(), "--torch-model fmnist-resnet18=examples/resnet18_fmnist.py") {
+		t.Errorf("fmnist-resnet18 without its model: %v", err)
+	}
+	// Without a preset, an external model evaluates like Fashion-MNIST: every
+	// 10 steps on 1000 examples (here: the whole split of 100).
+	cfg, err = scheduler.Resolve(fams, api.RunSpec{Model: "ext:fake"}, 256)
+	if err != nil || cfg.EvalEvery != 10 || cfg.EvalSize != 1000 || cfg.Batch != scheduler.DefaultBatch {
+		t.Errorf("ext:fake defaults: %+v, %v", cfg, err)
+	}
+}
