@@ -193,7 +193,11 @@ type ioResult struct {
 func (c *child) send(op string, req any, setHead func(head)) (*pending, error) {
 	c.nextID++
 	setHead(head{Op: op, ID: c.nextID})
-	b, err := encodeMsg(req)
+	hint := 0
+	if s, ok := req.(interface{ size() int }); ok {
+		hint = s.size()
+	}
+	b, err := encodeMsg(req, hint)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", op, err)
 	}

@@ -12,8 +12,8 @@ import (
 // DataHash is the content hash of an external model's "data": what its
 // child announced at hello — the state layout, the data set sizes and, of
 // the fingerprint, the hashes of the model file and the data set when the
-// child reports them (the Python worker's model_sha256 and data_sha256),
-// else the whole fingerprint. Runs and workers whose children differ in any
+// child reports them (the Python worker's model_sha256 and data_sha256)
+// with torch's version, threads and device, else the whole fingerprint. Runs and workers whose children differ in any
 // of these compute different numbers. It has the signature of the
 // scheduler's optional data-hash capability of families.
 func (f *Family) DataHash(s family.Spec, d family.Data) (string, error) {
@@ -27,7 +27,9 @@ func (f *Family) DataHash(s family.Spec, d family.Data) (string, error) {
 		fmt.Fprintf(h, "%s %v %s %v\x00", t.Name, t.Shape, t.DType, t.Param)
 	}
 	fp := r.hello.Fingerprint
-	keys := []string{"model_sha256", "data_sha256"}
+	// The runtime that computes the bits too (DESIGN §3): torch's
+	// version, its threads and device.
+	keys := []string{"model_sha256", "data_sha256", "torch", "threads", "device"}
 	if fp["model_sha256"] == "" && fp["data_sha256"] == "" {
 		keys = keys[:0]
 		for k := range fp {

@@ -314,9 +314,10 @@ func (f *Family) Resolve(s *family.Spec) (family.Size, []string) {
 		// The child holds the data; the daemon holds the evaluation
 		// subsets' indices.
 		DataBytes: 4 * (evalTrain + evalTest),
-		// One round trip holds the request's state and the reply's bytes
-		// and the decoded reply: three vectors of the state's size.
-		ScratchBytes: 3 * 4 * dim,
+		// One round trip holds four byte vectors of the state's size: the
+		// state's bytes, the encoded request, the reply's frame and its
+		// decoded bin.
+		ScratchBytes: 4 * 4 * dim,
 	}, nil
 }
 

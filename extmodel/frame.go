@@ -20,15 +20,17 @@ const Version = 1
 const MaxFrame = 1 << 30
 
 // writeFrame writes payload as one frame: its 4-byte big-endian length,
-// then the payload, in one Write (a pipe then never sees half a header).
+// then the payload (two writes: a state of many MB is not copied again).
 func writeFrame(w io.Writer, payload []byte) error {
 	if len(payload) > MaxFrame {
 		return fmt.Errorf("frame of %d bytes: %w", len(payload), ErrFrameTooLarge)
 	}
-	buf := make([]byte, 4+len(payload))
-	binary.BigEndian.PutUint32(buf, uint32(len(payload)))
-	copy(buf[4:], payload)
-	_, err := w.Write(buf)
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
 	return err
 }
 
@@ -53,10 +55,12 @@ func readFrame(r io.Reader, limit int) ([]byte, error) {
 	return buf, nil
 }
 
-// encodeMsg encodes v (a request or reply struct) as a msgpack map.
-func encodeMsg(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := msgpack.NewEncoder(&b)
+// encodeMsg encodes v (a request or reply struct) as a msgpack map, in a
+// buffer of sizeHint bytes to start with (the request's vectors: no
+// regrowth copies of a large state).
+func encodeMsg(v any, sizeHint int) ([]byte, error) {
+	b := bytes.NewBuffer(make([]byte, 0, sizeHint+512))
+	enc := msgpack.NewEncoder(b)
 	enc.UseCompactInts(true)
 	if err := enc.Encode(v); err != nil {
 		return nil, err

@@ -95,6 +95,10 @@ type applyRequest struct {
 	Optimizer optimizerMsg `msgpack:"optimizer"`
 }
 
+func (r *applyRequest) size() int { return len(r.State) + len(r.Batches) + len(r.Steps) }
+
+func (r *evaluateRequest) size() int { return len(r.Theta) + len(r.Train) + len(r.Test) }
+
 type applyReply struct {
 	replyHead
 	State  []byte    `msgpack:"state"`
