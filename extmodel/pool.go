@@ -253,13 +253,6 @@ func (p *pool) close() {
 	}
 }
 
-// alive returns the number of live children (tests: no orphans).
-func (p *pool) alive() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.mu.n
-}
-
 // checkHello checks a hello's layout: named tensors of non-negative shapes,
 // non-negative sizes.
 func checkHello(h Hello) error {
