@@ -42,6 +42,9 @@ type child struct {
 	tail    *ring
 	// broken is set once the child must not be used again (killed).
 	broken bool
+	// cancelGrace is how long a cancelled request's reply is awaited
+	// before the child is killed (Options.CancelGrace).
+	cancelGrace time.Duration
 }
 
 // ring keeps the last lines of a child's stderr.
@@ -77,7 +80,7 @@ func (r *ring) String() string {
 // every stderr line goes to log prefixed "[name] " and into the ring. The
 // child is its own process group, so that a kill reaches what a shell
 // started.
-func startChild(name string, c Command, log *slog.Logger) (*child, error) {
+func startChild(name string, c Command, log *slog.Logger, cancelGrace time.Duration) (*child, error) {
 	if len(c.Argv) == 0 {
 		return nil, errors.New("extmodel: empty command")
 	}
@@ -115,7 +118,7 @@ func startChild(name string, c Command, log *slog.Logger) (*child, error) {
 		return nil, fmt.Errorf("start model %s: %w", name, err)
 	}
 	ch := &child{name: name, cmd: cmd, stdin: inW, stdoutF: outR, stdout: bufio.NewReaderSize(outR, 1<<16),
-		exited: make(chan struct{}), tail: &ring{}}
+		exited: make(chan struct{}), tail: &ring{}, cancelGrace: cancelGrace}
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stderrDone)
@@ -264,7 +267,7 @@ func (c *child) finish(p *pending, r ioResult, rep reply, copyOut bool) (healthy
 // A child that fails (dies, hangs, answers garbage or the wrong id) is
 // killed, and the error quotes its last stderr lines. When ctx ends first
 // the call returns ctx's error at once and the reply is awaited in the
-// background (up to the deadline): release is then called with whether
+// background (up to cancelGrace, then the child is killed): release is then called with whether
 // the child is still usable, and the caller must not touch it meanwhile.
 // Without cancellation release is not called: the returned healthy says
 // it.
@@ -281,8 +284,14 @@ func (c *child) call(ctx context.Context, op string, req any, setHead func(head)
 	case <-t.C:
 		healthy, err = false, fmt.Errorf("%w: %s after %v", ErrTimeout, op, timeout)
 	case <-ctx.Done():
+		t.Stop()
 		go func() {
-			defer t.Stop()
+			// A late reply within the grace keeps a warm child (a
+			// short chain); a long one (a chain of a big model) would
+			// hold its slot for minutes: killed, a fresh child is
+			// cheaper.
+			g := time.NewTimer(min(timeout, c.cancelGrace))
+			defer g.Stop()
 			select {
 			case r := <-p.done:
 				ok, _ := c.finish(p, r, rep, false)
@@ -290,7 +299,7 @@ func (c *child) call(ctx context.Context, op string, req any, setHead func(head)
 					c.kill()
 				}
 				release(c, ok)
-			case <-t.C:
+			case <-g.C:
 				c.kill()
 				release(c, false)
 			}

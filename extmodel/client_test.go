@@ -370,36 +370,58 @@ func TestRegisterFailures(t *testing.T) {
 	}
 }
 
-// TestCancel: a cancelled chain returns at once; the hanging child is
-// killed at its deadline in the background and its slot freed.
+// TestCancel: a cancelled chain returns at once. A child that answers
+// within the cancel grace goes back to the pool warm (and serves the next
+// request); one that hangs is killed at the grace and its slot freed.
 func TestCancel(t *testing.T) {
-	opts := testOptions(io.Discard)
-	opts.CallTimeout, opts.StepTimeout = 2*time.Second, 0
-	f := newFamily(t, opts, fakeCmd(t, "hang"))
-	m := openModel(t, f, family.Spec{Model: "ext:fake", LR: 0.1, Batch: 2})
-	s := make([]float32, m.Dim())
-	ops, _ := m.Operators(fixedBatches{})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- ops.(*Operators).Chain(ctx, s, []int{2, 1}) }()
-	// Wait until the request is in flight (the child has it).
-	deadline := time.Now().Add(20 * time.Second)
-	for f.Models()[0].Requests == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	err := <-errc
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err %v, want context.Canceled", err)
-	}
-	if ops.(*Operators).Err() != nil {
-		t.Fatalf("a cancellation is not the model's failure: %v", ops.(*Operators).Err())
-	}
-	for f.Models()[0].Children != 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := f.Models()[0].Children; n != 0 {
-		t.Fatalf("%d children alive after the deadline of the abandoned request", n)
+	for _, c := range []struct {
+		mode     string
+		children int // alive once the abandoned request is settled
+	}{{"slowapply", 1}, {"hang", 0}} {
+		t.Run(c.mode, func(t *testing.T) {
+			opts := testOptions(io.Discard)
+			opts.CallTimeout, opts.StepTimeout, opts.CancelGrace = 20*time.Second, 0, 2*time.Second
+			f := newFamily(t, opts, fakeCmd(t, c.mode))
+			m := openModel(t, f, family.Spec{Model: "ext:fake", LR: 0.1, Batch: 2})
+			s := make([]float32, m.Dim())
+			ops, _ := m.Operators(fixedBatches{})
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- ops.(*Operators).Chain(ctx, s, []int{2, 1}) }()
+			// Wait until the request is in flight (the child has it).
+			deadline := time.Now().Add(20 * time.Second)
+			for f.Models()[0].Requests == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Fatalf("err %v, want context.Canceled", err)
+			}
+			if err := ops.(*Operators).Err(); err != nil {
+				t.Fatalf("a cancellation is not the model's failure: %v", err)
+			}
+			// Settled: the child is back idle, or gone.
+			settled := func() bool {
+				f.mu.Lock()
+				r := f.mu.models["fake"]
+				f.mu.Unlock()
+				r.pool.mu.Lock()
+				defer r.pool.mu.Unlock()
+				return r.pool.mu.n == len(r.pool.mu.idle)
+			}
+			for !settled() && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := f.Models()[0].Children; !settled() || n != c.children {
+				t.Fatalf("%d children alive after the abandoned request settled, want %d", n, c.children)
+			}
+			if c.children == 1 {
+				ops.Apply(1, s)
+				if err := ops.(*Operators).Err(); err != nil || f.Models()[0].Started != 1 {
+					t.Fatalf("the warm child did not serve the next request: %v, %d started", err, f.Models()[0].Started)
+				}
+			}
+		})
 	}
 }
 

@@ -22,9 +22,9 @@
 // (every stderr line also goes to the log prefixed "[NAME] "); the request is
 // then retried on a fresh child, up to Options.Attempts times in a row. An
 // `"ok": false` reply is not retried. A request whose context ends returns at
-// once; its child finishes (or is killed at the deadline) in the background
-// and goes back to the pool only if its reply was well-formed, and that late
-// reply is never copied into the caller's memory.
+// once; its child finishes in the background within Options.CancelGrace (or
+// is killed) and goes back to the pool only if its reply was well-formed,
+// and that late reply is never copied into the caller's memory.
 //
 // Errors of operators and measurers: replay.Operators.Apply and
 // family.Measurer.Measure have no error return, so the first failure of any

@@ -39,6 +39,10 @@ type Options struct {
 	Attempts int
 	// ShutdownGrace is how long a child may take to exit after shutdown.
 	ShutdownGrace time.Duration
+	// CancelGrace is how long the reply of a cancelled request (a reset
+	// or a pause cancels the jobs in flight) is awaited before its child
+	// is killed: within it the child is reused warm.
+	CancelGrace time.Duration
 }
 
 // DefaultOptions returns the daemon's defaults.
@@ -46,7 +50,7 @@ func DefaultOptions() Options {
 	return Options{
 		Logger: slog.New(slog.DiscardHandler), MaxChildren: 4,
 		StartTimeout: 120 * time.Second, CallTimeout: 120 * time.Second, StepTimeout: 30 * time.Second,
-		Attempts: 3, ShutdownGrace: 5 * time.Second,
+		Attempts: 3, ShutdownGrace: 5 * time.Second, CancelGrace: 5 * time.Second,
 	}
 }
 
@@ -58,7 +62,7 @@ func (o Options) validate() error {
 	if o.Attempts < 1 {
 		bad = append(bad, fmt.Sprintf("Attempts %d < 1", o.Attempts))
 	}
-	if o.StartTimeout <= 0 || o.CallTimeout <= 0 || o.StepTimeout < 0 || o.ShutdownGrace <= 0 {
+	if o.StartTimeout <= 0 || o.CallTimeout <= 0 || o.StepTimeout < 0 || o.ShutdownGrace <= 0 || o.CancelGrace < 0 {
 		bad = append(bad, "timeouts must be > 0")
 	}
 	if len(bad) > 0 {

@@ -89,7 +89,7 @@ func (p *pool) get(ctx context.Context) (*child, error) {
 // announces another state layout is refused (the model file changed under
 // a running daemon).
 func (p *pool) start(ctx context.Context) (*child, Hello, error) {
-	c, err := startChild(p.name, p.cmd, p.log)
+	c, err := startChild(p.name, p.cmd, p.log, p.opts.CancelGrace)
 	if err != nil {
 		return nil, Hello{}, err
 	}

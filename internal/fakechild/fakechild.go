@@ -18,6 +18,7 @@
 //	version2    answer hello with version 2
 //	badhello    exit 1 at hello after a stderr line
 //	slowhello   sleep 10 s before answering hello
+//	slowapply   sleep 300 ms before answering apply (then answer)
 //
 // With EnvOnce naming a file, the misbehaviour happens only in the child
 // that removes that file first (a single fault across fresh children);
@@ -253,6 +254,9 @@ func serve(in io.Reader, out io.Writer, errw io.Writer, mode string) int {
 				w.Write([]byte{0x80, 0, 0, 0})
 				w.Flush()
 				continue
+			}
+			if bad && has(mode, "slowapply") {
+				time.Sleep(300 * time.Millisecond)
 			}
 			state := bf32(req["state"].([]byte))
 			steps := bi32(req["steps"].([]byte))
