@@ -49,7 +49,11 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		Logger: slog.New(slog.DiscardHandler), MaxChildren: 4,
-		StartTimeout: 120 * time.Second, CallTimeout: 120 * time.Second, StepTimeout: 30 * time.Second,
+		// A step of the 1×28×28 ResNet-18 at batch 8 is ≈ 11 GFLOP (an
+		// estimate, not measured here): a second or two on one core, so
+		// 10 s is a wide margin, and a hung child of a chain of 128 steps
+		// is found within 23 minutes (--model-step-timeout).
+		StartTimeout: 120 * time.Second, CallTimeout: 120 * time.Second, StepTimeout: 10 * time.Second,
 		Attempts: 3, ShutdownGrace: 5 * time.Second, CancelGrace: 5 * time.Second,
 	}
 }

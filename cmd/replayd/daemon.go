@@ -110,7 +110,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	// hello before the daemon serves (a failed hello: exit 1). They are
 	// shut down after the scheduler stopped (the deferred calls run after
 	// runGroup returned).
-	ext, err := startExtModels(context.Background(), cfg.extModels, cfg.workers+2, log) // extmodels.go
+	ext, err := startExtModels(context.Background(), cfg.ext, cfg.extModels, cfg.workers+2, log) // extmodels.go
 	if err != nil {
 		return err
 	}

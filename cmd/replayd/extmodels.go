@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -21,12 +22,18 @@ type extConfig struct {
 	torchModels []string // NAME=FILE
 	modelCmds   []string // NAME=CMD
 	python      string
+	// startTimeout bounds a child's hello; stepTimeout is added to the
+	// deadline of a request for each step of its chain.
+	startTimeout, stepTimeout time.Duration
 }
 
 func addExtFlags(fs *pflag.FlagSet, c *extConfig) {
 	fs.StringArrayVar(&c.torchModels, "torch-model", nil, "register the PyTorch model file FILE as model ext:NAME, run by the embedded Python worker (NAME=FILE; repeatable)")
 	fs.StringArrayVar(&c.modelCmds, "model-cmd", nil, "register model ext:NAME served by CMD (run by /bin/sh -c), any program speaking the operator protocol of docs/protocol.md (NAME=CMD; repeatable)")
 	fs.StringVar(&c.python, "python", "/usr/bin/python3", "the Python interpreter of --torch-model (Debian's, which sees python3-torch)")
+	def := extmodel.DefaultOptions()
+	fs.DurationVar(&c.startTimeout, "model-start-timeout", def.StartTimeout, "how long an external model's child may take to start and answer hello (importing torch, loading data)")
+	fs.DurationVar(&c.stepTimeout, "model-step-timeout", def.StepTimeout, "how long one step of an external model may take: a request's deadline is a fixed part plus this per step of its chain (a child past it is killed and the request retried)")
 }
 
 // extModel is one model to register.
@@ -43,6 +50,12 @@ type extModel struct {
 func (c extConfig) models() ([]extModel, []error) {
 	var out []extModel
 	var errs []error
+	if c.startTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--model-start-timeout %v: must be > 0", c.startTimeout))
+	}
+	if c.stepTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--model-step-timeout %v: must be > 0", c.stepTimeout))
+	}
 	seen := map[string]bool{}
 	add := func(flag, arg string, mk func(name, val string) (extModel, error)) {
 		name, val, ok := strings.Cut(arg, "=")
@@ -94,7 +107,7 @@ func (c extConfig) models() ([]extModel, []error) {
 // family is empty (it still explains which flag registers an ext: model).
 // The caller closes the family after the scheduler stopped. maxChildren
 // bounds each model's children (the workers, the trainer and a query).
-func startExtModels(ctx context.Context, models []extModel, maxChildren int, log *slog.Logger) (*extmodel.Family, error) {
+func startExtModels(ctx context.Context, c extConfig, models []extModel, maxChildren int, log *slog.Logger) (*extmodel.Family, error) {
 	pythonPath := ""
 	for i, m := range models {
 		if m.file == "" {
@@ -112,6 +125,7 @@ func startExtModels(ctx context.Context, models []extModel, maxChildren int, log
 	opts := extmodel.DefaultOptions()
 	opts.Logger = log
 	opts.MaxChildren = maxChildren
+	opts.StartTimeout, opts.StepTimeout = c.startTimeout, c.stepTimeout
 	fam, err := extmodel.New(opts)
 	if err != nil {
 		return nil, err

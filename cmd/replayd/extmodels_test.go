@@ -29,6 +29,7 @@ func TestExtFlags(t *testing.T) {
 		{[]string{"--model-cmd", "bad name=cmd"}, `model name "bad name"`},
 		{[]string{"--model-cmd", "a=cmd", "--torch-model", "a=" + file}, "model a registered twice"},
 		{[]string{"--torch-model", "a=/nonexistent/m.py"}, "no such file"},
+		{[]string{"--model-step-timeout", "0s"}, "--model-step-timeout 0s: must be > 0"},
 	}
 	for _, c := range cases {
 		cfg, err := parseFlags(append([]string{"--data-dir", t.TempDir()}, c.args...), &bytes.Buffer{})

@@ -84,7 +84,7 @@ func runWorker(args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ext, err := startExtModels(context.Background(), models, *jobs+1, log) // extmodels.go
+	ext, err := startExtModels(context.Background(), ec, models, *jobs+1, log) // extmodels.go
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
