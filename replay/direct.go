@@ -24,6 +24,17 @@ func (d *Direct) Eval(ctx context.Context, dst []float32, a Anchor, n int) (int,
 		return 0, err
 	}
 	copy(dst, a.Start)
+	if c, ok := d.ops.(Chainer); ok && n > a.Step {
+		// One call for the whole chain (an external model: one round trip).
+		steps := make([]int, 0, n-a.Step)
+		for k := n; k > a.Step; k-- {
+			steps = append(steps, k)
+		}
+		if err := c.Chain(ctx, dst, steps); err != nil {
+			return 0, fmt.Errorf("evaluate step %d: %w", n, err)
+		}
+		return n - a.Step, nil
+	}
 	for k := n; k > a.Step; k-- {
 		if (n-k)%checkEvery == 0 {
 			if err := cancelled(ctx, n); err != nil {

@@ -53,6 +53,11 @@
 // iterate), Sliding (θ̃_n = T_{n−W+1}∘…∘T_n(θ_{n−W})) and Memo (the anchors
 // of Full or Windowed with NewMemoEvaluator's choice, or Coalescing).
 //
+// Operators that implement Chainer (an external model, each application a
+// round trip to another process) get the whole chain of a Direct
+// evaluation in one Chain call, steps in application order (n, n−1, …,
+// r+1); its result must be bitwise that of the applications one by one.
+//
 // # The anchor policy
 //
 // AnchorRule is the only statement of when an anchor moves: under the

@@ -345,6 +345,10 @@ func (c *forwardCursor) Forward(dst []float32, k int) error {
 		c.step++
 		c.ops.Apply(c.step, c.theta)
 	}
+	if err := familyErr(c.ops); err != nil {
+		c.step = -1
+		return fmt.Errorf("forward iterate %d: %w", k, err)
+	}
 	copy(dst, c.theta)
 	return nil
 }

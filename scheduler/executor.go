@@ -265,6 +265,11 @@ func (p *pool) exec(j Job, q *poolRun, wr *workerRun) Result {
 	res.Theta = theta
 	res.Metrics = ckpt.Metrics{Step: j.Step, Segment: j.Segment, Anchor: j.StartStep}
 	wr.ev.measure(&res.Metrics, theta, j.Eval)
+	if err := familyErr(wr.ev.m); err != nil {
+		res.Err, res.Theta = err.Error(), nil
+		q.x.env.putBuf(theta)
+		return res
+	}
 	d := time.Since(t0)
 	p.met.jobSecs.Observe(d.Seconds())
 	p.met.busy.Add(int64(d))

@@ -16,6 +16,27 @@ import (
 // contract), found in Options.Families by the run's model name. It owns
 // everything else: the batch log, checkpoints, anchors, the schedule.
 
+// failer is an optional capability of a family's Operators and Measurers
+// whose calls can fail (an external model's round trips to a child):
+// Apply and Measure have no error return, so the first failure is kept
+// and reported by Err. The scheduler asks after each forward step, each
+// job and each forward replay, and fails the run with the reason; the
+// values computed since the failure are discarded.
+type failer interface{ Err() error }
+
+// familyErr returns the first failure any of vs reports (nil for values
+// without the capability).
+func familyErr(vs ...any) error {
+	for _, v := range vs {
+		if f, ok := v.(failer); ok {
+			if err := f.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // familySpec is what a family reads of a run's configuration.
 func familySpec(cfg ckpt.RunConfig) family.Spec {
 	return family.Spec{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/replay"
 )
 
@@ -74,18 +75,20 @@ type Result struct {
 // pool hands it to one memo job at a time).
 type memoState struct {
 	eval replay.Evaluator
+	ops  family.Operators // eval's (for familyErr)
 }
 
 func newMemo(env *runEnv, budget int64) *memoState {
 	ops := env.proto.Clone()
 	if aff, ok := ops.Affine(); ok {
-		return &memoState{eval: replay.NewAffinePrefix(aff)}
+		return &memoState{eval: replay.NewAffinePrefix(aff), ops: ops}
 	}
-	return &memoState{eval: replay.NewCoalescing(ops, budget, 1)}
+	return &memoState{eval: replay.NewCoalescing(ops, budget, 1), ops: ops}
 }
 
 // workerRun is a worker's scratch space for one run.
 type workerRun struct {
+	ops    family.Operators // direct's (for familyErr)
 	direct *replay.Direct
 	ev     evaluators
 	cursor *forwardCursor
@@ -93,7 +96,8 @@ type workerRun struct {
 }
 
 func newWorkerRun(env *runEnv, in JobInputs, cfg *ckpt.RunConfig, measure bool) *workerRun {
-	wr := &workerRun{direct: replay.NewDirect(env.proto.Clone())}
+	ops := env.proto.Clone()
+	wr := &workerRun{ops: ops, direct: replay.NewDirect(ops)}
 	if measure {
 		wr.ev = env.evaluators()
 	}
@@ -148,11 +152,14 @@ func computeIterate(ctx context.Context, j Job, wr *workerRun, memo *memoState, 
 		}
 		a = replay.Anchor{Step: j.AnchorStep, Start: start}
 	}
-	ev := replay.Evaluator(wr.direct)
+	ev, ops := replay.Evaluator(wr.direct), wr.ops
 	if j.Memo {
-		ev = memo.eval
+		ev, ops = memo.eval, memo.ops
 	}
 	n, err := ev.Eval(ctx, theta, a, j.Step)
+	if err == nil {
+		err = familyErr(ops)
+	}
 	if err != nil {
 		return n, fmt.Errorf("backward step %d: %w", j.Step, err)
 	}

@@ -289,6 +289,13 @@ func (s *Scheduler) Repair(ctx context.Context, name string) (api.VerifyReport, 
 	return rep, withAPI(err)
 }
 
+// batchReplayer is an optional capability of a family's Operators that
+// re-executes forward steps from+1 … from+len(batches) in one call
+// (ckpt.Replayer's contract).
+type batchReplayer interface {
+	ReplayBatches(ctx context.Context, theta []float32, from int, batches [][]int32) error
+}
+
 func (s *Scheduler) verify(ctx context.Context, name string, repair bool) (api.VerifyReport, error) {
 	r, err := s.get(name)
 	if err != nil {
@@ -305,7 +312,17 @@ func (s *Scheduler) verify(ctx context.Context, name string, repair bool) (api.V
 	}
 	defer release()
 	sgd := env.proto.Clone()
-	replay := func(theta []float32, from int, batches [][]int32) error {
+	replay := func(theta []float32, from int, batches [][]int32) (err error) {
+		// An external model replays an interval in one round trip, with
+		// its step numbers (its T_k may depend on k: dropout).
+		if rb, ok := sgd.(batchReplayer); ok {
+			return rb.ReplayBatches(ctx, theta, from, batches)
+		}
+		defer func() {
+			if err == nil {
+				err = familyErr(sgd)
+			}
+		}()
 		for _, b := range batches {
 			if err := ctx.Err(); err != nil {
 				return err

@@ -114,5 +114,8 @@ func (r *Runner) Compute(ctx context.Context, j Job) Result {
 	res.Theta = theta
 	res.Metrics = ckpt.Metrics{Step: j.Step, Segment: j.Segment, Anchor: j.StartStep}
 	r.wr.ev.measure(&res.Metrics, theta, j.Eval)
+	if err := familyErr(r.wr.ev.m); err != nil {
+		res.Err, res.Theta = err.Error(), nil
+	}
 	return res
 }

@@ -49,6 +49,13 @@ type Preset struct {
 	Spec      api.RunSpec
 }
 
+// presetRegisters is, for the presets of external models, the replayd flag
+// that registers the model (the preset is refused with it otherwise).
+var presetRegisters = map[string]string{
+	"fmnist-cnn":      "--torch-model fmnist-cnn=examples/cnn_fmnist.py",
+	"fmnist-resnet18": "--torch-model fmnist-resnet18=examples/resnet18_fmnist.py",
+}
+
 // Presets returns the presets in a fixed order. A zero Window means the
 // daemon's default window.
 //
@@ -94,7 +101,37 @@ func Presets() []Preset {
 			Dataset: "fashion-mnist", Model: "linear", Init: "he", Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
 			Strategy: StrategyMemo, EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
 		}},
+		// External models (the operator protocol): PyTorch model files of
+		// examples/, registered with replayd --torch-model.
+		{"fmnist-cnn", "a small PyTorch CNN on Fashion-MNIST (examples/cnn_fmnist.py; lr 0.01, batch 8, 2000 steps, window 128)", api.RunSpec{
+			Model: "ext:fmnist-cnn", LR: 0.01, Batch: 8, Steps: 2000, Window: 128,
+			EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(defaultFMNISTSize),
+		}},
+		{"fmnist-resnet18", "torchvision's ResNet-18 on 1×28×28 Fashion-MNIST (examples/resnet18_fmnist.py; lr 0.01, batch 8, 200 steps, window 32)", api.RunSpec{
+			Model: "ext:fmnist-resnet18", LR: 0.01, Batch: 8, Steps: 200, Window: 32,
+			EvalEvery: api.Ptr(defaultFMNISTEvery), EvalSize: api.Ptr(500),
+		}},
 	}
+}
+
+// modelRegistry is an optional capability of a Family whose models are
+// registered at the daemon's start (external models): whether model is.
+type modelRegistry interface{ HasModel(model string) bool }
+
+// presetUsable returns why preset p cannot run with families (its external
+// model is not registered), or "".
+func presetUsable(families []family.Family, p Preset) string {
+	flag := presetRegisters[p.Name]
+	if flag == "" {
+		return ""
+	}
+	f, err := Options{Families: families}.familyOf(p.Spec.Model)
+	if err == nil {
+		if reg, ok := f.(modelRegistry); !ok || reg.HasModel(p.Spec.Model) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("preset %s needs the external model %s, which is not registered: start replayd with %s", p.Name, p.Spec.Model, flag)
 }
 
 func presetByName(name string) (Preset, bool) {
@@ -139,13 +176,13 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 			}
 			return ckpt.RunConfig{}, fmt.Errorf("run spec: unknown preset %q (want %s): %w", echo.Clip(s.Preset), strings.Join(names, ", "), ErrInvalid)
 		}
+		if why := presetUsable(families, p); why != "" {
+			return ckpt.RunConfig{}, fmt.Errorf("run spec: %s: %w", why, ErrInvalid)
+		}
 		s = overlay(p.Spec, spec)
 	}
 	if s.Name != "" && (len(s.Name) > maxNameLen || !nameRE.MatchString(s.Name)) {
 		bad("name %q: want 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", echo.Clip(s.Name), maxNameLen)
-	}
-	if s.Dataset == "" {
-		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")
 	}
 	if s.Model == "" {
 		bad("model is required without a preset (mlp:<widths>, linear, scalar)")
@@ -168,9 +205,13 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 			// from the resolved configuration).
 			size, fproblems := f.Resolve(&fs)
 			problems = append(problems, fproblems...)
-			s.Init, s.Loss = fs.Init, fs.Loss
+			// An external model's family fills in its own data set.
+			s.Init, s.Loss, s.Dataset = fs.Init, fs.Loss, fs.Dataset
 			dim, ntrain = int(size.Params), size.Train
 		}
+	}
+	if s.Dataset == "" {
+		bad("dataset is required without a preset (fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic)")
 	}
 	if s.LR == 0 {
 		s.LR = DefaultLR
@@ -249,7 +290,8 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 	// measures losses at the last step only (so that a run still has a
 	// final figure), eval_size 0 the whole split.
 	defEvery, defSize := 1, 0
-	if s.Dataset == "fashion-mnist" {
+	// External models evaluate in a child: as costly as Fashion-MNIST's.
+	if s.Dataset == "fashion-mnist" || strings.HasPrefix(s.Model, "ext:") {
 		defEvery, defSize = defaultFMNISTEvery, defaultFMNISTSize
 	}
 	evalEvery, evalSize := deref(s.EvalEvery, defEvery), deref(s.EvalSize, defSize)

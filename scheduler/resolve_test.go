@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -9,8 +10,23 @@ import (
 	"github.com/replay-sgd/replay/ckpt"
 )
 
+// TestExternalPresets: without the model registered, a preset of an
+// external model is refused with the replayd flag that registers it.
+func TestExternalPresets(t *testing.T) {
+	for name, file := range map[string]string{"fmnist-cnn": "examples/cnn_fmnist.py", "fmnist-resnet18": "examples/resnet18_fmnist.py"} {
+		_, err := Resolve(testFamilies, api.RunSpec{Preset: name}, 256)
+		want := "start replayd with --torch-model " + name + "=" + file
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("preset %s: %v, want ErrInvalid saying %q", name, err, want)
+		}
+	}
+}
+
 func TestPresetsResolve(t *testing.T) {
 	for _, p := range Presets() {
+		if presetRegisters[p.Name] != "" {
+			continue // external models: TestExternalPresets, and extmodel's tests with a registered model
+		}
 		cfg, err := Resolve(testFamilies, api.RunSpec{Preset: p.Name}, 256)
 		if err != nil {
 			t.Fatalf("preset %s: %v", p.Name, err)

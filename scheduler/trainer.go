@@ -61,6 +61,9 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	for j := k + 1; j <= f; j++ {
 		sgd.Apply(j, theta)
 	}
+	if err := familyErr(sgd); err != nil {
+		return fmt.Errorf("resume at step %d: %w", f, err)
+	}
 	prev := make([]float32, cfg.Dim)
 	copy(prev, theta)
 	ev := env.evaluators()
@@ -119,6 +122,14 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		eval := evalDue(cfg, n)
 		m := ckpt.Metrics{Step: n}
 		ev.measure(&m, theta, eval)
+		if err := familyErr(sgd, ev.m); err != nil {
+			// Before the divergence check: a failed evaluation's NaNs
+			// are not a divergence.
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("forward step %d: %w", n, err)
+		}
 		m.StepDist = dist(theta, prev)
 		if why := diverged(&m, eval); why != "" {
 			if err := flush(); err != nil {

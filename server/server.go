@@ -63,6 +63,9 @@ type Options struct {
 	// Workers, if set, lists the remote workers (GET /v1/workers);
 	// nil: the daemon has none.
 	Workers func() api.WorkerList
+	// Models, if set, lists the registered external models (GET
+	// /v1/models); nil: none.
+	Models func() api.ModelList
 }
 
 // server holds the handler state; all fields are read-only after New.
@@ -73,12 +76,13 @@ type server struct {
 	requests  *prometheus.CounterVec
 	heartbeat time.Duration
 	workers   func() api.WorkerList
+	models    func() api.ModelList
 }
 
 // New returns the API handler over b. See the package doc for the error
 // mapping and the routes in the README (and routes below).
 func New(b Backend, opts Options) http.Handler {
-	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers}
+	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers, models: opts.Models}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -120,6 +124,13 @@ func New(b Backend, opts Options) http.Handler {
 		l := api.WorkerList{Workers: []api.WorkerStatus{}}
 		if s.workers != nil {
 			l = s.workers()
+		}
+		writeJSON(w, http.StatusOK, l)
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, _ *http.Request) {
+		l := api.ModelList{Models: []api.ModelInfo{}}
+		if s.models != nil {
+			l = s.models()
 		}
 		writeJSON(w, http.StatusOK, l)
 	})

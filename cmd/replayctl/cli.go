@@ -66,7 +66,7 @@ func commands() []command {
 	return []command{
 		runStartCmd, runsCmd, statusCmd, resetCmd, trajectoryCmd, exportCmd,
 		waitCmd, plotCmd, pauseCmd, resumeCmd, deleteCmd, verifyCmd,
-		reportCmd, uiCmd, workersCmd,
+		reportCmd, uiCmd, workersCmd, modelsCmd,
 	}
 }
 

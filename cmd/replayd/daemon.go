@@ -22,6 +22,7 @@ import (
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/extmodel"
 	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/scheduler"
@@ -105,14 +106,21 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if err != nil {
 		return err
 	}
-	remoteEx, stopRemote, err := startRemote(cfg, log) // remote.go
+	// External models are registered once, here: their children answer
+	// hello before the daemon serves (a failed hello: exit 1). They are
+	// shut down after the scheduler stopped (the deferred calls run after
+	// runGroup returned).
+	ext, err := startExtModels(context.Background(), cfg.ext, cfg.extModels, cfg.workers+2, log) // extmodels.go
+	if err != nil {
+		return err
+	}
+	defer ext.Close()
+	remoteEx, stopRemote, err := startRemote(cfg, modelFamilies(ext), log) // remote.go
 	if err != nil {
 		return err
 	}
 	defer stopRemote()
-	// The built-in model family; external families (the operator protocol)
-	// will be registered here too.
-	opts := scheduler.DefaultOptions().WithFamilies(modelFamilies()...)
+	opts := scheduler.DefaultOptions().WithFamilies(modelFamilies(ext)...)
 	if remoteEx != nil {
 		opts = opts.WithExecutor(remoteEx)
 	}
@@ -153,7 +161,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 	if remoteEx != nil {
 		be.remote = remoteEx
 	}
-	handler := server.New(be, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx)})
+	handler := server.New(be, server.Options{Token: cfg.token, Logger: log, Registry: reg, Workers: workerList(remoteEx), Models: ext.ModelList})
 	httpd := newHTTPComponent(ln, handler, log, cfg.shutdownMax)
 
 	where := ep.String()
@@ -343,7 +351,15 @@ func (b backend) Health() error {
 	return nil
 }
 
-// modelFamilies are the model families the daemon (and repair) registers:
-// the built-in Go models. Every scheduler the binary builds takes this
-// list, so that a run stored by the daemon is understood by repair.
-func modelFamilies() []family.Family { return []family.Family{nnfamily.New()} }
+// modelFamilies are the model families the daemon (and repair, and a
+// worker) registers: the built-in Go models and, when ext is not nil, the
+// external models registered at start. Every scheduler the binary builds
+// takes this list, so that a run stored by the daemon is understood by
+// repair.
+func modelFamilies(ext *extmodel.Family) []family.Family {
+	fams := []family.Family{nnfamily.New()}
+	if ext != nil {
+		fams = append(fams, ext)
+	}
+	return fams
+}

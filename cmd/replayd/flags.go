@@ -57,6 +57,8 @@ type config struct {
 	minFreeDisk byteSize
 	querySlots  int
 	remote      remoteConfig // remote.go
+	ext         extConfig    // extmodels.go
+	extModels   []extModel   // parsed from ext
 }
 
 const usageHead = `replayd — the replay daemon: trains runs forward, computes backward SGD
@@ -89,7 +91,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.datasetDir, "dataset-dir", "", "default Fashion-MNIST directory for runs that name none (default /usr/share/datasets/fashion-mnist)")
 	level := fs.String("log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
-	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear)")
+	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear; fmnist-cnn and fmnist-resnet18 with their --torch-model)")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long the store's final flush may take at shutdown before replayd exits anyway (exit 1; writes since the last checkpoint may be lost)")
 	fs.IntVar(&c.memLimitMiB, "memory-limit", defaultMemLimitMiB, "soft limit of the Go heap in MiB (runtime/debug.SetMemoryLimit; 0: none; ignored when GOMEMLIMIT is set)")
@@ -98,6 +100,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.Var(&c.minFreeDisk, "min-free-disk", "free space the data directory's file system keeps; below it runs pause with the reason (status, /healthz) and go on once space returns; 0: no check (default 256MiB)")
 	fs.IntVar(&c.querySlots, "query-slots", scheduler.DefaultQuerySlots, "most recomputations for API queries (params, verify) at once; more get 503 with Retry-After")
 	addRemoteFlags(fs, &c.remote)
+	addExtFlags(fs, &c.ext)
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
@@ -162,6 +165,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024] (0 with remote workers)", c.workers))
 	}
 	errs = append(errs, c.remote.validate()...)
+	var extErrs []error
+	c.extModels, extErrs = c.ext.models()
+	errs = append(errs, extErrs...)
 	if c.maxLag < 1 {
 		errs = append(errs, fmt.Errorf("--max-lag %d: must be ≥ 1", c.maxLag))
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/remote"
 )
 
@@ -66,7 +67,7 @@ func (c remoteConfig) validate() []error {
 // startRemote starts the embedded server if asked and connects the
 // executor; stop undoes both (after the scheduler has stopped). With no
 // remote flag it returns nil and a no-op stop.
-func startRemote(cfg config, log *slog.Logger) (ex *remote.Executor, stop func(), err error) {
+func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote.Executor, stop func(), err error) {
 	rc := cfg.remote
 	if !rc.enabled() {
 		return nil, func() {}, nil
@@ -90,7 +91,7 @@ func startRemote(cfg config, log *slog.Logger) (ex *remote.Executor, stop func()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ex, err = remote.Dial(ctx, remote.Config{URL: url, Token: cfg.token, AckWait: rc.ackWait, MaxDeliver: rc.maxDeliver,
-		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log, Families: modelFamilies()})
+		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log, Families: fams})
 	if err != nil {
 		if emb != nil {
 			emb.Shutdown()

@@ -48,7 +48,7 @@ func runRepair(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("repair: open %s (backup in %s): %w", dir, backup, err)
 	}
 	defer store.Close()
-	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(modelFamilies()...).WithDataDir(cfg.datasetDir).WithLogger(log))
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(modelFamilies(nil)...).WithDataDir(cfg.datasetDir).WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}

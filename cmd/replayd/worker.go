@@ -42,6 +42,8 @@ func runWorker(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's name in replayctl workers")
 	dataPath := fs.String("data-path", "", "this machine's Fashion-MNIST directory (default: the run's, else /usr/share/datasets/fashion-mnist)")
 	level := fs.String("log-level", "info", "debug | info | warn | error")
+	var ec extConfig
+	addExtFlags(fs, &ec) // the daemon's: this worker serves the jobs of runs of these models
 	help := fs.BoolP("help", "h", false, "show this help")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("worker: %w (see replayd worker --help)", err)
@@ -72,14 +74,23 @@ func runWorker(args []string, stdout, stderr io.Writer) error {
 	if *token == "" {
 		*token = os.Getenv("REPLAYD_TOKEN")
 	}
+	models, extErrs := ec.models()
+	for _, e := range extErrs {
+		errs = append(errs, e.Error())
+	}
 	if len(errs) > 0 {
 		return errors.New("worker: " + strings.Join(errs, "; "))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ext, err := startExtModels(context.Background(), ec, models, *jobs+1, log) // extmodels.go
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer ext.Close() // after the worker stopped computing
 	w, err := remote.NewWorker(remote.WorkerConfig{URL: *url, Token: *token, Name: *name, Jobs: *jobs,
-		DataPath: *dataPath, MemoBudget: scheduler.DefaultMemoBudget, Logger: log, Families: modelFamilies()})
+		DataPath: *dataPath, MemoBudget: scheduler.DefaultMemoBudget, Logger: log, Families: modelFamilies(ext)})
 	if err != nil {
 		return err
 	}
