@@ -6,16 +6,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium: the browser test of the web view (test-browser); nats-server: the
 # remote-worker tests against an external JetStream server.
 DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium nats-server
-# python3-torch (Debian's, with /usr/bin/python3): python/replay_ref, the
-# PyTorch reference the end-to-end test TestE2ETorchReference runs.
-DEB_PACKAGES += python3-torch
-PYTHON := /usr/bin/python3
 BIN := bin
 # staticcheck is run from the Go module proxy at a pinned version (not
 # pinned in go.mod: its dependencies would then constrain the project's).
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build test test-browser test-short test-replay-ref bench lint fmt vet staticcheck run reproduce clean
+.PHONY: setup build test test-browser test-short bench lint fmt vet staticcheck run reproduce clean
 
 ## setup: install the Debian packages and Go modules the build and tests need.
 setup:
@@ -41,12 +37,7 @@ test: setup lint
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -short -timeout 20m ./ckpt/ ./scheduler/ ./server/ ./api/
-	$(MAKE) test-replay-ref
 	$(MAKE) test-browser
-
-## test-replay-ref: the unit tests of python/replay_ref (Debian's interpreter).
-test-replay-ref: setup
-	cd python && $(PYTHON) -m unittest discover -s replay_ref/tests -t .
 
 ## test-browser: the web view in a real headless Chromium, against the real
 ## replayd and `replayctl ui` (build tag browser); the test log says where
