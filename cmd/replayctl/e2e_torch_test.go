@@ -93,8 +93,15 @@ func TestE2ETorchReference(t *testing.T) {
 		}
 		d.ctl(t, append(args, c.flags...)...).ok(t, "run start "+c.optimizer)
 	}
+	// Two checks at a time: each is one Python process (torch's import and
+	// the data set's decompression are most of its cost), the machine has
+	// two cores.
+	slots := make(chan struct{}, 2)
 	for _, c := range cases {
 		t.Run(c.optimizer, func(t *testing.T) {
+			t.Parallel()
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			d.ctl(t, "wait", "--run", c.optimizer, "--timeout", "2m").ok(t, "wait")
 			trains(t, d, c.optimizer)
 
