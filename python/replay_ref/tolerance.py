@@ -40,7 +40,11 @@ another) = 4, and a floor for chains whose measured E is accidentally small
 (N = 1: one rounding per element): two correctly rounded implementations
 may still differ by about one ulp of the largest element per step, F = 2.
 The empirical factor, max|ŝ_N − s'_N| / E, is printed with every check
-(column "×E"); see README.md in this directory for what it measured.
+(column "×E"). Measured on replayd's mlp:32 runs (README.md in this
+directory): 1–3 for SGD, momentum and Nesterov; up to 5 for a few Adam
+tensors (a gradient element near ε makes the update sensitive to its
+rounding), which the floor covers: the largest error seen was 0.63 of its
+tolerance, over 1400 tensor comparisons.
 
 optim.step is an integer (t ≤ 2^24 in float32) and is compared exactly.
 """
