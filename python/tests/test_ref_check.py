@@ -124,6 +124,62 @@ class CheckTest(unittest.TestCase):
                 self.assertEqual(code, 1, out)
                 self.assertIn("outside tolerance", out)
 
+    def buggy_chain(self, spec, order, steps, bug):
+        """A chain of hand-written optimizer steps with one of the mistakes an
+        implementation of torch.optim's rules can make; returns the export."""
+        m = models.mlp("mlp:6,5")
+        chain.load_theta(m, self.theta0, "theta0")
+        params = list(m.parameters())
+        opt = spec.build(params)
+        bufs = [torch.zeros_like(p) for p in params]
+        for t, (k, idx) in enumerate(zip(steps, order)):
+            x, y = self.data.batch(np.asarray(idx), torch.float32)
+            opt.zero_grad()
+            torch.nn.CrossEntropyLoss()(m(x), y).backward()
+            if bug == "bias correction from k":
+                # Adam's t taken from the batch's step number k, not from the
+                # state: right forward (k = t), wrong backward.
+                for p in params:
+                    if p in opt.state:
+                        opt.state[p]["step"] = torch.tensor(float(k - 1))
+                opt.step()
+                continue
+            with torch.no_grad():  # momentum with dampening
+                for p, b in zip(params, bufs):
+                    g = p.grad
+                    if t == 0 and bug != "dampening on the first step":
+                        b.copy_(g)  # torch: the first buffer is the gradient, undamped
+                    else:
+                        b.mul_(spec.momentum).add_(g, alpha=1 - spec.dampening)
+                    p.add_(b, alpha=-spec.lr)
+        s = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+        p = os.path.join(self.d, f"buggy-{bug.replace(' ', '-')}.safetensors")
+        safetensors.write(p, s)
+        return p
+
+    def test_rejects_optimizer_rule_mistakes(self):
+        # Mistakes that only show in some chains: the check must compare
+        # the chain that shows them.
+        n = 6
+        adam, mom = self.SPECS[3], self.SPECS[1]
+        back = list(self.batches[n - 1 :: -1])
+        fwd = list(self.batches[:n])
+        steps_back, steps_fwd = list(range(n, 0, -1)), list(range(1, n + 1))
+        p = self.buggy_chain(adam, fwd, steps_fwd, "bias correction from k")
+        code, out = self.run_check(adam, [("forward", n, p)])
+        self.assertEqual(code, 0, "forward, k = t: the mistake cannot show\n" + out)
+        p = self.buggy_chain(adam, back, steps_back, "bias correction from k")
+        code, out = self.run_check(adam, [("backward", n, p)])
+        self.assertEqual(code, 1, out)
+        # The hand-written momentum itself is right (to float32 rounding)…
+        p = self.buggy_chain(mom, fwd, steps_fwd, "none")
+        code, out = self.run_check(mom, [("forward", n, p)])
+        self.assertEqual(code, 0, out)
+        # …and dampening the first buffer is caught.
+        p = self.buggy_chain(mom, fwd, steps_fwd, "dampening on the first step")
+        code, out = self.run_check(mom, [("forward", n, p)])
+        self.assertEqual(code, 1, out)
+
     def test_with_state_requires_the_state(self):
         spec = self.SPECS[3]
         p = self.export(spec, "forward", 3, False)
