@@ -68,27 +68,50 @@ def load_theta(module: torch.nn.Module, theta0: Dict[str, np.ndarray], what: str
     module.load_state_dict(new)
 
 
+def load_optimizer_state(spec: optim.Spec, opt: torch.optim.Optimizer, params: List[torch.nn.Parameter],
+                         start: Dict[str, np.ndarray], dtype: torch.dtype) -> int:
+    """Puts the optimizer state of start (export names) into opt and returns
+    its t. At t = 0 the state stays torch's fresh one (no momentum buffer:
+    the first step then sets it to the gradient, undamped)."""
+    names = optim.state_names(spec.name, len(params))
+    if not names:
+        return 0
+    t = int(float(start["optim.step"]))
+    if t == 0:
+        return 0
+    for i, p in enumerate(params):
+        def get(key: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(start[f"optim.state.{i}.{key}"], order="C")).to(dtype).reshape(p.shape)
+        if spec.name in ("momentum", "nesterov"):
+            opt.state[p] = {"momentum_buffer": get("momentum_buffer")}
+        else:
+            opt.state[p] = {"step": torch.tensor(float(t)), "exp_avg": get("exp_avg"), "exp_avg_sq": get("exp_avg_sq")}
+    return t
+
+
 def run(make_model: Callable[[], torch.nn.Module], theta0: Dict[str, np.ndarray], data: Data,
         loss_fn: torch.nn.Module, spec: optim.Spec, order: Sequence[np.ndarray],
-        snapshots: Iterable[int], dtype: torch.dtype) -> Dict[int, Dict[str, np.ndarray]]:
-    """Applies the batches of order in turn from (θ_0, fresh state) in dtype
-    and returns, for each t in snapshots (0 ≤ t ≤ len(order)), the whole
-    state after t steps under the export names, as float64 arrays."""
+        snapshots: Iterable[int], dtype: torch.dtype,
+        start: Dict[str, np.ndarray] | None = None) -> Dict[int, Dict[str, np.ndarray]]:
+    """Applies the batches of order in turn in dtype, from (θ_0, fresh
+    state) or from start (a whole state under the export names: an anchor's
+    start point), and returns, for each j in snapshots (0 ≤ j ≤ len(order)),
+    the whole state after j steps of this chain, as float64 arrays."""
     want = set(snapshots)
     if any(t < 0 or t > len(order) for t in want):
         raise ValueError(f"snapshots {sorted(want)} outside 0..{len(order)}")
-    module = make_model()
-    load_theta(module, theta0, "theta0")
-    module.to(dtype)
+    module = make_model().to(dtype)  # first: a float64 start state must not pass through float32
+    load_theta(module, theta0 if start is None else start, "theta0" if start is None else "anchor start")
     params: List[torch.nn.Parameter] = [p for p in module.parameters() if p.requires_grad]
     opt = spec.build(params)
+    t0 = 0 if start is None else load_optimizer_state(spec, opt, params, start, dtype)
     loss_fn = loss_fn.to(dtype)
     out: Dict[int, Dict[str, np.ndarray]] = {}
 
-    def snap(t: int) -> None:
+    def snap(j: int) -> None:
         s = {k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()}
-        s.update(optim.named_state(spec, opt, params, t))
-        out[t] = s
+        s.update(optim.named_state(spec, opt, params, t0 + j))
+        out[j] = s
 
     if 0 in want:
         snap(0)

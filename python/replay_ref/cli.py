@@ -4,11 +4,13 @@
         --theta0 F.safetensors --batches F.npy [--data DIR] [--loss L]
         --optimizer sgd|momentum|nesterov|adam|adamw --lr LR
         [--momentum M] [--dampening D] [--beta1 B1] [--beta2 B2] [--eps E]
-        [--weight-decay WD] [--with-state]
+        [--weight-decay WD] [--with-state] [--anchor R:forward|backward …]
         --check forward:N=F.safetensors --check backward:N=F.safetensors …
 
 Each --check names an exported iterate: forward:N is θ_N (batches 1..N),
-backward:N is θ̃_N (batches N, N−1, …, 1). With --with-state every file must
+backward:N is θ̃_N (batches N, N−1, …, 1; with --anchor R:FROM, batches N,
+…, R+1 from the anchor's start point for N > R, DESIGN.md §1's windowed
+reset). With --with-state every file must
 also hold the optimizer state (replayctl export --with-state); without it,
 state tensors in a file are compared when present. One line per tensor;
 exit 0 when all are within tolerance (tolerance.py), 1 otherwise, 2 on bad
@@ -53,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--" + f, type=float, default=None)
     c.add_argument("--with-state", action="store_true", help="require the optimizer state in every file")
     c.add_argument("--check", action="append", default=[], metavar="KIND:N=FILE", required=True)
+    c.add_argument("--anchor", action="append", default=[], metavar="R:forward|backward",
+                   help="the run's backward anchors after the initial one, in order (window strategy, resets): "
+                        "θ̃_n for r < n ≤ the next anchor is T_{r+1}∘…∘T_n of the anchor's start point, "
+                        "the forward or the backward state at r (recomputed here from θ_0, never read)")
     return p
 
 
@@ -66,6 +72,20 @@ def _checks(specs: Sequence[str], steps: int) -> List[Tuple[str, int, str]]:
         if kind == "backward" and n < 1 or n > steps:
             raise InputError(f"--check {s!r}: step {n} outside {0 if kind == 'forward' else 1}..{steps} (the batch log has {steps} steps)")
         out.append((kind, n, path))
+    return out
+
+
+def _anchors(specs: Sequence[str], steps: int) -> List[Tuple[int, str]]:
+    out: List[Tuple[int, str]] = []
+    for s in specs:
+        r, _, frm = s.partition(":")
+        try:
+            step = int(r)
+        except ValueError:
+            step = -1
+        if frm not in ("forward", "backward") or not 0 < step < steps or out and step <= out[-1][0]:
+            raise InputError(f"--anchor {s!r}: want R:forward or R:backward with 0 < R < {steps}, in increasing R")
+        out.append((step, frm))
     return out
 
 
@@ -129,11 +149,30 @@ def check(a: argparse.Namespace, out=None) -> int:
         r64 = chain.run(make_model, theta0, d, loss, spec, order, fwd, torch.float64)
         for n in fwd:
             ref[("forward", n)] = (r32[n], r64[n])
+    # Backward: θ̃_n is the chain of batches n, n−1, …, r+1 from the start
+    # point of the last anchor r < n (θ_0 and a fresh state for r = 0): the
+    # forward state at r, or θ̃_r itself under the anchor before (recursion,
+    # memoized per anchor and dtype).
+    anchors = _anchors(a.anchor, batches.shape[0])
+    starts: Dict[Tuple[int, torch.dtype], Dict[str, np.ndarray]] = {}
+
+    def backward(n: int, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+        i = max((j for j, (r, _) in enumerate(anchors) if r < n), default=-1)
+        r, start = (0, None) if i < 0 else (anchors[i][0], start_of(i, dtype))
+        order = [batches[k - 1] for k in range(n, r, -1)]
+        return chain.run(make_model, theta0, d, loss, spec, order, [len(order)], dtype, start=start)[len(order)]
+
+    def start_of(i: int, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+        if (i, dtype) not in starts:
+            r, frm = anchors[i]
+            if frm == "forward":
+                starts[(i, dtype)] = chain.run(make_model, theta0, d, loss, spec, list(batches[:r]), [r], dtype)[r]
+            else:
+                starts[(i, dtype)] = backward(r, dtype)
+        return starts[(i, dtype)]
+
     for n in sorted({n for k, n, _ in checks if k == "backward"}):
-        order = list(batches[n - 1 :: -1]) if n > 0 else []
-        r32 = chain.run(make_model, theta0, d, loss, spec, order, [n], torch.float32)
-        r64 = chain.run(make_model, theta0, d, loss, spec, order, [n], torch.float64)
-        ref[("backward", n)] = (r32[n], r64[n])
+        ref[("backward", n)] = (backward(n, torch.float32), backward(n, torch.float64))
 
     bad = total = 0
     worst = 0.0
