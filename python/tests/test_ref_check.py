@@ -180,6 +180,39 @@ class CheckTest(unittest.TestCase):
         code, out = self.run_check(mom, [("forward", n, p)])
         self.assertEqual(code, 1, out)
 
+    def test_anchors(self):
+        # Anchors at 4 and 8: θ̃_10 = T_9∘T_10(x_8), x_8 = θ̃_8 = T_5∘…∘T_8(x_4)
+        # (from backward) or the forward state at 8 (from forward); the whole
+        # optimizer state travels with the start point.
+        spec = self.SPECS[3]
+        run = lambda order, start: chain.run(lambda: models.mlp("mlp:6,5"), self.theta0, self.data,
+                                             torch.nn.CrossEntropyLoss(), spec, order, [len(order)],
+                                             torch.float32, start=start)[len(order)]
+        b = self.batches
+        x4 = run(list(b[3::-1]), None)
+        x8 = run([b[7], b[6], b[5], b[4]], x4)
+        self.assertEqual(float(x8["optim.step"]), 8)
+        back10 = run([b[9], b[8]], x8)
+        fwd8 = run(list(b[:8]), None)
+        fwd10 = run([b[9], b[8]], fwd8)
+        files = {}
+        for name, st in (("back", back10), ("fwd", fwd10), ("x8", x8)):
+            files[name] = os.path.join(self.d, f"anchor-{name}.safetensors")
+            safetensors.write(files[name], {k: v.astype(np.float32) for k, v in st.items()})
+        for anchors, check, want in [
+            (["4:backward", "8:backward"], ("backward", 10, files["back"]), 0),
+            (["4:backward", "8:forward"], ("backward", 10, files["fwd"]), 0),
+            (["4:backward", "8:backward"], ("backward", 8, files["x8"]), 0),  # step 8 is under anchor 4
+            (["4:backward", "8:forward"], ("backward", 10, files["back"]), 1),
+            ([], ("backward", 10, files["back"]), 1),
+        ]:
+            with self.subTest(anchors=anchors, check=check[:2]):
+                extra = ["--with-state"] + [x for a in anchors for x in ("--anchor", a)]
+                code, out = self.run_check(spec, [check], extra)
+                self.assertEqual(code, want, out)
+        code, out = self.run_check(spec, [("backward", 10, files["back"])], ["--anchor", "8:backward", "--anchor", "4:backward"])
+        self.assertEqual(code, 2, out)
+
     def test_with_state_requires_the_state(self):
         spec = self.SPECS[3]
         p = self.export(spec, "forward", 3, False)
