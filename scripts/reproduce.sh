@@ -27,7 +27,11 @@
 # at 1000) with torch.optim.Adam's defaults (betas 0.9/0.999, eps 1e-8) at
 # lr ADAM_LR (default 3e-4) and the window strategy, W = ADAM_WINDOW (256):
 # the full trajectory would cost as much again as paper-fig3, the window
-# bounds it to Σ min(n − r, W) ≈ 2000·128 ≈ 0.26 M Adam steps.
+# bounds it to Σ min(n − r, W) ≈ 2000·128 ≈ 0.26 M Adam steps. Not timed
+# here (estimate): an Adam step materialises the gradient and updates three
+# vectors of 1.4 M floats besides SGD's GEMMs, so ≈ 2–3 ms, ≈ 5–10 minutes
+# more on 2 workers shared with paper-fig3. (On a machine loaded ~9× over,
+# 2026-12-02, the 200-step short run took 3.5 minutes at 30–70 steps/s.)
 # Why 3e-4 (ADAM_LR_WHY below, copied into the report): forward Adam from
 # the run's He-normal θ_0 (seed 1), 2000 steps of batch 8, measured with
 # torch.optim.Adam at five rates on 2026-12-02 by
