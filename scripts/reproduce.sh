@@ -148,6 +148,7 @@ pre=$TMP/preamble.md
 	echo "- Code: commit $commit, $(go version 2>/dev/null | cut -d' ' -f3-4)."
 	echo "- Runs: ${runs[*]} (presets quadratic, regression, paper-fig3; seed 1$([ "$FIG3_SEEDS" != 1 ] && echo ", paper-fig3 seeds $FIG3_SEEDS")$([ -n "$FIG3_STEPS" ] && echo "; paper-fig3 SHORTENED to $FIG3_STEPS steps"); fmnist-adam: preset fmnist-mlp with Adam at lr $ADAM_LR, strategy window, W = $ADAM_WINDOW$([ -n "$ADAM_STEPS" ] && echo ", SHORTENED to $ADAM_STEPS steps"))."
 	if [ "$ADAM_LR" = 3e-4 ]; then echo "- fmnist-adam: $ADAM_LR_WHY"; fi
+	echo "- fmnist-adam, reading its verdicts: a backward iterate applies the newest batch first, at t = 1, where Adam's step is ≈ lr in every coordinate whatever the gradient's size (m̂/√v̂ = g/|g|), and Adam's steps do not shrink with the gradient; the contraction that makes backward SGD iterates converge near a minimum is not there by construction. The verdicts below are computed from the run like the SGD runs' (a 200-step run on 2026-12-02 gave (a) holds, (b) and (c) not shown, backward steps 15.6× forward's)."
 	if [ "${#failed[@]}" -gt 0 ]; then echo "- **Failed or timed out:** ${failed[*]}."; fi
 	echo "- Figures: $(for r in "${runs[@]}"; do printf '[%s](%s.png) ' "$r" "$r"; done)— forward (blue) vs backward (orange) training loss and test accuracy per step, anchors marked; trajectories in results/<run>.csv (not committed when large)."
 	echo "- \`replayctl verify\` (bitwise re-execution of the stored batch log):"
