@@ -43,6 +43,17 @@ func writeRun(bw *bufio.Writer, r *Result) {
 	add("init", s.Init)
 	add("loss", s.Loss)
 	add("lr", fmt.Sprint(s.LR))
+	// The optimizer and those of its settings the spec carries (torch.optim's
+	// names and meaning); a spec without one is plain SGD, shown as before.
+	add("optimizer", s.Optimizer)
+	for _, o := range []struct {
+		name string
+		v    *float64
+	}{{"momentum", s.Momentum}, {"dampening", s.Dampening}, {"beta1", s.Beta1}, {"beta2", s.Beta2}, {"eps", s.Eps}, {"weight decay", s.WeightDecay}} {
+		if o.v != nil {
+			cfg = append(cfg, fmt.Sprintf("%s `%g`", o.name, *o.v))
+		}
+	}
 	add("batch", fmt.Sprint(s.Batch))
 	add("steps", fmt.Sprint(st.Steps))
 	if s.Seed != nil {
