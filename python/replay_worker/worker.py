@@ -189,6 +189,14 @@ class Worker:
             "data_sha256": self.data.sha256,
         }
 
+    def _seed(self, s: int) -> None:
+        """torch.manual_seed(s) for this worker's device. torch.manual_seed
+        itself costs ≈ 0.2 ms (it visits every backend), 10% of a small
+        CNN's step; the CPU generator alone takes 5 µs."""
+        torch.default_generator.manual_seed(s)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed_all(s)
+
     def _build(self) -> torch.nn.Module:
         m = self.mf.model()
         if not isinstance(m, torch.nn.Module):
@@ -268,7 +276,7 @@ class Worker:
         m.train()
         for j, k in enumerate(steps.tolist()):
             idx = batches[j * batch : (j + 1) * batch]
-            torch.manual_seed(step_seed(seed, k))
+            self._seed(step_seed(seed, k))
             optimizer.zero_grad(set_to_none=True)
             loss = self.mf.loss(m(self.data.x_train[idx]), self.data.y_train[idx])
             loss.backward()
@@ -294,7 +302,7 @@ class Worker:
         m = self.module
         self.layout.load(m, theta)
         m.eval()
-        torch.manual_seed(0)  # a model that draws random numbers in eval mode draws the same ones
+        self._seed(0)  # a model that draws random numbers in eval mode draws the same ones
         train_loss, _ = self._measure(subsets["train"], self.data.x_train, self.data.y_train, False)
         test_loss, test_acc = self._measure(subsets["test"], self.data.x_test, self.data.y_test, True)
         return {"train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc}
