@@ -59,7 +59,7 @@ def read_frame(f: BinaryIO) -> Optional[dict[str, Any]]:
     if body is None:
         raise ProtocolError(f"short read: frame body ended after 0 of {n} bytes")
     try:
-        msg = msgpack.unpackb(bytes(body), raw=False, strict_map_key=True)
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)  # no copy: any buffer
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"frame body is not msgpack: {type(e).__name__}: {e}") from e
     if not isinstance(msg, dict):
@@ -67,12 +67,17 @@ def read_frame(f: BinaryIO) -> Optional[dict[str, Any]]:
     return msg
 
 
-def encode_frame(msg: dict[str, Any]) -> bytes:
-    """Returns the frame of msg: bytes as msgpack bin, floats as float64."""
+def _encode(msg: dict[str, Any]) -> tuple[bytes, bytes]:
     body = msgpack.packb(msg, use_bin_type=True, use_single_float=False)
     if len(body) > MAX_FRAME:
         raise ValueError(f"frame of {len(body)} bytes exceeds the limit of {MAX_FRAME}")
-    return _HEADER.pack(len(body)) + body
+    return _HEADER.pack(len(body)), body
+
+
+def encode_frame(msg: dict[str, Any]) -> bytes:
+    """Returns the frame of msg: bytes as msgpack bin, floats as float64."""
+    header, body = _encode(msg)
+    return header + body
 
 
 def write_frame(f: BinaryIO, msg: dict[str, Any]) -> None:
@@ -81,10 +86,11 @@ def write_frame(f: BinaryIO, msg: dict[str, Any]) -> None:
     Raw files may write fewer bytes than asked (a signal during a large
     write to a pipe), hence the loop.
     """
-    data = memoryview(encode_frame(msg))
-    while data:
-        k = f.write(data)
-        if k is None:  # non-blocking file with a full pipe: not ours to handle
-            raise BlockingIOError("protocol output would block")
-        data = data[k:]
+    for part in _encode(msg):  # two writes: no copy of a large body
+        data = memoryview(part)
+        while data:
+            k = f.write(data)
+            if k is None:  # non-blocking file with a full pipe: not ours to handle
+                raise BlockingIOError("protocol output would block")
+            data = data[k:]
     f.flush()

@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Optional
 
@@ -108,7 +109,13 @@ def _vector(req: dict, key: str, dtype: torch.dtype) -> torch.Tensor:
         raise RequestError(f"{key} has {len(b)} bytes, not a multiple of 4")
     if not b:
         return torch.zeros(0, dtype=dtype)
-    return torch.frombuffer(bytearray(b), dtype=dtype)
+    if isinstance(b, bytearray):
+        return torch.frombuffer(b, dtype=dtype)
+    # No copy of a large state: the tensor over the read-only bytes is only
+    # ever read (loaded into the module, copied into the optimizer).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.frombuffer(b, dtype=dtype)
 
 
 def _int(req: dict, key: str, lo: int, hi: Optional[int] = None) -> int:
