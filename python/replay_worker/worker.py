@@ -103,6 +103,8 @@ class OptimizerSpec:
 
 def _vector(req: dict, key: str, dtype: torch.dtype) -> torch.Tensor:
     b = req.get(key)
+    if b is None and key in req:
+        b = b""  # an empty Go slice may travel as nil
     if not isinstance(b, (bytes, bytearray)):
         raise RequestError(f"{key} must be msgpack bin")
     if len(b) % 4:

@@ -57,13 +57,15 @@ class SessionTest(unittest.TestCase):
         self.assertEqual(results[0], results[1])
 
     def test_bad_version_and_wrong_request_answer_ok_false(self):
-        c = self.child(model("tiny_mlp"))
+        c = self.child(model("tiny_mlp"), "--threads", "2")
         r = c.call({"op": "hello", "version": 2})
         self.assertFalse(r["ok"])
         self.assertIn("speaks 1", r["error"])
         r = c.call({"op": "init", "seed": "x"})
         self.assertEqual((r["ok"], r["error"]), (False, "seed must be an integer"))
-        self.assertTrue(c.call({"op": "hello", "version": 1})["ok"], "the child goes on after a wrong request")
+        h = c.call({"op": "hello", "version": 1})
+        self.assertTrue(h["ok"], "the child goes on after a wrong request")
+        self.assertEqual(h["fingerprint"]["threads"], "2")
         self.assertTrue(c.call({"op": "shutdown"})["ok"])
         self.assertEqual(c.wait(), 0)
 

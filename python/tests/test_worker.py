@@ -299,6 +299,16 @@ class EvaluateTest(unittest.TestCase):
         self.assertAlmostEqual(got["test_acc"], want_acc, places=12)
         self.assertNotEqual(got["test_loss"], w.handle(dict(req, theta=init_state(w, "sgd")))["test_loss"])
 
+    def test_empty_subsets(self):
+        # An empty index list (msgpack nil from an empty Go slice, or an
+        # empty bin) has NaN measures; a missing key is refused.
+        w = get_worker("tiny_mlp")
+        theta = init_state(w, "sgd")
+        r = w.handle({"op": "evaluate", "id": 1, "theta": theta, "train": None, "test": b""})
+        self.assertTrue(math.isnan(r["train_loss"]) and math.isnan(r["test_loss"]) and math.isnan(r["test_acc"]))
+        with self.assertRaises(worker.RequestError):
+            w.handle({"op": "evaluate", "id": 1, "theta": theta, "test": b""})
+
     def test_regression_has_no_accuracy(self):
         w = get_worker("tiny_regression")
         self.assertEqual(w.handle({"op": "hello", "id": 1, "version": 1})["classes"], 0)
