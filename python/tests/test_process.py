@@ -150,6 +150,22 @@ class ExamplesTest(unittest.TestCase):
                         self.assertFalse(any(n.startswith("maxpool") for n in names))
                         self.assertEqual(shapes["fc.weight"], [10, 512])
                         self.assertEqual(sum(1 for n in names if n.endswith("num_batches_tracked")), 20)
+                    # One momentum step at batch 4: the state grows by the
+                    # buffers and t, every num_batches_tracked counts it.
+                    theta = c.call({"op": "init", "seed": 3})["theta"]
+                    n_param = sum(math.prod(t["shape"]) for t in h["tensors"] if t["param"])
+                    r = c.call(dict(apply_request(helpers.zero_state(theta, len(theta) // 4 + n_param + 1),
+                                                  [[0, 1, 2, 3]], [1], "momentum"), id=None))
+                    self.assertTrue(r["ok"], (r, c.stderr()))
+                    self.assertEqual(len(r["state"]), len(theta) + 4 * (n_param + 1))
+                    self.assertTrue(math.isfinite(r["losses"][0]) and r["losses"][0] > 0)
+                    v, off = helpers.vec(r["state"]), 0
+                    for t in h["tensors"]:
+                        n = math.prod(t["shape"])
+                        if t["name"].endswith("num_batches_tracked"):
+                            self.assertEqual(float(v[off]), 1.0, t["name"])
+                        off += n
+                    self.assertEqual(float(v[-1]), 1.0, "optim.step")
                     self.assertTrue(c.call({"op": "shutdown"})["ok"])
                     self.assertEqual(c.wait(), 0)
         finally:
