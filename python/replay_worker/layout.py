@@ -89,6 +89,8 @@ class Layout:
             if param:
                 seen.add(id(t))
             entries.append(Entry(name=name, shape=tuple(t.shape), dtype=t.dtype, param=param))
+        if not entries:
+            raise LayoutError("the module's state_dict is empty: nothing to train")
         return cls(entries)
 
     def same(self, other: "Layout") -> bool:
@@ -109,17 +111,21 @@ class Layout:
         """The param tensors in layout order: the optimizer's parameters."""
         return [t for t, e in zip(self._tensors(module), self.entries) if e.param]
 
-    def flatten(self, module: torch.nn.Module) -> torch.Tensor:
-        """θ of module as a float32 CPU vector."""
-        parts = []
+    def flatten(self, module: torch.nn.Module, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """θ of module as a float32 CPU vector: into out (theta_dim
+        elements) if given, so that a reply's bytes are written once."""
+        if out is None:
+            out = torch.empty(self.theta_dim, dtype=torch.float32)
+        if out.numel() != self.theta_dim:
+            raise ValueError(f"flatten into {out.numel()} elements, θ has {self.theta_dim}")
+        off = 0
         for t, e in zip(self._tensors(module), self.entries):
             t = t.detach()
             if _is_int(e.dtype) and t.numel() and int(t.abs().max()) > INT_LIMIT:
                 raise LayoutError(f"integer buffer {e.name} exceeds 2^24 and cannot travel exactly as float32")
-            parts.append(t.reshape(-1).to(device="cpu", dtype=torch.float32))
-        if not parts:
-            return torch.zeros(0, dtype=torch.float32)
-        return torch.cat(parts)
+            out[off : off + e.numel].copy_(t.reshape(-1))  # to float32 and to the CPU
+            off += e.numel
+        return out
 
     def load(self, module: torch.nn.Module, theta: torch.Tensor) -> None:
         """Copies θ (float32, theta_dim elements) into module's tensors."""
@@ -193,26 +199,39 @@ class Layout:
         return t
 
     def flatten_optimizer(
-        self, name: str, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], t: int
+        self,
+        name: str,
+        opt: torch.optim.Optimizer,
+        params: list[torch.nn.Parameter],
+        t: int,
+        out: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """The optimizer's part of the state vector after t steps."""
+        """The optimizer's part of the state vector after t steps (into out
+        if given)."""
+        n = self.dim(name) - self.theta_dim
+        if out is None:
+            out = torch.empty(n, dtype=torch.float32)
+        if out.numel() != n:
+            raise ValueError(f"flatten the optimizer into {out.numel()} elements, its state has {n}")
         if name == "sgd":
-            return torch.zeros(0, dtype=torch.float32)
+            return out
         if t > INT_LIMIT:
             raise LayoutError(f"step count {t} exceeds 2^24 and cannot travel exactly as float32")
         keys = ["momentum_buffer"] if name in ("momentum", "nesterov") else ["exp_avg", "exp_avg_sq"]
-        parts = []
+        off = 0
         for key in keys:
             for p in params:
                 v: Optional[torch.Tensor] = opt.state.get(p, {}).get(key)
+                k = p.numel()
                 # A parameter that never had a gradient has no buffer yet:
                 # zero is what torch.optim starts from.
                 if v is None:
-                    parts.append(torch.zeros(p.numel(), dtype=torch.float32))
+                    out[off : off + k].zero_()
                 else:
-                    parts.append(v.detach().reshape(-1).to(device="cpu", dtype=torch.float32))
-        parts.append(torch.tensor([float(t)], dtype=torch.float32))
-        return torch.cat(parts)
+                    out[off : off + k].copy_(v.detach().reshape(-1))
+                off += k
+        out[off] = float(t)
+        return out
 
 
 def _step_count(v: torch.Tensor) -> int:
