@@ -69,6 +69,17 @@ class SessionTest(unittest.TestCase):
         self.assertTrue(c.call({"op": "shutdown"})["ok"])
         self.assertEqual(c.wait(), 0)
 
+    def test_cuda_without_a_gpu_says_so(self):
+        # This machine has no GPU (and Debian's torch no CUDA): the only
+        # part of --device cuda testable here is the refusal.
+        import torch
+
+        if torch.cuda.is_available():
+            self.fail("a GPU is present: replace this test by one that runs the worker on it")
+        c = self.child(model("tiny_mlp"), "--device", "cuda")
+        self.assertEqual(c.wait(), 1)
+        self.assertIn("no CUDA device", c.stderr())
+
     def test_stdin_closed_exits_zero(self):
         c = self.child(model("tiny_mlp"))
         self.assertTrue(c.call({"op": "hello", "version": 1})["ok"])
