@@ -5,13 +5,14 @@ GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium: the browser test of the web view (test-browser); nats-server: the
 # remote-worker tests against an external JetStream server.
-DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium nats-server
+DEB_PACKAGES := libopenblas-dev dataset-fashion-mnist python3-numpy gcc pkg-config chromium nats-server \
+	python3-torch python3-torchvision python3-msgpack
 BIN := bin
 # staticcheck is run from the Go module proxy at a pinned version (not
 # pinned in go.mod: its dependencies would then constrain the project's).
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: setup build test test-browser test-short bench lint fmt vet staticcheck run reproduce clean
+.PHONY: setup build test test-python test-browser test-short bench lint fmt vet staticcheck run reproduce clean
 
 ## setup: install the Debian packages and Go modules the build and tests need.
 setup:
@@ -38,6 +39,7 @@ test: setup lint
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -short -timeout 20m ./ckpt/ ./scheduler/ ./server/ ./api/
 	$(MAKE) test-browser
+	$(MAKE) test-python
 
 ## test-browser: the web view in a real headless Chromium, against the real
 ## replayd and `replayctl ui` (build tag browser); the test log says where
@@ -46,6 +48,12 @@ SCREENSHOT ?= $(CURDIR)/$(BIN)/replay-ui.png
 test-browser: setup
 	@mkdir -p $(BIN)
 	$(GO) test -tags browser -run '^TestBrowser' -count=1 -timeout 10m -v ./cmd/replayctl/ -args -screenshot $(SCREENSHOT)
+
+## test-python: the Python worker's unittest suite (python/tests), with
+## Debian's interpreter: python3 on PATH may be a pyenv or venv build that
+## cannot see python3-torch.
+test-python: setup
+	cd python && /usr/bin/python3 -m unittest discover -s tests -t .
 
 test-short:
 	$(GO) test -count=1 -short ./...
