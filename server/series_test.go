@@ -271,3 +271,236 @@ func TestPageServedWithoutToken(t *testing.T) {
 		t.Errorf("POST /ui/: 200, want an error")
 	}
 }
+
+// smoothRef is an independent smoothing of the raw points of one kind, by
+// the definitions in series_smooth.go rather than their recurrences: the
+// debiased EMA as Σ (1−k) k^(c−j) v_j / Σ (1−k) k^(c−j) over the measured
+// values of the point's segment, the moving average as the mean of the
+// last n of them. NaN where the point's value is not finite.
+func smoothRef(raw []api.Point, how string, k float64, n int) [][len(seriesMeasures)]float64 {
+	out := make([][len(seriesMeasures)]float64, len(raw))
+	for mi, m := range seriesMeasures {
+		var vals []float64 // the finite values of the current segment
+		seg := -1
+		for i, p := range raw {
+			if p.Segment != seg {
+				vals, seg = nil, p.Segment
+			}
+			v := m.get(p)
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				out[i][mi] = math.NaN()
+				continue
+			}
+			vals = append(vals, v)
+			c := len(vals) - 1
+			switch how {
+			case "ema":
+				num, den := 0.0, 0.0
+				for j, x := range vals {
+					wt := (1 - k) * math.Pow(k, float64(c-j))
+					num += wt * x
+					den += wt
+				}
+				out[i][mi] = num / den
+			case "ma":
+				sum := 0.0
+				win := vals[max(0, len(vals)-n):]
+				for _, x := range win {
+					sum += x
+				}
+				out[i][mi] = sum / float64(len(win))
+			}
+		}
+	}
+	return out
+}
+
+// TestSeriesSmoothing checks the smoothed min/max/last of random queries
+// (any range, any width) against smoothRef over the whole raw series
+// (holes, NaN, ±Inf, segments), so that the smoothing is the same at every
+// zoom; then that the smoothed value of a step does not change when the
+// series grows.
+func TestSeriesSmoothing(t *testing.T) {
+	seed := *seriesSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -seriesseed %d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	h := newHarness(t, Options{})
+	h.json("POST", "/v1/runs", `{"name":"a","steps":2000}`)
+	var raw []api.Point
+	for step := 1; step <= 2000; step++ {
+		if rng.IntN(10) == 0 {
+			continue
+		}
+		p := api.Point{Kind: "backward", Step: step, Loss: 5 + rng.NormFloat64(), TestLoss: math.NaN(),
+			TestAcc: rng.Float64(), StepDist: math.Exp(-rng.Float64() * 30), ParamNorm: 1e6 + rng.Float64(),
+			Segment: 1 + step/500, Anchor: step / 500 * 500}
+		if step%7 == 0 {
+			p.TestLoss = rng.ExpFloat64() // measured every few steps
+		}
+		switch rng.IntN(40) {
+		case 0:
+			p.Loss = math.NaN()
+		case 1:
+			p.Loss = math.Inf(1)
+		}
+		raw = append(raw, p)
+	}
+	// A forward point in the answer's way: it must neither be bucketed
+	// nor feed the smoothing of the backward series.
+	raw = append(raw[:5:5], append([]api.Point{{Kind: "forward", Step: raw[4].Step, Loss: 1e300}}, raw[5:]...)...)
+	h.fake.points = raw
+	var bwd []api.Point
+	for _, p := range raw {
+		if p.Kind == "backward" {
+			bwd = append(bwd, p)
+		}
+	}
+	// close: the recurrences round differently from the definitions;
+	// the EMA's and the re-summed moving average's errors stay within a
+	// few ulps of the values' magnitude (1e6 for param_norm), so 1e-9
+	// relative catches any wrong weight or window by orders of magnitude.
+	close := func(got *float64, want float64) bool {
+		if got == nil || want != want {
+			return got == nil && want != want
+		}
+		return math.Abs(*got-want) <= 1e-9*math.Max(1, math.Abs(want))
+	}
+	for _, sp := range []struct {
+		q   string
+		how string
+		k   float64
+		n   int
+	}{{"ema:0.9", "ema", 0.9, 0}, {"ema:0", "ema", 0, 0}, {"ema:0.999", "ema", 0.999, 0}, {"ma:1", "ma", 0, 1}, {"ma:7", "ma", 0, 7}, {"ma:300", "ma", 0, 300}} {
+		ref := smoothRef(bwd, sp.how, sp.k, sp.n)
+		for q := range 12 {
+			from := 1 + rng.IntN(2000)
+			to := from + rng.IntN(2001-from)
+			width := 1 + rng.IntN(300)
+			if q == 0 {
+				from, to, width = 1, 2000, 1
+			}
+			a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=backward&from=%d&to=%d&width=%d&smooth=%s", from, to, width, sp.q), nil)
+			if a.code != 200 {
+				t.Fatalf("%s from=%d to=%d width=%d: %d %s", sp.q, from, to, width, a.code, a.body)
+			}
+			var top struct{ Smooth string }
+			json.Unmarshal(a.body, &top)
+			if top.Smooth != sp.q {
+				t.Fatalf("answer smooth %q, want %q", top.Smooth, sp.q)
+			}
+			var raw map[string]json.RawMessage
+			json.Unmarshal(a.body, &raw)
+			got := decodeSeries(t, a.body)
+			// The expected buckets of the smoothed values.
+			type exp struct {
+				start        int
+				lo, hi, last [len(seriesMeasures)]float64
+			}
+			var want []exp
+			for i, p := range bwd {
+				if p.Step < from || p.Step > to {
+					continue
+				}
+				start := from + (p.Step-from)/width*width
+				if len(want) == 0 || want[len(want)-1].start != start {
+					e := exp{start: start}
+					for mi := range seriesMeasures {
+						e.lo[mi], e.hi[mi], e.last[mi] = math.NaN(), math.NaN(), math.NaN()
+					}
+					want = append(want, e)
+				}
+				e := &want[len(want)-1]
+				for mi := range seriesMeasures {
+					v := ref[i][mi]
+					if v != v {
+						continue
+					}
+					if e.lo[mi] != e.lo[mi] || v < e.lo[mi] {
+						e.lo[mi] = v
+					}
+					if e.hi[mi] != e.hi[mi] || v > e.hi[mi] {
+						e.hi[mi] = v
+					}
+					e.last[mi] = v
+				}
+			}
+			if len(got.Start) != len(want) {
+				t.Fatalf("%s from=%d to=%d width=%d: %d buckets, want %d", sp.q, from, to, width, len(got.Start), len(want))
+			}
+			for mi, m := range seriesMeasures {
+				var meas struct {
+					Smooth struct{ Min, Max, Last []*float64 }
+				}
+				if err := json.Unmarshal(raw[m.name], &meas); err != nil {
+					t.Fatal(err)
+				}
+				sm := meas.Smooth
+				if len(sm.Min) != len(want) || len(sm.Max) != len(want) || len(sm.Last) != len(want) {
+					t.Fatalf("%s %s: smooth has %d/%d/%d buckets, want %d", sp.q, m.name, len(sm.Min), len(sm.Max), len(sm.Last), len(want))
+				}
+				for i, e := range want {
+					if !close(sm.Min[i], e.lo[mi]) || !close(sm.Max[i], e.hi[mi]) || !close(sm.Last[i], e.last[mi]) {
+						t.Fatalf("%s from=%d to=%d width=%d bucket %d (start %d) %s: smoothed min/max/last %s %s %s, want %v %v %v",
+							sp.q, from, to, width, i, e.start, m.name, fmtVal(sm.Min[i]), fmtVal(sm.Max[i]), fmtVal(sm.Last[i]), e.lo[mi], e.hi[mi], e.last[mi])
+					}
+				}
+			}
+		}
+	}
+
+	// Causal: the series up to step 1200, then the whole one; the smoothed
+	// values of the steps up to 1200 are the same bits.
+	perStep := func(n int, q string) map[int]string {
+		h.fake.mu.Lock()
+		h.fake.points = nil
+		for _, p := range raw {
+			if p.Step <= n {
+				h.fake.points = append(h.fake.points, p)
+			}
+		}
+		h.fake.mu.Unlock()
+		a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=backward&from=1000&to=2000&width=1&smooth=%s", q), nil)
+		var raw map[string]json.RawMessage
+		json.Unmarshal(a.body, &raw)
+		got := decodeSeries(t, a.body)
+		var meas struct {
+			Smooth struct{ Last []*float64 }
+		}
+		json.Unmarshal(raw["loss"], &meas)
+		out := map[int]string{}
+		for i, st := range got.Start {
+			out[st] = fmtVal(meas.Smooth.Last[i])
+		}
+		return out
+	}
+	for _, q := range []string{"ema:0.95", "ma:40"} {
+		short, long := perStep(1200, q), perStep(2000, q)
+		if len(short) < 100 || len(long) <= len(short) {
+			t.Fatalf("%s: %d and %d steps answered", q, len(short), len(long))
+		}
+		for st, v := range short {
+			if long[st] != v {
+				t.Fatalf("%s: smoothed loss at step %d is %s with the series to 1200, %s with the series to 2000", q, st, v, long[st])
+			}
+		}
+	}
+}
+
+func TestSeriesSmoothBadRequests(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.json("POST", "/v1/runs", `{"name":"a","steps":100}`)
+	for _, q := range []string{"ema:1", "ema:-0.1", "ema:x", "ma:0", "ma:100001", "ma:2.5", "gauss:3", "ema"} {
+		a := h.do("GET", "/v1/runs/a/series?kind=forward&smooth="+q, nil)
+		if a.code != 400 || !strings.Contains(string(a.body), "smooth=") || strings.Count(string(a.body), "\n") != 1 {
+			t.Errorf("smooth=%s: %d %s, want 400 naming smooth on one line", q, a.code, a.body)
+		}
+	}
+	for _, q := range []string{"", "none"} {
+		if a := h.do("GET", "/v1/runs/a/series?kind=forward&smooth="+q, nil); a.code != 200 || strings.Contains(string(a.body), `"smooth"`) {
+			t.Errorf("smooth=%s: %d %.200s, want 200 without smoothing", q, a.code, a.body)
+		}
+	}
+}

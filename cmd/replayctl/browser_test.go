@@ -167,10 +167,13 @@ type viewState struct {
 	Msg          string                  `json:"msg"`
 	Events       int                     `json:"events"`
 	Fetches      int                     `json:"fetches"`
+	Smooth       string                  `json:"smooth"`   // the smooth parameter of the data held
+	Smoothed     bool                    `json:"smoothed"` // the data held has smoothed values
 }
 
 const stateJS = `(() => { const S = window.replayView; if (!S) return null; return Object.assign({}, S.drawn, {
-  run: S.cur, width: S.width, view: S.view, events: S.events, fetches: S.fetches,
+  run: S.cur, width: S.width, view: S.view, events: S.events, fetches: S.fetches, smooth: S.smooth,
+  smoothed: !!(S.data.forward && S.data.forward.buckets.length && S.data.forward.buckets[0].loss.length > 4),
   dataAnchors: S.data.backward ? S.data.backward.anchors.map(a => a.step) : [],
   msg: document.getElementById('msg').textContent }); })()`
 
@@ -471,16 +474,30 @@ func TestBrowserDirectToken(t *testing.T) {
 	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {
 		t.Fatalf("page at %q (%v): the token is still in the address bar", href, err)
 	}
-	// Smoothing per measured value. Debiased EMA at k = 0.5 of 1,
-	// (unmeasured), 3: m = 0.5, 0.5, 0.25+1.5; w = 0.5, 0.5, 0.75. A bucket
-	// that stands for 2 values weighs k² = 0.25 on the past. The moving
-	// average of the last 2 values (k = 0.01 → n = 2) of 1, 2, 4.
-	var sm [][]float64
-	if err := p.eval(`[smooth([1, null, 3], [1, 0, 1], 'ema', 0.5), smooth([1, 3], [1, 2], 'ema', 0.5), smooth([1, 2, 4], [1, 1, 1], 'ma', 0.01)]`, &sm); err != nil {
+	// Smoothing, computed by the server over every point: choose a
+	// debiased EMA of weight 0.5 in the controls; the page refetches with
+	// smooth=ema:0.5 and draws the server's values. The run's 400 steps
+	// are one bucket each, so the page's raw values are the whole series
+	// and an EMA over them, computed here in the page, must match.
+	if err := p.eval(`document.getElementById('smooth-k').value = 0.5;
+		document.getElementById('smooth').value = 'ema';
+		document.getElementById('smooth').dispatchEvent(new Event('change'))`, nil); err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprint([][]float64{{1, 1, 1.75 / 0.75}, {1, (0.125 + 0.75*3) / (0.125 + 0.75)}, {1, 1.5, 3}}); fmt.Sprint(sm) != want {
-		t.Errorf("smooth: %v, want %v", sm, want)
+	p.waitFor("the smoothed series fetched", 30*time.Second, func(s viewState) bool { return s.Smooth == "ema:0.5" && s.ForwardLast == 400 && s.Smoothed })
+	var sm struct {
+		N       int
+		MaxDiff float64
+		Hash    string
+	}
+	if err := p.eval(`(() => { const bs = S.data.forward.buckets; let m = 0, w = 0, d = 0, n = 0;
+		for (const b of bs) { const v = b.loss[2]; if (v === null || b.n !== 1) continue;
+		  m = 0.5 * m + 0.5 * v; w = 0.5 * w + 0.5; d = Math.max(d, Math.abs(b.loss[6] - m / w)); n++; }
+		return {n, maxDiff: d, hash: location.hash}; })()`, &sm); err != nil {
+		t.Fatal(err)
+	}
+	if sm.N < 300 || sm.MaxDiff > 1e-12 || !strings.Contains(sm.Hash, "smooth=ema%3A0.5") {
+		t.Errorf("smoothed loss: %d points, max difference %g from an EMA over the raw series, hash %q; want ≥ 300 points, ≤ 1e-12, smooth=ema:0.5 in the link", sm.N, sm.MaxDiff, sm.Hash)
 	}
 
 	// A run created after the page loaded appears on the reload button.

@@ -29,6 +29,7 @@ const S = {
   drag: null,
   drawn: { anchors: [], forward: 0, backward: 0, draws: 0 }, // for tests and curiosity
   fetches: 0, events: 0,
+  smooth: 'none',         // the smooth parameter the data held was fetched with
 };
 window.replayView = S; // the browser test reads it
 
@@ -206,7 +207,7 @@ function writeHash() {
   if (S.cur) p.set('run', S.cur);
   if (S.compare.length) p.set('compare', S.compare.map(c => c.name).join(','));
   if (S.view) { p.set('from', S.view.from); p.set('to', S.view.to); }
-  const sm = document.getElementById('smooth').value;
+  const sm = smoothParam();
   if (sm !== 'none') p.set('smooth', sm);
   history.replaceState(null, '', '#' + p.toString()); // the link reopens the same view
 }
@@ -253,7 +254,13 @@ function merge(old, ans) {
   const nb = [];
   for (let i = 0; i < ans.start.length; i++) {
     const b = { start: ans.start[i], last: ans.last_step[i], n: ans.n[i] };
-    for (const m of MEASURES) b[m.key] = [ans[m.key].min[i], ans[m.key].max[i], ans[m.key].last[i], ans[m.key].count[i]];
+    // [min, max, last, count] of the raw values, then [min, max, last] of
+    // the smoothed ones when the answer has them (smoothed by the server
+    // over every point of the series, see server/series_smooth.go).
+    for (const m of MEASURES) {
+      const x = ans[m.key], sm = x.smooth;
+      b[m.key] = [x.min[i], x.max[i], x.last[i], x.count[i]].concat(sm ? [sm.min[i], sm.max[i], sm.last[i]] : []);
+    }
     nb.push(b);
   }
   if (!old) return { buckets: nb, anchors: ans.anchors };
@@ -263,9 +270,21 @@ function merge(old, ans) {
   return { buckets: keep.concat(nb), anchors };
 }
 
+// smoothParam is the series' smooth parameter for the controls: none,
+// ema:K (the slider is the weight) or ma:N (the slider maps 0…0.99 to a
+// width of 1…~1000 measured values, logarithmically).
+function smoothParam() {
+  const how = document.getElementById('smooth').value;
+  const k = +document.getElementById('smooth-k').value;
+  if (how === 'ema') return 'ema:' + k;
+  if (how === 'ma') return 'ma:' + Math.max(1, Math.round(Math.pow(10, 3 * k)));
+  return 'none';
+}
+
 async function fetchSeries(name, kind, from, to, width) {
   S.fetches++;
-  return api('GET', runPath(name, `/series?kind=${kind}&from=${from}&to=${to}&width=${width}`));
+  const sm = S.smooth !== 'none' ? '&smooth=' + encodeURIComponent(S.smooth) : '';
+  return api('GET', runPath(name, `/series?kind=${kind}&from=${from}&to=${to}&width=${width}${sm}`));
 }
 
 // refresh fetches what is new for the current view (everything when full
@@ -275,6 +294,7 @@ async function refresh(full) {
   if (full) {
     // Answers still in flight are for the old view: gen drops them.
     S.gen++;
+    S.smooth = smoothParam();
     S.data = { forward: null, backward: null };
     for (const c of S.compare) c.width = 0;
   }
@@ -324,44 +344,6 @@ async function refresh(full) {
 }
 
 // ---- drawing --------------------------------------------------------------
-
-// smooth returns the smoothed curve of a bucket list: values[i] is the last
-// measured value of bucket i and counts[i] how many measured values it
-// stands for, so that the weight k is per measured value at any zoom (exact
-// when a bucket holds one point; at coarser widths each bucket's last value
-// stands for its points).
-function smooth(values, counts, how, k) {
-  if (how === 'none') return values;
-  const out = new Array(values.length);
-  if (how === 'ema') {
-    // Debiased (as Adam's moment estimates): the first points are not
-    // pulled towards 0, and a value does not change as the run grows.
-    let m = 0, w = 0;
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i];
-      if (v !== null && isFinite(v) && counts[i] > 0) {
-        const kk = Math.pow(k, counts[i]);
-        m = kk * m + (1 - kk) * v; w = kk * w + (1 - kk);
-      }
-      out[i] = w > 0 ? m / w : null;
-    }
-    return out;
-  }
-  // Trailing moving average over the last n measured values (weighted by
-  // the buckets' counts).
-  const n = Math.max(1, Math.round(1 + k * 100));
-  let sum = 0, cnt = 0, j = 0;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (v !== null && isFinite(v) && counts[i] > 0) { sum += v * counts[i]; cnt += counts[i]; }
-    while (j < i && cnt - (counts[j] || 0) >= n) {
-      if (values[j] !== null && isFinite(values[j]) && counts[j] > 0) { sum -= values[j] * counts[j]; cnt -= counts[j]; }
-      j++;
-    }
-    out[i] = cnt > 0 ? sum / cnt : null;
-  }
-  return out;
-}
 
 function setupCharts() {
   const box = document.getElementById('charts');
@@ -423,8 +405,6 @@ function draw() {
   const st = S.runs.get(S.cur);
   if (!st) return;
   const r = range();
-  const how = document.getElementById('smooth').value;
-  const k = +document.getElementById('smooth-k').value;
   const list = seriesList();
   const anchors = new Map();
   for (const s of list) if (s.kind === 'backward' && s.name === S.cur) for (const a of s.data.anchors) anchors.set(a.step, a);
@@ -435,7 +415,7 @@ function draw() {
     forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward) };
   for (const cv of document.querySelectorAll('#charts canvas')) {
     const m = MEASURES.find(x => x.key === cv.dataset.measure);
-    drawChart(cv, m, r, list, anchors, st, how, k);
+    drawChart(cv, m, r, list, anchors, st);
   }
   const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} ${s.kind}</span>`).join('');
   document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward</span>`;
@@ -444,7 +424,8 @@ function draw() {
 
 function lastStep(d) { return d && d.buckets.length ? d.buckets[d.buckets.length - 1].last : 0; }
 
-function drawChart(cv, m, r, list, anchors, st, how, k) {
+function drawChart(cv, m, r, list, anchors, st) {
+  const smoothed = S.smooth !== 'none';
   const dpr = window.devicePixelRatio || 1;
   const W = cv.clientWidth, H = cv.clientHeight;
   if (cv.width !== Math.round(W * dpr)) { cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); }
@@ -522,12 +503,11 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
       }
       g.stroke();
     };
-    if (how === 'none') line(raw, 1, 1.5);
+    if (!smoothed) line(raw, 1, 1.5);
     else {
+      // The raw curve faint behind the smoothed one, both exact.
       line(raw, 0.25, 1);
-      // Smoothing runs on the values, then is mapped like them.
-      const sm = smooth(bs.map(b => b[m.key][2]), bs.map(b => b[m.key][3]), how, k).map(tv);
-      line(sm, 1, 1.8);
+      line(bs.map(b => b[m.key].length > 4 ? tv(b[m.key][6]) : null), 1, 1.8);
     }
     g.globalAlpha = 1; g.setLineDash([]);
   }
@@ -567,6 +547,22 @@ function readout(list) {
 }
 
 // ---- controls -------------------------------------------------------------
+
+// setSmooth sets the controls from a smooth parameter (none, ema:K, ma:N).
+function setSmooth(p) {
+  const [how, arg] = String(p).split(':');
+  const sel = document.getElementById('smooth'), k = document.getElementById('smooth-k');
+  if (how === 'ema' && (arg === undefined || +arg >= 0 && +arg < 1)) { sel.value = 'ema'; if (arg !== undefined) k.value = +arg; }
+  else if (how === 'ma' && (arg === undefined || +arg >= 1)) { sel.value = 'ma'; if (arg !== undefined) k.value = Math.log10(+arg) / 3; }
+  else sel.value = 'none';
+  showSmooth();
+}
+
+function showSmooth() {
+  const p = smoothParam();
+  document.getElementById('smooth-k').hidden = p === 'none';
+  document.getElementById('smooth-v').textContent = p === 'none' ? '' : p.startsWith('ema:') ? 'weight ' + p.slice(4) : p.slice(3) + ' values';
+}
 
 function setMsg(t) { document.getElementById('msg').textContent = t; }
 function setConn(t) { document.getElementById('conn').textContent = t; }
@@ -611,8 +607,12 @@ async function main() {
   document.getElementById('zoom-out').onclick = () => zoom(null);
   document.getElementById('pan-left').onclick = () => pan(-1);
   document.getElementById('pan-right').onclick = () => pan(1);
-  document.getElementById('smooth').onchange = () => { writeHash(); draw(); };
-  document.getElementById('smooth-k').oninput = () => draw();
+  // Smoothing is computed by the server: a change refetches (the slider
+  // once it has rested for a moment).
+  let smoothTimer = 0;
+  const smoothChanged = () => { showSmooth(); writeHash(); clearTimeout(smoothTimer); smoothTimer = setTimeout(() => refresh(true), 200); };
+  document.getElementById('smooth').onchange = smoothChanged;
+  document.getElementById('smooth-k').oninput = smoothChanged;
   document.getElementById('compare').onchange = e => setCompare(e.target.value);
   const relist = () => loadRuns().then(() => { renderInfo(); draw(); }).catch(e => setConn('cannot reach replayd: ' + e.message));
   document.getElementById('reload').onclick = relist;
@@ -625,7 +625,7 @@ async function main() {
     return;
   }
   const h = readHash();
-  document.getElementById('smooth').value = h.smooth;
+  setSmooth(h.smooth);
   if (h.compare.length) { document.getElementById('compare').value = h.compare.join(', '); S.compare = h.compare.map(n => ({ name: n })); }
   if (h.from && h.to > h.from) S.view = { from: h.from, to: h.to };
   const first = h.run && S.runs.has(h.run) ? h.run : (S.runs.size === 1 ? [...S.runs.keys()][0] : null);
