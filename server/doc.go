@@ -21,6 +21,8 @@
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
 //	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID
 //	                                        → text/event-stream of api.Event
+//	GET    /v1/events                       → text/event-stream of api.Event of every
+//	                                        run, after a listing (events_all.go)
 //	GET    /v1/runs/{name}/series           ?kind=forward|backward &from=N (1) &to=N
 //	                                        &buckets=N (1000) or &width=N
 //	                                        → min, max, last per bucket (series.go)

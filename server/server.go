@@ -115,6 +115,7 @@ func New(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/runs/{name}/batches", s.batches)
 	mux.HandleFunc("POST /v1/runs/{name}/verify", s.verify)
 	mux.HandleFunc("GET /v1/runs/{name}/events", s.events)
+	mux.HandleFunc("GET /v1/events", s.allEvents)
 	mux.HandleFunc("GET /v1/runs/{name}/series", s.series)
 	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, _ *http.Request) {
 		l := api.WorkerList{Workers: []api.WorkerStatus{}}

@@ -3,11 +3,14 @@
 // offline (no CDN, no build step, no third-party code) and is versioned
 // with the daemon that serves it.
 //
-// The page speaks only the API of package server: GET /v1/runs for the
-// runs list, GET /v1/runs/{name}/events (read with fetch, not
-// EventSource, so that it can carry the Authorization header) for live
-// updates, GET /v1/runs/{name}/series for the bucketed curves, and POST
-// pause/resume/reset for the controls.
+// The page speaks only the API of package server: GET /v1/runs and the
+// daemon-wide stream GET /v1/events for the runs list (runs created,
+// deleted, progressing or failing elsewhere show without a reload), GET
+// /v1/runs/{name}/events for the live updates of the run shown (both read
+// with fetch, not EventSource, so that they can carry the Authorization
+// header), GET /v1/runs/{name}/series for the bucketed curves (smoothed by
+// the server when smoothing is on: the page computes no number it draws),
+// and POST pause/resume/reset for the controls.
 //
 // Invariants:
 //   - Handler serves only the embedded files, under the prefix it is

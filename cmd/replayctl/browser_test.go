@@ -500,21 +500,28 @@ func TestBrowserDirectToken(t *testing.T) {
 		t.Errorf("smoothed loss: %d points, max difference %g from an EMA over the raw series, hash %q; want ≥ 300 points, ≤ 1e-12, smooth=ema:0.5 in the link", sm.N, sm.MaxDiff, sm.Hash)
 	}
 
-	// A run created after the page loaded appears on the reload button.
-	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
-	if err := p.eval(`document.getElementById('reload').click()`, nil); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var rows []string
-		if err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run)`, &rows); err == nil && strings.Join(rows, ",") == "q,q2" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("runs list %v (%v), want q,q2 after reload", rows, err)
+	// A run started with replayctl while the page is open appears in the
+	// list, without a reload (the daemon-wide stream), with its optimizer
+	// (none given: sgd); deleted, it goes.
+	rows := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var rows []string
+			err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run + '/' + r.querySelector('td.optim').textContent)`, &rows)
+			if err == nil && strings.Join(rows, ",") == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("runs list %v (%v), want %s without a reload", rows, err, want)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
+	rows("q/sgd,q2/sgd")
+	runCtl(t, "--token", "s3cret", "--addr", addr, "delete", "q2").ok(t, "delete q2")
+	rows("q/sgd")
 
 	// The data needs the token: the same request from the page without
 	// the Authorization header is refused.

@@ -11,7 +11,6 @@ const MEASURES = [
 ];
 const COLORS = { forward: '#1f77b4', backward: '#ff7f0e' };
 const COMPARE_COLORS = ['#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
-const MAX_STREAMS = 4; // browsers allow 6 connections per origin; keep some for fetches
 
 const S = {
   token: '',
@@ -28,7 +27,7 @@ const S = {
   cursor: null,           // step under the mouse
   drag: null,
   drawn: { anchors: [], forward: 0, backward: 0, draws: 0 }, // for tests and curiosity
-  fetches: 0, events: 0,
+  fetches: 0, events: 0, allEvents: 0,
   smooth: 'none',         // the smooth parameter the data held was fetched with
 };
 window.replayView = S; // the browser test reads it
@@ -67,17 +66,36 @@ const runPath = (name, rest) => '/v1/runs/' + encodeURIComponent(name) + (rest |
 
 // ---- events (Server-Sent Events read with fetch, to carry the token) ---
 
-// follow opens the event stream of a run, at most MAX_STREAMS at once; the
-// selected run always gets one (force), in place of another run's.
-function follow(name, force) {
-  if (S.streams.has(name)) return;
-  if (S.streams.size >= MAX_STREAMS) {
-    if (!force) return;
-    const [other, c] = [...S.streams].find(([n]) => n !== S.cur) || [];
-    if (!c) return;
-    c.abort();
-    S.streams.delete(other);
+// readSSE reads one event stream response, calling onEv with each
+// event's JSON and id, until the stream ends or onEv returns true.
+async function readSSE(resp, onEv) {
+  const rd = resp.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await rd.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i); buf = buf.slice(i + 2);
+      let data = '', id = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('data: ')) data += line.slice(6);
+        else if (line.startsWith('id: ')) id = line.slice(4);
+      }
+      if (!data) continue; // a keep-alive comment
+      if (onEv(JSON.parse(data), id)) { rd.cancel(); return; }
+    }
   }
+}
+
+// follow opens the event stream of the selected run (anchors, progress,
+// rollbacks: what the charts follow), closing the one of the run shown
+// before. The runs list follows the daemon-wide stream (followAll).
+function follow(name) {
+  for (const [n, c] of S.streams) if (n !== name) { c.abort(); S.streams.delete(n); }
+  if (S.streams.has(name)) return;
   const ctl = new AbortController();
   S.streams.set(name, ctl);
   let last = '';
@@ -88,34 +106,54 @@ function follow(name, force) {
         const resp = await fetch(runPath(name, '/events'), { headers: h, signal: ctl.signal, credentials: 'same-origin' });
         if (resp.status === 404) { dropRun(name); return; }
         if (!resp.ok) throw new Error('events: ' + resp.status);
-        setConn('live');
-        const rd = resp.body.getReader();
-        const dec = new TextDecoder();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await rd.read();
-          if (done) break;
-          buf += dec.decode(value, { stream: true });
-          let i;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, i); buf = buf.slice(i + 2);
-            let data = '', id = '';
-            for (const line of block.split('\n')) {
-              if (line.startsWith('data: ')) data += line.slice(6);
-              else if (line.startsWith('id: ')) id = line.slice(4);
-            }
-            if (!data) continue; // a keep-alive comment
-            if (id) last = id;
-            const ev = JSON.parse(data);
-            onEvent(ev);
-            if (ev.kind === 'deleted') { dropRun(name); return; }
-          }
-        }
+        let gone = false;
+        await readSSE(resp, (ev, id) => {
+          if (id) last = id;
+          onEvent(ev);
+          return gone = ev.kind === 'deleted';
+        });
+        if (gone) { dropRun(name); return; }
       } catch (e) {
         if (ctl.signal.aborted) return;
-        setConn('reconnecting…');
       }
       await new Promise(r => setTimeout(r, 1000)); // reconnect backoff, resumes from `last`
+    }
+  };
+  loop();
+}
+
+// followAll keeps the runs list from the daemon-wide stream (GET
+// /v1/events): a listing (one snapshot per run, then "synced") at every
+// connection and after an overflow, then every event of every run with its
+// status. A run created or deleted by anyone appears or goes without a
+// reload.
+function followAll() {
+  const loop = async () => {
+    for (;;) {
+      try {
+        const resp = await fetch('/v1/events', { headers: headers({}), credentials: 'same-origin' });
+        if (!resp.ok) throw new Error('events: ' + resp.status);
+        setConn('live');
+        let listing = null; // names of the listing being received
+        await readSSE(resp, ev => {
+          S.allEvents++;
+          if (ev.kind === 'synced') {
+            const keep = listing || new Set();
+            for (const n of [...S.runs.keys()]) if (!keep.has(n)) S.runs.delete(n);
+            listing = null;
+          } else if (ev.kind === 'deleted') {
+            S.runs.delete(ev.run);
+          } else if (ev.status) {
+            if (ev.kind === 'snapshot') (listing = listing || new Set()).add(ev.run);
+            S.runs.set(ev.run, ev.status);
+          }
+          renderRuns();
+          if (ev.run === S.cur) renderInfo();
+          return false;
+        });
+      } catch (e) { /* reconnect */ }
+      setConn('reconnecting…');
+      await new Promise(r => setTimeout(r, 1000));
     }
   };
   loop();
@@ -168,30 +206,33 @@ function esc(s) {
   return String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
 
+// optimizer names a run's optimizer: api.RunSpec.optimizer, empty for
+// plain SGD.
+function optimizer(st) { return (st && st.spec && st.spec.optimizer) || 'sgd'; }
+
 function renderRuns() {
   const tb = document.querySelector('#runs tbody');
   const rows = [];
   for (const st of [...S.runs.values()].sort((a, b) => a.name < b.name ? -1 : 1)) {
     const sp = st.spec || {};
     rows.push(`<tr data-run="${esc(st.name)}" class="${st.name === S.cur ? 'selected' : ''}">` +
-      `<td>${esc(st.name)}</td><td>${esc(sp.model || '')}</td><td>${esc(sp.dataset || '')}</td><td>${esc(st.strategy || '')}</td>` +
+      `<td>${esc(st.name)}</td><td>${esc(sp.model || '')}</td><td>${esc(sp.dataset || '')}</td><td class="optim">${esc(optimizer(st))}</td><td>${esc(st.strategy || '')}</td>` +
       `<td class="state-${esc(st.state)}">${esc(st.state)}</td>` +
       `<td>${bar('f', st.forward_step, st.steps)}</td><td>${bar('b', st.backward_step, st.steps)}</td>` +
       `<td>${st.ops_per_sec > 0 ? st.ops_per_sec.toFixed(1) : '—'}</td><td>${fmtETA(st.eta_seconds, st)}</td></tr>` +
-      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="8">${esc(st.reason)}</td></tr>` : ''));
+      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="9">${esc(st.reason)}</td></tr>` : ''));
   }
   tb.innerHTML = rows.join('');
   document.getElementById('runs-empty').hidden = S.runs.size > 0;
 }
 
-// loadRuns lists the runs (at start, on the reload button and when the
-// tab becomes visible again: runs created meanwhile have no stream yet).
+// loadRuns lists the runs (at start and on the reload button; the
+// daemon-wide stream keeps the list current after that).
 async function loadRuns() {
   const l = await api('GET', '/v1/runs');
   S.runs.clear();
   for (const st of l.runs) S.runs.set(st.name, st);
   renderRuns();
-  for (const st of l.runs) if (st.state === 'running' || st.state === 'paused') follow(st.name);
 }
 
 // ---- the run view ---------------------------------------------------------
@@ -219,7 +260,7 @@ function select(name, keepView) {
   S.frontier = 0;
   document.getElementById('run-view').hidden = !name;
   document.getElementById('run-title').textContent = name || '';
-  if (name) follow(name, true);
+  if (name) follow(name);
   writeHash();
   renderRuns();
   renderInfo();
@@ -231,7 +272,7 @@ function renderInfo() {
   if (!st) return;
   const a = st.anchor || {};
   document.getElementById('run-info').textContent =
-    `${st.state} · forward ${st.forward_step}/${st.steps} · backward frontier ${st.backward_step} · anchor ${a.step} (${a.from}, segment ${a.segment}) · window ${st.window}` +
+    `${st.state} · ${optimizer(st)} · forward ${st.forward_step}/${st.steps} · backward frontier ${st.backward_step} · anchor ${a.step} (${a.from}, segment ${a.segment}) · window ${st.window}` +
     (st.pending_resets && st.pending_resets.length ? ` · pending resets ${st.pending_resets.join(', ')}` : '');
   const ra = document.getElementById('reset-at');
   if (!ra.value) ra.value = Math.max(1, Math.floor(st.forward_step / 2));
@@ -417,7 +458,9 @@ function draw() {
     const m = MEASURES.find(x => x.key === cv.dataset.measure);
     drawChart(cv, m, r, list, anchors, st);
   }
-  const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} ${s.kind}</span>`).join('');
+  // The compare legend names each run's optimizer: overlays often compare
+  // optimizers.
+  const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} (${esc(optimizer(S.runs.get(s.name)))}) ${s.kind}</span>`).join('');
   document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward</span>`;
   readout(list);
 }
@@ -616,10 +659,10 @@ async function main() {
   document.getElementById('compare').onchange = e => setCompare(e.target.value);
   const relist = () => loadRuns().then(() => { renderInfo(); draw(); }).catch(e => setConn('cannot reach replayd: ' + e.message));
   document.getElementById('reload').onclick = relist;
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) relist(); });
   try {
     await loadRuns();
     setConn('connected');
+    followAll();
   } catch (e) {
     setConn('cannot reach replayd: ' + e.message);
     return;
