@@ -167,8 +167,13 @@ type viewState struct {
 	Msg          string                  `json:"msg"`
 	Events       int                     `json:"events"`
 	Fetches      int                     `json:"fetches"`
-	Smooth       string                  `json:"smooth"`   // the smooth parameter of the data held
-	Smoothed     bool                    `json:"smoothed"` // the data held has smoothed values
+	Window       *struct {
+		From, To int
+		Kind     string
+	} `json:"window"` // the window band drawn
+	Pending  int    `json:"pending"`  // backward steps drawn as pending
+	Smooth   string `json:"smooth"`   // the smooth parameter of the data held
+	Smoothed bool   `json:"smoothed"` // the data held has smoothed values
 }
 
 const stateJS = `(() => { const S = window.replayView; if (!S) return null; return Object.assign({}, S.drawn, {
@@ -357,6 +362,12 @@ func TestBrowser(t *testing.T) {
 	grown := p.waitFor("both curves grow", 120*time.Second, func(s viewState) bool {
 		return s.ForwardLast > first.ForwardLast && s.BackwardLast > first.BackwardLast && s.Events > first.Events
 	})
+	// The backward pass is W = 64 times the forward's cost: steps behind
+	// the forward one are drawn pending, and the window band is the
+	// current anchor's 64 steps.
+	p.waitFor("pending backward steps and the window drawn", 60*time.Second, func(s viewState) bool {
+		return s.Pending > 0 && s.Window != nil && s.Window.Kind == "window" && s.Window.To-s.Window.From == 64
+	})
 	t.Logf("grown: %+v", grown)
 
 	// Zoom by dragging the mouse over the first ~2% of the training-loss
@@ -406,7 +417,8 @@ func TestBrowser(t *testing.T) {
 		return false
 	}
 	reset := p.waitFor(fmt.Sprintf("anchor at %d drawn and backward points computed from it", at), 120*time.Second, func(s viewState) bool {
-		return has(s.Anchors, at) && has(s.DataAnchors, at) && s.Msg == ""
+		return has(s.Anchors, at) && has(s.DataAnchors, at) && s.Msg == "" &&
+			s.Window != nil && s.Window.From >= at && s.Window.To-s.Window.From == 64 && has(s.Anchors, s.Window.From)
 	})
 	t.Logf("after reset at %d: %+v", at, reset)
 
@@ -469,6 +481,11 @@ func TestBrowserDirectToken(t *testing.T) {
 	st := p.waitFor("the run drawn to its last step", 60*time.Second, func(s viewState) bool {
 		return s.Run == "q" && s.ForwardLast == 400 && s.BackwardLast == 400 && s.Events > 0
 	})
+	// Done: nothing pending; the window band is the last anchor's,
+	// (384, 400].
+	if st.Pending != 0 || st.Window == nil || st.Window.From != 384 || st.Window.To != 400 {
+		t.Errorf("done run drawn with %d pending steps and window %+v, want none and 384..400", st.Pending, st.Window)
+	}
 	t.Logf("drawn: %+v", st)
 	var href string
 	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {

@@ -451,23 +451,73 @@ function draw() {
   for (const s of list) if (s.kind === 'backward' && s.name === S.cur) for (const a of s.data.anchors) anchors.set(a.step, a);
   if (st.anchor) anchors.set(st.anchor.step, st.anchor);
   anchors.delete(0); // the initial anchor (x₀) is not a reset
+  const win = windowShown(st), pending = pendingRanges(st, S.data.backward);
   S.drawn = { anchors: [...anchors.keys()].sort((a, b) => a - b), draws: S.drawn.draws + 1,
     forward: S.data.forward ? S.data.forward.buckets.length : 0, backward: S.data.backward ? S.data.backward.buckets.length : 0,
-    forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward) };
+    forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward),
+    window: win, pending: pending.reduce((n, [a, z]) => n + z - a + 1, 0) };
   for (const cv of document.querySelectorAll('#charts canvas')) {
     const m = MEASURES.find(x => x.key === cv.dataset.measure);
-    drawChart(cv, m, r, list, anchors, st);
+    drawChart(cv, m, r, list, anchors, st, win, pending);
   }
   // The compare legend names each run's optimizer: overlays often compare
   // optimizers.
   const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} (${esc(optimizer(S.runs.get(s.name)))}) ${s.kind}</span>`).join('');
-  document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward</span>`;
+  document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward (hatched)</span><span><i style="background:rgba(123,31,162,0.25)"></i>window</span>`;
   readout(list);
 }
 
 function lastStep(d) { return d && d.buckets.length ? d.buckets[d.buckets.length - 1].last : 0; }
 
-function drawChart(cv, m, r, list, anchors, st) {
+// windowShown is the backward window of the run now: for window runs the
+// steps the current anchor serves, (r, r+W]; for sliding ones the W steps
+// the frontier's next iterate replays; null for full and memo runs (their
+// chain starts at the anchor, however far).
+function windowShown(st) {
+  const W = st.window, a = st.anchor || {};
+  if (!(W > 0)) return null;
+  if (st.strategy === 'window') return { from: a.step || 0, to: Math.min(st.steps, (a.step || 0) + W), kind: 'window' };
+  if (st.strategy === 'sliding') {
+    const n = Math.min(st.steps, st.backward_step + 1);
+    return { from: Math.max(0, n - W), to: n, kind: 'sliding' };
+  }
+  return null;
+}
+
+// pendingRanges lists the backward steps not computed yet, as [a, z]
+// ranges: past the frontier (every step up to it is done) up to the
+// forward step, less the buckets the data holds complete (steps past the
+// frontier complete out of order).
+function pendingRanges(st, data) {
+  const out = [];
+  let next = st.backward_step + 1;
+  const end = st.forward_step;
+  if (next > end) return out;
+  for (const b of data ? data.buckets : []) {
+    if (b.last < next) continue;
+    if (b.start > end) break;
+    if (b.n !== b.last - b.start + 1) continue; // a bucket with holes: pending still
+    if (b.start > next) out.push([next, b.start - 1]);
+    next = b.last + 1;
+  }
+  if (next <= end) out.push([next, end]);
+  return out;
+}
+
+let hatch = null;
+function hatchPattern(g) {
+  if (!hatch) {
+    const c = document.createElement('canvas');
+    c.width = c.height = 8;
+    const h = c.getContext('2d');
+    h.strokeStyle = 'rgba(0,0,0,0.18)'; h.lineWidth = 1;
+    h.beginPath(); h.moveTo(0, 8); h.lineTo(8, 0); h.stroke();
+    hatch = c;
+  }
+  return g.createPattern(hatch, 'repeat');
+}
+
+function drawChart(cv, m, r, list, anchors, st, win, pending) {
   const smoothed = S.smooth !== 'none';
   const dpr = window.devicePixelRatio || 1;
   const W = cv.clientWidth, H = cv.clientHeight;
@@ -505,11 +555,29 @@ function drawChart(cv, m, r, list, anchors, st) {
   if (empty) { g.fillStyle = '#999'; g.fillText('no values (not measured for this run)', PAD.l + pw / 2, PAD.t + ph / 2); }
   g.save();
   g.beginPath(); g.rect(PAD.l, PAD.t, pw, ph); g.clip();
-  // Pending backward steps: past the frontier, up to the forward step.
-  if (st.backward_step < st.forward_step) {
-    g.fillStyle = 'rgba(0,0,0,0.06)';
-    const x0 = X(Math.max(r.from, st.backward_step)), x1 = X(Math.min(r.to, st.forward_step));
-    if (x1 > x0) g.fillRect(x0, PAD.t, x1 - x0, ph);
+  // The window: a band from the anchor to anchor + W (window runs) or
+  // the W steps behind the frontier (sliding runs), labelled.
+  if (win) {
+    const x0 = X(Math.max(r.from, win.from)), x1 = X(Math.min(r.to, win.to));
+    if (x1 > x0) {
+      g.fillStyle = 'rgba(123,31,162,0.08)'; g.fillRect(x0, PAD.t, x1 - x0, ph);
+      g.fillStyle = '#7b1fa2'; g.textAlign = 'left';
+      if (x1 - x0 > 50) g.fillText((win.kind === 'sliding' ? 'sliding window ' : 'window ') + (win.to - win.from), x0 + 3, PAD.t + 10);
+    }
+  }
+  // Pending backward steps, hatched: past the frontier up to the forward
+  // step, except those already computed (out of order).
+  g.fillStyle = hatchPattern(g);
+  for (const [a, z] of pending) {
+    if (z < r.from || a > r.to) continue;
+    const x0 = X(Math.max(r.from, a - 0.5)), x1 = Math.max(X(Math.min(r.to, z + 0.5)), x0 + 1);
+    g.fillRect(x0, PAD.t, x1 - x0, ph);
+  }
+  if (pending.length) {
+    const a = pending[0][0], z = pending[pending.length - 1][1];
+    const x0 = X(Math.max(r.from, a)), x1 = X(Math.min(r.to, z));
+    g.fillStyle = '#666'; g.textAlign = 'right';
+    if (x1 - x0 > 110 && z >= r.from && a <= r.to) g.fillText('backward pending', x1 - 3, PAD.t + ph - 4);
   }
   // Anchors (solid) and pending resets (dotted).
   g.strokeStyle = '#7b1fa2'; g.lineWidth = 1;
