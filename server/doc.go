@@ -56,7 +56,10 @@
 //     the token; everything it shows comes from the routes above.
 //   - The server holds no run state of its own. Every request is translated
 //     into one Backend call, so the scheduler's consistency rules are the
-//     only ones; a failed or aborted request changes nothing.
+//     only ones; a failed or aborted request changes nothing. The one
+//     exception is a cache of what cannot change: summaries of blocks of
+//     stored forward points (series_blocks.go), which make answers
+//     cheaper, never different.
 //   - Trajectories are streamed (application/x-ndjson, one api.Point per
 //     line) with periodic flushes; memory per request does not grow with
 //     the number of points. If the backend fails after the first line was

@@ -63,7 +63,7 @@ func readEvents(t *testing.T, r *sseReader, stop func(api.Event) bool) []api.Eve
 	return out
 }
 
-func summary(evs []api.Event) string {
+func kinds(evs []api.Event) string {
 	var b []string
 	for _, ev := range evs {
 		s := ev.Kind + ":" + ev.Run
@@ -92,7 +92,7 @@ func TestAllEventsWire(t *testing.T) {
 		t.Fatalf("GET /v1/events: %d %s", r.resp.StatusCode, ct)
 	}
 	synced := func(ev api.Event) bool { return ev.Kind == EventSynced }
-	if got := summary(readEvents(t, r, synced)); got != "snapshot:a+running snapshot:b+paused synced:" {
+	if got := kinds(readEvents(t, r, synced)); got != "snapshot:a+running snapshot:b+paused synced:" {
 		t.Fatalf("listing %q", got)
 	}
 	// A run created meanwhile: its created event carries its status.
@@ -101,12 +101,12 @@ func TestAllEventsWire(t *testing.T) {
 	delete(f.runs, "b")
 	f.mu.Unlock()
 	f.evs <- []api.Event{{ID: "x-7", Run: "c", Kind: api.EventCreated}, {ID: "x-8", Run: "b", Kind: api.EventDeleted}}
-	if got := summary(readEvents(t, r, func(ev api.Event) bool { return ev.Kind == api.EventDeleted })); got != "created:c+running deleted:b" {
+	if got := kinds(readEvents(t, r, func(ev api.Event) bool { return ev.Kind == api.EventDeleted })); got != "created:c+running deleted:b" {
 		t.Fatalf("live events %q, want created:c+running deleted:b", got)
 	}
 	f.evs <- []api.Event{{ID: "x-20", Kind: api.EventSnapshot, Fields: map[string]string{"why": "overflow"}}}
 	evs := readEvents(t, r, synced)
-	if got := summary(evs); got != "snapshot:a+running snapshot:c+running synced:" || evs[0].Fields["why"] != "overflow" {
+	if got := kinds(evs); got != "snapshot:a+running snapshot:c+running synced:" || evs[0].Fields["why"] != "overflow" {
 		t.Fatalf("after an overflow %q %v, want the listing again", got, evs[0].Fields)
 	}
 	cancel()
@@ -144,7 +144,7 @@ func TestAllEventsThroughScheduler(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	r := openStream(t, ctx, srv.URL+"/v1/events")
-	if got := summary(readEvents(t, r, func(ev api.Event) bool { return ev.Kind == EventSynced })); got != "synced:" {
+	if got := kinds(readEvents(t, r, func(ev api.Event) bool { return ev.Kind == EventSynced })); got != "synced:" {
 		t.Fatalf("listing of an empty daemon %q", got)
 	}
 	c := api.NewClient(srv.URL, "")

@@ -159,7 +159,18 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	if sp.how != "" {
 		readFrom, sm = 1, newSmoother(sp)
 	}
-	err = s.b.Trajectory(r.Context(), name, kind, readFrom, to, 1, func(p api.Point) error {
+	bucketAt := func(step int) int { return from + (step-from)/width*width }
+	// into returns the bucket that starts at start, appending it.
+	into := func(start, step int) (*bucket, error) {
+		if len(buckets) == 0 || buckets[len(buckets)-1].start != start {
+			if len(buckets) > 0 && start < buckets[len(buckets)-1].start {
+				return nil, fmt.Errorf("server: series: step %d after step %d (backend out of order)", step, buckets[len(buckets)-1].last)
+			}
+			buckets = append(buckets, bucket{start: start})
+		}
+		return &buckets[len(buckets)-1], nil
+	}
+	addPoint := func(p api.Point) error {
 		// The backend already filters; checking again keeps the bucket
 		// arithmetic safe whatever it sends.
 		if p.Kind != kind || p.Step < readFrom || p.Step > to {
@@ -173,21 +184,23 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 		if p.Step < from {
 			return nil
 		}
-		start := from + (p.Step-from)/width*width
-		if len(buckets) == 0 || buckets[len(buckets)-1].start != start {
-			if len(buckets) > 0 && start < buckets[len(buckets)-1].start {
-				return fmt.Errorf("server: series: step %d after step %d (backend out of order)", p.Step, buckets[len(buckets)-1].last)
-			}
-			buckets = append(buckets, bucket{start: start})
+		bk, err := into(bucketAt(p.Step), p.Step)
+		if err != nil {
+			return err
 		}
-		buckets[len(buckets)-1].add(p, sv)
+		bk.add(p, sv)
 		if kind == "backward" && len(anchors) < maxSeriesAnchors {
 			if n := len(anchors); n == 0 || anchors[n-1] != (anchor{p.Segment, p.Anchor}) {
 				anchors = append(anchors, anchor{p.Segment, p.Anchor})
 			}
 		}
 		return r.Context().Err()
-	})
+	}
+	if kind == "forward" && sm == nil {
+		err = s.forwardSeries(r.Context(), st, from, to, bucketAt, into, addPoint)
+	} else {
+		err = s.b.Trajectory(r.Context(), name, kind, readFrom, to, 1, addPoint)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -112,84 +112,7 @@ func TestSeriesBucketsExact(t *testing.T) {
 		if got.From != from || got.To != to || got.Width != width {
 			t.Fatalf("answer range %d..%d width %d, want %d..%d width %d", got.From, got.To, got.Width, from, to, width)
 		}
-		// Brute force: group the raw points of [from, to] by bucket.
-		type exp struct {
-			start, last, n int
-			pts            []api.Point
-		}
-		var want []exp
-		for _, p := range raw {
-			if p.Step < from || p.Step > to {
-				continue
-			}
-			start := from + (p.Step-from)/width*width
-			if len(want) == 0 || want[len(want)-1].start != start {
-				want = append(want, exp{start: start})
-			}
-			e := &want[len(want)-1]
-			e.last, e.n, e.pts = p.Step, e.n+1, append(e.pts, p)
-		}
-		if len(got.Start) != len(want) {
-			t.Fatalf("from=%d to=%d width=%d: %d buckets, want %d", from, to, width, len(got.Start), len(want))
-		}
-		for i, e := range want {
-			if got.Start[i] != e.start || got.LastStep[i] != e.last || got.N[i] != e.n {
-				t.Fatalf("bucket %d: start %d last %d n %d, want %d %d %d", i, got.Start[i], got.LastStep[i], got.N[i], e.start, e.last, e.n)
-			}
-			for _, m := range seriesMeasures {
-				lo, hi := math.NaN(), math.NaN()
-				for _, p := range e.pts {
-					v := m.get(p)
-					if math.IsNaN(v) {
-						continue
-					}
-					if math.IsNaN(lo) || v < lo {
-						lo = v
-					}
-					if math.IsNaN(hi) || v > hi {
-						hi = v
-					}
-				}
-				last, count := math.NaN(), 0 // the last measured value, how many
-				for _, p := range e.pts {
-					if v := m.get(p); !math.IsNaN(v) {
-						last, count = v, count+1
-					}
-				}
-				// JSON has no ±Inf: the wire says null (NaN) for them.
-				fin := func(v float64) string {
-					if math.IsInf(v, 0) {
-						return "NaN"
-					}
-					return fmt.Sprint(v)
-				}
-				g := got.Measures[m.name]
-				if g.Count[i] != count {
-					t.Fatalf("from=%d to=%d width=%d bucket %d %s: count %d, want %d", from, to, width, i, m.name, g.Count[i], count)
-				}
-				if fmtVal(g.Min[i]) != fin(lo) || fmtVal(g.Max[i]) != fin(hi) || fmtVal(g.Last[i]) != fin(last) {
-					t.Fatalf("from=%d to=%d width=%d bucket %d %s: min/max/last %s %s %s, want %s %s %s",
-						from, to, width, i, m.name, fmtVal(g.Min[i]), fmtVal(g.Max[i]), fmtVal(g.Last[i]), fin(lo), fin(hi), fin(last))
-				}
-			}
-		}
-		// Anchors: the distinct (segment, anchor) of the range's points.
-		var wantA []string
-		for _, e := range want {
-			for _, p := range e.pts {
-				s := fmt.Sprintf("%d/%d", p.Segment, p.Anchor)
-				if len(wantA) == 0 || wantA[len(wantA)-1] != s {
-					wantA = append(wantA, s)
-				}
-			}
-		}
-		var gotA []string
-		for _, x := range got.Anchors {
-			gotA = append(gotA, fmt.Sprintf("%d/%d", x.Segment, x.Step))
-		}
-		if strings.Join(gotA, " ") != strings.Join(wantA, " ") {
-			t.Fatalf("anchors %v, want %v", gotA, wantA)
-		}
+		checkSeries(t, raw, from, to, width, got)
 	}
 
 	// The whole run in the default number of buckets: the last point
@@ -202,6 +125,94 @@ func TestSeriesBucketsExact(t *testing.T) {
 	if got.LastStep[n] != raw[len(raw)-1].Step || fmtVal(got.Measures["loss"].Last[n]) != "1e+09" || fmtVal(got.Measures["loss"].Max[n]) != "1e+09" {
 		t.Fatalf("last bucket: last step %d, loss last %s max %s; want step %d, 1e+09", got.LastStep[n],
 			fmtVal(got.Measures["loss"].Last[n]), fmtVal(got.Measures["loss"].Max[n]), raw[len(raw)-1].Step)
+	}
+}
+
+// checkSeries compares an answer with a brute-force min/max/last per bucket
+// of the raw points of [from, to], compared as shortest round-trip text
+// (equal text is equal bits), and its anchors with the points'.
+func checkSeries(t *testing.T, raw []api.Point, from, to, width int, got seriesAnswer) {
+	t.Helper()
+	// Brute force: group the raw points of [from, to] by bucket.
+	type exp struct {
+		start, last, n int
+		pts            []api.Point
+	}
+	var want []exp
+	for _, p := range raw {
+		if p.Step < from || p.Step > to {
+			continue
+		}
+		start := from + (p.Step-from)/width*width
+		if len(want) == 0 || want[len(want)-1].start != start {
+			want = append(want, exp{start: start})
+		}
+		e := &want[len(want)-1]
+		e.last, e.n, e.pts = p.Step, e.n+1, append(e.pts, p)
+	}
+	if len(got.Start) != len(want) {
+		t.Fatalf("from=%d to=%d width=%d: %d buckets, want %d", from, to, width, len(got.Start), len(want))
+	}
+	for i, e := range want {
+		if got.Start[i] != e.start || got.LastStep[i] != e.last || got.N[i] != e.n {
+			t.Fatalf("bucket %d: start %d last %d n %d, want %d %d %d", i, got.Start[i], got.LastStep[i], got.N[i], e.start, e.last, e.n)
+		}
+		for _, m := range seriesMeasures {
+			lo, hi := math.NaN(), math.NaN()
+			for _, p := range e.pts {
+				v := m.get(p)
+				if math.IsNaN(v) {
+					continue
+				}
+				if math.IsNaN(lo) || v < lo {
+					lo = v
+				}
+				if math.IsNaN(hi) || v > hi {
+					hi = v
+				}
+			}
+			last, count := math.NaN(), 0 // the last measured value, how many
+			for _, p := range e.pts {
+				if v := m.get(p); !math.IsNaN(v) {
+					last, count = v, count+1
+				}
+			}
+			// JSON has no ±Inf: the wire says null (NaN) for them.
+			fin := func(v float64) string {
+				if math.IsInf(v, 0) {
+					return "NaN"
+				}
+				return fmt.Sprint(v)
+			}
+			g := got.Measures[m.name]
+			if g.Count[i] != count {
+				t.Fatalf("from=%d to=%d width=%d bucket %d %s: count %d, want %d", from, to, width, i, m.name, g.Count[i], count)
+			}
+			if fmtVal(g.Min[i]) != fin(lo) || fmtVal(g.Max[i]) != fin(hi) || fmtVal(g.Last[i]) != fin(last) {
+				t.Fatalf("from=%d to=%d width=%d bucket %d %s: min/max/last %s %s %s, want %s %s %s",
+					from, to, width, i, m.name, fmtVal(g.Min[i]), fmtVal(g.Max[i]), fmtVal(g.Last[i]), fin(lo), fin(hi), fin(last))
+			}
+		}
+	}
+	// Anchors: the distinct (segment, anchor) of the range's points.
+	var wantA []string
+	for _, e := range want {
+		for _, p := range e.pts {
+			if p.Kind != "backward" {
+				continue // forward answers have no anchors
+			}
+			s := fmt.Sprintf("%d/%d", p.Segment, p.Anchor)
+			if len(wantA) == 0 || wantA[len(wantA)-1] != s {
+				wantA = append(wantA, s)
+			}
+		}
+	}
+	var gotA []string
+	for _, x := range got.Anchors {
+		gotA = append(gotA, fmt.Sprintf("%d/%d", x.Segment, x.Step))
+	}
+	if strings.Join(gotA, " ") != strings.Join(wantA, " ") {
+		t.Fatalf("anchors %v, want %v", gotA, wantA)
 	}
 }
 
@@ -503,4 +514,92 @@ func TestSeriesSmoothBadRequests(t *testing.T) {
 			t.Errorf("smooth=%s: %d %.200s, want 200 without smoothing", q, a.code, a.body)
 		}
 	}
+}
+
+// TestSeriesBlocksSameAnswer: forward answers served from the block
+// summaries (series_blocks.go) are the brute-force buckets of the raw
+// points, aligned on blocks or not, as the run grows, and after the run is
+// deleted and created again with other points; and an aligned request
+// reads only the steps past the last complete block.
+func TestSeriesBlocksSameAnswer(t *testing.T) {
+	seed := *seriesSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -seriesseed %d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	h := newHarness(t, Options{})
+	gen := func(n int, scale float64) []api.Point {
+		var raw []api.Point
+		for step := 1; step <= n; step++ {
+			if rng.IntN(50) == 0 {
+				continue // a step without metrics: blocks need not be full
+			}
+			p := api.Point{Kind: "forward", Step: step, Loss: scale * rng.NormFloat64(), TestLoss: math.NaN(), TestAcc: math.NaN(),
+				StepDist: math.Exp(-rng.Float64() * 30), ParamNorm: 1 + rng.Float64()}
+			if step%100 == 0 { // some blocks of 64 steps have none
+				p.TestLoss, p.TestAcc = rng.ExpFloat64(), rng.Float64()
+			}
+			switch rng.IntN(60) {
+			case 0:
+				p.Loss = math.NaN()
+			case 1:
+				p.Loss = math.Inf(-1)
+			case 2:
+				p.Loss = math.Copysign(0, -1)
+			}
+			raw = append(raw, p)
+		}
+		return raw
+	}
+	setForward := func(n int) {
+		h.fake.mu.Lock()
+		st := h.fake.runs["a"]
+		st.ForwardStep = n
+		h.fake.runs["a"] = st
+		h.fake.mu.Unlock()
+	}
+	query := func(raw []api.Point, from, to, width int) {
+		t.Helper()
+		a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=forward&from=%d&to=%d&width=%d", from, to, width), nil)
+		if a.code != 200 {
+			t.Fatalf("from=%d to=%d width=%d: %d %s", from, to, width, a.code, a.body)
+		}
+		checkSeries(t, raw, from, to, width, decodeSeries(t, a.body))
+	}
+	h.json("POST", "/v1/runs", `{"name":"a","steps":5000}`)
+	raw := gen(5000, 1)
+	h.fake.points = raw
+	for _, fwd := range []int{100, 1999, 2048, 5000} { // the run grows
+		setForward(fwd)
+		for q := range 25 {
+			from := 1 + rng.IntN(fwd)
+			width := 1 + rng.IntN(400)
+			if q%3 == 0 { // aligned, as the page asks
+				width = seriesBlock * (1 + rng.IntN(8))
+				from = 1 + rng.IntN(fwd)/width*width
+			}
+			query(raw, from, from+rng.IntN(fwd+1-from), width)
+		}
+		query(raw, 1, fwd, seriesBlock*4)
+		h.fake.mu.Lock()
+		lt := h.fake.lastTraj
+		h.fake.mu.Unlock()
+		if tail := fwd/seriesBlock*seriesBlock + 1; fwd%seriesBlock != 0 && (lt.from != tail || lt.to != fwd) {
+			t.Fatalf("forward step %d: an aligned request read steps %d..%d, want only %d..%d", fwd, lt.from, lt.to, tail, fwd)
+		}
+	}
+	// Deleted and created again (same name, other spec, other points):
+	// the old summaries are gone.
+	if a := h.do("DELETE", "/v1/runs/a", nil); a.code != 204 {
+		t.Fatalf("DELETE: %d %s", a.code, a.body)
+	}
+	h.json("POST", "/v1/runs", `{"name":"a","steps":4000,"lr":0.5}`)
+	raw = gen(4000, 1000)
+	h.fake.mu.Lock()
+	h.fake.points = raw
+	h.fake.mu.Unlock()
+	setForward(4000)
+	query(raw, 1, 4000, seriesBlock*2)
+	query(raw, 65, 3000, seriesBlock)
 }

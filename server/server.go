@@ -73,12 +73,13 @@ type server struct {
 	requests  *prometheus.CounterVec
 	heartbeat time.Duration
 	workers   func() api.WorkerList
+	blocks    *blockCache // forward series summaries (series_blocks.go)
 }
 
 // New returns the API handler over b. See the package doc for the error
 // mapping and the routes in the README (and routes below).
 func New(b Backend, opts Options) http.Handler {
-	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers}
+	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers, blocks: newBlockCache()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -9,6 +9,7 @@ const MEASURES = [
   { key: 'step_dist', title: 'step distance (log)', log: true },
   { key: 'param_norm', title: 'parameter norm' },
 ];
+const BLOCK = 64; // the server's block of forward summaries (server/series_blocks.go)
 const COLORS = { forward: '#1f77b4', backward: '#ff7f0e' };
 const COMPARE_COLORS = ['#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 
@@ -346,8 +347,14 @@ async function refresh(full) {
   const gen = S.gen;
   const mine = () => S.cur === name && S.gen === gen;
   try {
-    const r = range();
-    const width = Math.max(1, Math.ceil((r.to - r.from + 1) / bucketsWanted()));
+    const view = range();
+    let width = Math.max(1, Math.ceil((view.to - view.from + 1) / bucketsWanted()));
+    // Coarse buckets on the server's block grid (64 steps, 1 mod 64): the
+    // server then answers from its block summaries, in O(buckets) rather
+    // than O(steps) (server/series_blocks.go). The grid may start a little
+    // left of the view; drawing clips.
+    if (width > BLOCK) width = Math.ceil(width / BLOCK) * BLOCK;
+    const r = width >= BLOCK ? { from: 1 + Math.floor((view.from - 1) / width) * width, to: view.to } : view;
     if (width !== S.width) { S.data = { forward: null, backward: null }; S.width = width; }
     const align = s => r.from + Math.floor((s - r.from) / width) * width;
     const fwdStep = st ? st.forward_step : r.to;
