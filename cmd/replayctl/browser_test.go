@@ -431,6 +431,16 @@ func TestBrowser(t *testing.T) {
 	p.waitFor("zoomed for the screenshot", 30*time.Second, func(s viewState) bool {
 		return s.View != nil && s.View.To == to && s.Width == 1 && s.Forward >= reset.ForwardLast && has(s.Anchors, at)
 	})
+	// With smoothing on (the server's debiased EMA over the faint raw
+	// curve), as the README shows it.
+	if err := p.eval(`document.getElementById('smooth-k').value = 0.9;
+		document.getElementById('smooth').value = 'ema';
+		document.getElementById('smooth').dispatchEvent(new Event('change'))`, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("smoothed for the screenshot", 30*time.Second, func(s viewState) bool {
+		return s.Smooth == "ema:0.9" && s.Smoothed && s.View != nil && s.View.To == to && s.Forward >= reset.ForwardLast
+	})
 
 	var shot struct {
 		Data string `json:"data"`
