@@ -25,7 +25,10 @@
 //	                                        run, after a listing (events_all.go)
 //	GET    /v1/runs/{name}/series           ?kind=forward|backward &from=N (1) &to=N
 //	                                        &buckets=N (1000) or &width=N
-//	                                        → min, max, last per bucket (series.go)
+//	                                        &smooth=none|ema:K|ma:N
+//	                                        → min, max, last per bucket (series.go),
+//	                                        of the smoothed values too
+//	                                        (series_smooth.go)
 //	GET    /  and  /ui/…                    the web view (package web), without the
 //	                                        token: it holds no data and asks for it
 //

@@ -170,18 +170,10 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 		}
 		return &buckets[len(buckets)-1], nil
 	}
-	addPoint := func(p api.Point) error {
-		// The backend already filters; checking again keeps the bucket
-		// arithmetic safe whatever it sends.
-		if p.Kind != kind || p.Step < readFrom || p.Step > to {
-			return nil
-		}
-		var sv *[len(seriesMeasures)]float64
-		if sm != nil {
-			v := sm.next(p)
-			sv = &v
-		}
-		if p.Step < from {
+	// place buckets p, with its smoothed values sv (nil: no smoothing);
+	// points before from only fed the smoother.
+	place := func(p api.Point, sv *[len(seriesMeasures)]float64) error {
+		if p.Step < from || p.Step > to {
 			return nil
 		}
 		bk, err := into(bucketAt(p.Step), p.Step)
@@ -196,8 +188,22 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 		}
 		return r.Context().Err()
 	}
-	if kind == "forward" && sm == nil {
-		err = s.forwardSeries(r.Context(), st, from, to, bucketAt, into, addPoint)
+	addPoint := func(p api.Point) error {
+		// The backend already filters; checking again keeps the bucket
+		// arithmetic safe whatever it sends.
+		if p.Kind != kind || p.Step < readFrom || p.Step > to {
+			return nil
+		}
+		var sv *[len(seriesMeasures)]float64
+		if sm != nil {
+			v := sm.next(p)
+			sv = &v
+		}
+		return place(p, sv)
+	}
+	if kind == "forward" && (sp.how == "" || sp.how == "ema") {
+		// From the block summaries (series_blocks.go).
+		err = s.forwardSeries(r.Context(), st, sp, from, to, bucketAt, into, place)
 	} else {
 		err = s.b.Trajectory(r.Context(), name, kind, readFrom, to, 1, addPoint)
 	}

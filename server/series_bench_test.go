@@ -58,7 +58,8 @@ func seriesRun(b *testing.B, n int) *scheduler.Scheduler {
 // for it (about 1200 buckets, the width on the 64-step block grid):
 // cold is the first request to a fresh server (every point read and its
 // block summaries built), warm a later one over the whole run (summaries),
-// update a live update (the last bucket).
+// update a live update (the last bucket); the ema- ones the same with
+// smooth=ema:0.9.
 //
 //	go test ./server/ -run '^$' -bench BenchmarkSeriesStore -benchtime 5x
 func BenchmarkSeriesStore(b *testing.B) {
@@ -66,8 +67,9 @@ func BenchmarkSeriesStore(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			sched := seriesRun(b, n)
 			width := (n/1200 + seriesBlock) / seriesBlock * seriesBlock
+			smooth := ""
 			get := func(h http.Handler, from int) {
-				req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1/v1/runs/q/series?kind=forward&from=%d&to=%d&width=%d", from, n, width), nil)
+				req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1/v1/runs/q/series?kind=forward&from=%d&to=%d&width=%d%s", from, n, width, smooth), nil)
 				w := &discardWriter{h: http.Header{}}
 				h.ServeHTTP(w, req)
 				if w.code != http.StatusOK {
@@ -87,6 +89,25 @@ func BenchmarkSeriesStore(b *testing.B) {
 				}
 			})
 			b.Run("update", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1+(n-1)/width*width)
+				}
+			})
+			// The same with the server's EMA (ema:0.9): cold reads every
+			// point; warm and update resume from the blocks' states.
+			smooth = "&smooth=ema:0.9"
+			b.Run("ema-cold", func(b *testing.B) {
+				for b.Loop() {
+					get(New(sched, Options{}), 1)
+				}
+			})
+			get(h, 1)
+			b.Run("ema-warm", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1)
+				}
+			})
+			b.Run("ema-update", func(b *testing.B) {
 				for b.Loop() {
 					get(h, 1+(n-1)/width*width)
 				}

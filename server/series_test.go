@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,10 +308,12 @@ func smoothRef(raw []api.Point, how string, k float64, n int) [][len(seriesMeasu
 			c := len(vals) - 1
 			switch how {
 			case "ema":
+				// Newest first, until the weights are negligible (< 1e-25
+				// of the newest: far below the tolerance of checkSmoothed).
 				num, den := 0.0, 0.0
-				for j, x := range vals {
-					wt := (1 - k) * math.Pow(k, float64(c-j))
-					num += wt * x
+				for j, pw := c, 1.0; j >= 0 && pw > 1e-25; j, pw = j-1, pw*k {
+					wt := (1 - k) * pw
+					num += wt * vals[j]
 					den += wt
 				}
 				out[i][mi] = num / den
@@ -369,16 +373,6 @@ func TestSeriesSmoothing(t *testing.T) {
 			bwd = append(bwd, p)
 		}
 	}
-	// close: the recurrences round differently from the definitions;
-	// the EMA's and the re-summed moving average's errors stay within a
-	// few ulps of the values' magnitude (1e6 for param_norm), so 1e-9
-	// relative catches any wrong weight or window by orders of magnitude.
-	close := func(got *float64, want float64) bool {
-		if got == nil || want != want {
-			return got == nil && want != want
-		}
-		return math.Abs(*got-want) <= 1e-9*math.Max(1, math.Abs(want))
-	}
 	for _, sp := range []struct {
 		q   string
 		how string
@@ -402,63 +396,7 @@ func TestSeriesSmoothing(t *testing.T) {
 			if top.Smooth != sp.q {
 				t.Fatalf("answer smooth %q, want %q", top.Smooth, sp.q)
 			}
-			var raw map[string]json.RawMessage
-			json.Unmarshal(a.body, &raw)
-			got := decodeSeries(t, a.body)
-			// The expected buckets of the smoothed values.
-			type exp struct {
-				start        int
-				lo, hi, last [len(seriesMeasures)]float64
-			}
-			var want []exp
-			for i, p := range bwd {
-				if p.Step < from || p.Step > to {
-					continue
-				}
-				start := from + (p.Step-from)/width*width
-				if len(want) == 0 || want[len(want)-1].start != start {
-					e := exp{start: start}
-					for mi := range seriesMeasures {
-						e.lo[mi], e.hi[mi], e.last[mi] = math.NaN(), math.NaN(), math.NaN()
-					}
-					want = append(want, e)
-				}
-				e := &want[len(want)-1]
-				for mi := range seriesMeasures {
-					v := ref[i][mi]
-					if v != v {
-						continue
-					}
-					if e.lo[mi] != e.lo[mi] || v < e.lo[mi] {
-						e.lo[mi] = v
-					}
-					if e.hi[mi] != e.hi[mi] || v > e.hi[mi] {
-						e.hi[mi] = v
-					}
-					e.last[mi] = v
-				}
-			}
-			if len(got.Start) != len(want) {
-				t.Fatalf("%s from=%d to=%d width=%d: %d buckets, want %d", sp.q, from, to, width, len(got.Start), len(want))
-			}
-			for mi, m := range seriesMeasures {
-				var meas struct {
-					Smooth struct{ Min, Max, Last []*float64 }
-				}
-				if err := json.Unmarshal(raw[m.name], &meas); err != nil {
-					t.Fatal(err)
-				}
-				sm := meas.Smooth
-				if len(sm.Min) != len(want) || len(sm.Max) != len(want) || len(sm.Last) != len(want) {
-					t.Fatalf("%s %s: smooth has %d/%d/%d buckets, want %d", sp.q, m.name, len(sm.Min), len(sm.Max), len(sm.Last), len(want))
-				}
-				for i, e := range want {
-					if !close(sm.Min[i], e.lo[mi]) || !close(sm.Max[i], e.hi[mi]) || !close(sm.Last[i], e.last[mi]) {
-						t.Fatalf("%s from=%d to=%d width=%d bucket %d (start %d) %s: smoothed min/max/last %s %s %s, want %v %v %v",
-							sp.q, from, to, width, i, e.start, m.name, fmtVal(sm.Min[i]), fmtVal(sm.Max[i]), fmtVal(sm.Last[i]), e.lo[mi], e.hi[mi], e.last[mi])
-					}
-				}
-			}
+			checkSmoothed(t, bwd, ref, a.body, from, to, width, sp.q)
 		}
 	}
 
@@ -495,6 +433,79 @@ func TestSeriesSmoothing(t *testing.T) {
 		for st, v := range short {
 			if long[st] != v {
 				t.Fatalf("%s: smoothed loss at step %d is %s with the series to 1200, %s with the series to 2000", q, st, v, long[st])
+			}
+		}
+	}
+}
+
+// checkSmoothed compares the smoothed min/max/last of an answer with the
+// buckets of ref, the smoothing of pts (smoothRef), to rounding.
+func checkSmoothed(t *testing.T, pts []api.Point, ref [][len(seriesMeasures)]float64, body []byte, from, to, width int, label string) {
+	t.Helper()
+	// close: the recurrences round differently from the definitions;
+	// the EMA's and the re-summed moving average's errors stay within a
+	// few ulps of the values' magnitude (1e6 for param_norm), so 1e-9
+	// relative catches any wrong weight or window by orders of magnitude.
+	close := func(got *float64, want float64) bool {
+		if got == nil || want != want {
+			return got == nil && want != want
+		}
+		return math.Abs(*got-want) <= 1e-9*math.Max(1, math.Abs(want))
+	}
+	var raw map[string]json.RawMessage
+	json.Unmarshal(body, &raw)
+	got := decodeSeries(t, body)
+	// The expected buckets of the smoothed values.
+	type exp struct {
+		start        int
+		lo, hi, last [len(seriesMeasures)]float64
+	}
+	var want []exp
+	for i, p := range pts {
+		if p.Step < from || p.Step > to {
+			continue
+		}
+		start := from + (p.Step-from)/width*width
+		if len(want) == 0 || want[len(want)-1].start != start {
+			e := exp{start: start}
+			for mi := range seriesMeasures {
+				e.lo[mi], e.hi[mi], e.last[mi] = math.NaN(), math.NaN(), math.NaN()
+			}
+			want = append(want, e)
+		}
+		e := &want[len(want)-1]
+		for mi := range seriesMeasures {
+			v := ref[i][mi]
+			if v != v {
+				continue
+			}
+			if e.lo[mi] != e.lo[mi] || v < e.lo[mi] {
+				e.lo[mi] = v
+			}
+			if e.hi[mi] != e.hi[mi] || v > e.hi[mi] {
+				e.hi[mi] = v
+			}
+			e.last[mi] = v
+		}
+	}
+	if len(got.Start) != len(want) {
+		t.Fatalf("%s from=%d to=%d width=%d: %d buckets, want %d", label, from, to, width, len(got.Start), len(want))
+	}
+	for mi, m := range seriesMeasures {
+		var meas struct {
+			Smooth struct{ Min, Max, Last []*float64 }
+		}
+		if err := json.Unmarshal(raw[m.name], &meas); err != nil {
+			t.Fatal(err)
+		}
+		sm := meas.Smooth
+		if len(sm.Min) != len(want) || len(sm.Max) != len(want) || len(sm.Last) != len(want) {
+			t.Fatalf("%s %s: smooth has %d/%d/%d buckets, want %d", label, m.name, len(sm.Min), len(sm.Max), len(sm.Last), len(want))
+		}
+		for i, e := range want {
+			if !close(sm.Min[i], e.lo[mi]) || !close(sm.Max[i], e.hi[mi]) || !close(sm.Last[i], e.last[mi]) {
+				t.Fatalf("%s from=%d to=%d width=%d bucket %d (start %d) %s: smoothed min/max/last %s %s %s, want %v %v %v",
+					label, from, to, width, i, e.start, m.name, fmtVal(sm.Min[i]), fmtVal(sm.Max[i]), fmtVal(sm.Last[i]), e.lo[mi], e.hi[mi], e.last[mi])
 			}
 		}
 	}
@@ -559,13 +570,37 @@ func TestSeriesBlocksSameAnswer(t *testing.T) {
 		h.fake.runs["a"] = st
 		h.fake.mu.Unlock()
 	}
+	// cold answers as a fresh server would: a first request, building
+	// every summary it needs from step 1.
+	cold := func(path string) []byte {
+		t.Helper()
+		req := httptest.NewRequest("GET", "http://127.0.0.1"+path, nil)
+		w := httptest.NewRecorder()
+		New(h.fake, Options{}).ServeHTTP(w, req)
+		return w.Body.Bytes()
+	}
+	emaRef := map[float64][][len(seriesMeasures)]float64{}
 	query := func(raw []api.Point, from, to, width int) {
 		t.Helper()
-		a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=forward&from=%d&to=%d&width=%d", from, to, width), nil)
+		path := fmt.Sprintf("/v1/runs/a/series?kind=forward&from=%d&to=%d&width=%d", from, to, width)
+		a := h.do("GET", path, nil)
 		if a.code != 200 {
 			t.Fatalf("from=%d to=%d width=%d: %d %s", from, to, width, a.code, a.body)
 		}
 		checkSeries(t, raw, from, to, width, decodeSeries(t, a.body))
+		// Smoothed (EMA: from the summaries and their states too): the
+		// reference smoothing, and the same bits as a cold answer.
+		k := []float64{0.9, 0.5}[rng.IntN(2)]
+		if emaRef[k] == nil {
+			emaRef[k] = smoothRef(raw, "ema", k, 0)
+		}
+		path += fmt.Sprintf("&smooth=ema:%g", k)
+		a = h.do("GET", path, nil)
+		checkSeries(t, raw, from, to, width, decodeSeries(t, a.body))
+		checkSmoothed(t, raw, emaRef[k], a.body, from, to, width, fmt.Sprintf("ema:%g", k))
+		if c := cold(path); string(c) != string(a.body) {
+			t.Fatalf("%s: the answer from the summaries differs from a cold one:\n%.300s\n%.300s", path, a.body, c)
+		}
 	}
 	h.json("POST", "/v1/runs", `{"name":"a","steps":5000}`)
 	raw := gen(5000, 1)
@@ -596,10 +631,37 @@ func TestSeriesBlocksSameAnswer(t *testing.T) {
 	}
 	h.json("POST", "/v1/runs", `{"name":"a","steps":4000,"lr":0.5}`)
 	raw = gen(4000, 1000)
+	clear(emaRef)
 	h.fake.mu.Lock()
 	h.fake.points = raw
 	h.fake.mu.Unlock()
 	setForward(4000)
 	query(raw, 1, 4000, seriesBlock*2)
 	query(raw, 65, 3000, seriesBlock)
+
+	// Concurrent requests while the run grows (for the race detector):
+	// every answer is still the brute-force one.
+	setForward(1000)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for q := range 10 {
+				to := 500 + 100*q
+				path := fmt.Sprintf("/v1/runs/a/series?kind=forward&from=1&to=%d&width=%d&smooth=ema:0.%d", to, seriesBlock*(1+g%2), 5+g%2*4)
+				a := h.do("GET", path, nil)
+				if a.code != 200 {
+					t.Errorf("%s: %d %s", path, a.code, a.body)
+					return
+				}
+			}
+		}()
+	}
+	for fwd := 1000; fwd <= 4000; fwd += 250 {
+		setForward(fwd)
+	}
+	wg.Wait()
+	setForward(4000)
+	query(raw, 1, 4000, seriesBlock)
 }
