@@ -359,6 +359,21 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("page at %q (%v), want /ui/ without the token", href, err)
 	}
 	t.Logf("first draw: %+v", first)
+	// A run started while the page is open appears in the list through
+	// replayctl ui's proxy too (the daemon-wide stream is not buffered).
+	d.ctl(t, "run", "start", "--preset", "quadratic", "--name", "q-late", "--steps", "50").ok(t, "run start q-late")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rows []string
+		err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run)`, &rows)
+		if err == nil && strings.Join(rows, ",") == "q-late,reg" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runs list %v (%v), want q-late,reg without a reload", rows, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	grown := p.waitFor("both curves grow", 120*time.Second, func(s viewState) bool {
 		return s.ForwardLast > first.ForwardLast && s.BackwardLast > first.BackwardLast && s.Events > first.Events
 	})
