@@ -152,12 +152,19 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	var buckets []bucket
 	type anchor struct{ segment, step int }
 	var anchors []anchor
-	// Smoothing needs every point from step 1: the points before from
-	// only feed the smoother.
+	// Smoothing needs the points before from (they only feed the
+	// smoother): from step 1, or for a backward series from its segment's
+	// start (backwardSmoothFrom).
 	readFrom := from
 	var sm *smoother
 	if sp.how != "" {
 		readFrom, sm = 1, newSmoother(sp)
+		if kind == "backward" {
+			if readFrom, err = s.backwardSmoothFrom(r.Context(), st, from, to); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
 	}
 	bucketAt := func(step int) int { return from + (step-from)/width*width }
 	// into returns the bucket that starts at start, appending it.

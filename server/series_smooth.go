@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -31,7 +33,8 @@ import (
 // change of segment (a reset): the curve is discontinuous there by
 // construction, and a smoothing across it would blur the very jump the
 // chart marks; it also keeps the smoothed values of a segment independent
-// of the segments after it.
+// of the segments after it, and lets a request read the series from its
+// segment's start only (backwardSmoothFrom) rather than from step 1.
 
 // MaxSmoothWidth bounds the width of a moving average (its memory is
 // 5 × N float64 per request).
@@ -148,4 +151,34 @@ func (s *smoother) next(p api.Point) [len(seriesMeasures)]float64 {
 		}
 	}
 	return out
+}
+
+// errFirstPoint stops a read after its first point.
+var errFirstPoint = errors.New("server: first point read")
+
+// backwardSmoothFrom is where a smoothed backward series must be read from
+// so that its smoothed values in [from, to] are those of a read from step
+// 1. The smoothing restarts at every change of segment, and a backward
+// point of a run whose strategy is not sliding carries its segment's
+// anchor step r (api.Point.Anchor; the segment's points are the steps
+// after r, the point at r belongs to an older segment): the state at the
+// first point p ≥ from depends only on the points after p.Anchor. A
+// sliding run's points carry n − W instead, and its segment spans resets
+// only: it is read from step 1.
+func (s *server) backwardSmoothFrom(ctx context.Context, st api.RunStatus, from, to int) (int, error) {
+	if st.Strategy == "sliding" {
+		return 1, nil
+	}
+	start := from
+	err := s.b.Trajectory(ctx, st.Name, "backward", from, to, 1, func(p api.Point) error {
+		if p.Kind != "backward" || p.Step < from || p.Step > to {
+			return nil
+		}
+		start = min(from, max(1, p.Anchor+1))
+		return errFirstPoint
+	})
+	if err != nil && !errors.Is(err, errFirstPoint) {
+		return 0, err
+	}
+	return start, nil
 }

@@ -351,7 +351,7 @@ func TestSeriesSmoothing(t *testing.T) {
 		}
 		p := api.Point{Kind: "backward", Step: step, Loss: 5 + rng.NormFloat64(), TestLoss: math.NaN(),
 			TestAcc: rng.Float64(), StepDist: math.Exp(-rng.Float64() * 30), ParamNorm: 1e6 + rng.Float64(),
-			Segment: 1 + step/500, Anchor: step / 500 * 500}
+			Segment: 1 + (step-1)/500, Anchor: (step - 1) / 500 * 500} // as the scheduler's: segment k's points are the steps after its anchor
 		if step%7 == 0 {
 			p.TestLoss = rng.ExpFloat64() // measured every few steps
 		}
@@ -435,6 +435,40 @@ func TestSeriesSmoothing(t *testing.T) {
 				t.Fatalf("%s: smoothed loss at step %d is %s with the series to 1200, %s with the series to 2000", q, st, v, long[st])
 			}
 		}
+	}
+
+	// What is read: a window run's smoothed backward series from the start
+	// of the segment of the range's first point (1501 for from=1700), a
+	// sliding run's from step 1 (its points carry n − W, not the segment's
+	// start; the values stay the reference's, a reset included).
+	h.fake.mu.Lock()
+	h.fake.points = raw
+	h.fake.mu.Unlock()
+	h.do("GET", "/v1/runs/a/series?kind=backward&from=1700&to=2000&width=10&smooth=ema:0.9", nil)
+	if lt := h.fake.lastTraj; lt.from != 1501 || lt.to != 2000 {
+		t.Errorf("window run, from=1700: read %d..%d, want 1501..2000", lt.from, lt.to)
+	}
+	h.fake.mu.Lock()
+	st := h.fake.runs["a"]
+	st.Strategy = "sliding"
+	h.fake.runs["a"] = st
+	var sl []api.Point
+	for _, p := range bwd {
+		p.Anchor, p.Segment = max(0, p.Step-64), 1
+		if p.Step > 1300 {
+			p.Segment = 2 // a reset
+		}
+		sl = append(sl, p)
+	}
+	h.fake.points = sl
+	h.fake.mu.Unlock()
+	ref := smoothRef(sl, "ema", 0.9, 0)
+	for _, from := range []int{1, 700, 1350} {
+		a := h.do("GET", fmt.Sprintf("/v1/runs/a/series?kind=backward&from=%d&to=2000&width=7&smooth=ema:0.9", from), nil)
+		if lt := h.fake.lastTraj; lt.from != 1 {
+			t.Errorf("sliding run, from=%d: read from %d, want 1", from, lt.from)
+		}
+		checkSmoothed(t, sl, ref, a.body, from, 2000, 7, "sliding ema:0.9")
 	}
 }
 
