@@ -38,7 +38,8 @@ import (
 // is identified by its name and its forward-relevant spec, so a run
 // deleted and created again under the same name with another spec never
 // sees the old summaries; the server also drops them on DELETE. The cache
-// holds at most seriesCacheBytes, least recently used entries first out.
+// holds at most seriesCacheBytes in seriesCacheEntries entries, least
+// recently used entries first out.
 
 const (
 	// seriesBlock is the steps per block summary.
@@ -46,6 +47,8 @@ const (
 	// seriesCacheBytes bounds the summaries kept: ≈ 14 runs of 10⁶ steps
 	// without smoothing, 6 with.
 	seriesCacheBytes = 32 << 20
+	// seriesCacheEntries bounds the entries (runs × smoothings) kept.
+	seriesCacheEntries = 256
 	// Approximate sizes of one block's summary, for the bound.
 	rawBlockBytes    = 140
 	smoothBlockBytes = rawBlockBytes + 200
@@ -185,6 +188,11 @@ func (c *blockCache) entry(st api.RunStatus, sp smoothing) *runBlocks {
 		rb.states = []emaState{{}}
 	}
 	c.entries[mapKey] = c.lru.PushFront(rb)
+	// Entries of short runs hold no block and so no bytes: bound their
+	// number too (one per run and EMA weight a client asked for).
+	for c.lru.Len() > seriesCacheEntries {
+		c.removeLocked(c.lru.Back())
+	}
 	return rb
 }
 

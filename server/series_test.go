@@ -699,3 +699,45 @@ func TestSeriesBlocksSameAnswer(t *testing.T) {
 	setForward(4000)
 	query(raw, 1, 4000, seriesBlock)
 }
+
+// TestSeriesCacheBounded: however many EMA weights clients ask for, the
+// cache keeps at most seriesCacheEntries entries, and an evicted entry is
+// rebuilt to the same answer.
+func TestSeriesCacheBounded(t *testing.T) {
+	f := newFake()
+	f.Create(api.RunSpec{Name: "a", Steps: 200})
+	st := f.runs["a"]
+	st.ForwardStep = 200
+	f.runs["a"] = st
+	for i := 1; i <= 200; i++ {
+		f.points = append(f.points, api.Point{Kind: "forward", Step: i, Loss: float64(i % 7), TestLoss: math.NaN(), TestAcc: math.NaN()})
+	}
+	h := New(f, Options{})
+	get := func(k float64) string {
+		req := httptest.NewRequest("GET", fmt.Sprintf("http://127.0.0.1/v1/runs/a/series?kind=forward&width=64&smooth=ema:%g", k), nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			t.Fatalf("ema:%g: %d %s", k, w.Code, w.Body)
+		}
+		return w.Body.String()
+	}
+	first := get(0.5)
+	for i := range 3 * seriesCacheEntries {
+		get(float64(i+1) / float64(4*seriesCacheEntries))
+	}
+	if again := get(0.5); again != first {
+		t.Fatalf("ema:0.5 after eviction:\n%s\nfirst:\n%s", again, first)
+	}
+	c := newBlockCache()
+	for i := range 3 * seriesCacheEntries {
+		sp, err := parseSmooth(fmt.Sprintf("ema:%g", float64(i)/float64(4*seriesCacheEntries)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.entry(st, sp)
+	}
+	if len(c.entries) != seriesCacheEntries || c.lru.Len() != seriesCacheEntries {
+		t.Fatalf("%d entries (%d in the LRU list) after %d weights, want %d", len(c.entries), c.lru.Len(), 3*seriesCacheEntries, seriesCacheEntries)
+	}
+}
