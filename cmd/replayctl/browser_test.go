@@ -562,8 +562,18 @@ func TestBrowserDirectToken(t *testing.T) {
 	}
 	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
 	rows("q/sgd,q2/sgd")
+	// Shown, then deleted elsewhere: the view goes with it.
+	if err := p.eval(`document.querySelector('#runs tr[data-run=q2]').click()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("q2 shown", 30*time.Second, func(s viewState) bool { return s.Run == "q2" })
 	runCtl(t, "--token", "s3cret", "--addr", addr, "delete", "q2").ok(t, "delete q2")
 	rows("q/sgd")
+	p.waitFor("the deleted run's view closed", 30*time.Second, func(s viewState) bool { return s.Run == "" })
+	var hidden bool
+	if err := p.eval(`document.getElementById('run-view').hidden`, &hidden); err != nil || !hidden {
+		t.Errorf("run view hidden %v (%v) after its run was deleted, want hidden", hidden, err)
+	}
 
 	// The data needs the token: the same request from the page without
 	// the Authorization header is refused.

@@ -140,9 +140,10 @@ function followAll() {
           S.allEvents++;
           if (ev.kind === 'synced') {
             const keep = listing || new Set();
-            for (const n of [...S.runs.keys()]) if (!keep.has(n)) S.runs.delete(n);
+            for (const n of [...S.runs.keys()]) if (!keep.has(n)) { if (n === S.cur) dropRun(n); else S.runs.delete(n); }
             listing = null;
           } else if (ev.kind === 'deleted') {
+            if (ev.run === S.cur) dropRun(ev.run);
             S.runs.delete(ev.run);
           } else if (ev.status) {
             if (ev.kind === 'snapshot') (listing = listing || new Set()).add(ev.run);
@@ -166,6 +167,7 @@ function dropRun(name) {
   S.streams.delete(name);
   S.runs.delete(name);
   renderRuns();
+  if (name === S.cur) select(null); // deleted elsewhere: its view goes too
 }
 
 function onEvent(ev) {
