@@ -52,6 +52,7 @@ type broker struct {
 		sync.Mutex
 		seq  uint64
 		runs map[string]*runEvents
+		all  map[*Subscription]struct{} // daemon-wide subscribers (run "")
 	}
 }
 
@@ -71,6 +72,7 @@ func newBroker(status statusFunc, kept, queue int, interval time.Duration) *brok
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand.Read's contract)
 	br := &broker{boot: hex.EncodeToString(b[:]), kept: kept, queue: max(queue, kept), interval: interval, status: status}
 	br.mu.runs = map[string]*runEvents{}
+	br.mu.all = map[*Subscription]struct{}{}
 	return br
 }
 
@@ -129,6 +131,9 @@ func (b *broker) publishLocked(re *runEvents, ev api.Event) {
 	for sub := range re.subs {
 		sub.push(ev, b.queue, end)
 	}
+	for sub := range b.mu.all {
+		sub.push(ev, b.queue, false)
+	}
 	if end {
 		delete(b.mu.runs, ev.Run)
 	}
@@ -178,6 +183,10 @@ func (b *broker) endAll() {
 		}
 		clear(re.subs)
 	}
+	for sub := range b.mu.all {
+		sub.end()
+	}
+	clear(b.mu.all)
 }
 
 // subscribe registers a subscriber to the events of run name after cursor.
@@ -280,7 +289,11 @@ func (s *Subscription) Next(ctx context.Context) ([]api.Event, bool) {
 		snap, seq, why, ended := s.mu.snapshot, s.mu.snapSeq, s.mu.why, s.mu.ended
 		s.mu.snapshot = false
 		s.mu.Unlock()
-		if snap {
+		if snap && s.run == "" {
+			// Daemon-wide: no status to take; the marker tells the
+			// reader that events were dropped (it lists the runs again).
+			evs = append([]api.Event{{ID: s.b.id(seq), Kind: api.EventSnapshot, Fields: map[string]string{"why": why}}}, evs...)
+		} else if snap {
 			// Taken now, after every event up to seq was published.
 			if st, ok := s.b.status(s.run); ok {
 				ev := api.Event{ID: s.b.id(seq), Run: s.run, Kind: api.EventSnapshot, Status: &st,
@@ -306,7 +319,8 @@ func (s *Subscription) Next(ctx context.Context) ([]api.Event, bool) {
 func (s *Subscription) Close() {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
-	if re := s.b.mu.runs[s.run]; re != nil {
+	delete(s.b.mu.all, s)
+	if re := s.b.mu.runs[s.run]; re != nil && s.run != "" {
 		delete(re.subs, s)
 		if len(re.subs) == 0 && len(re.ring) == 0 && !re.armed {
 			delete(s.b.mu.runs, s.run)
@@ -370,6 +384,24 @@ func (s *Scheduler) Subscribe(name, cursor string) (next func(context.Context) (
 		return nil, nil, err
 	}
 	return sub.Next, sub.Close, nil
+}
+
+// SubscribeAll follows the events of every run (web2: the daemon-wide
+// stream GET /v1/events), from now on, without a snapshot: the caller
+// lists the runs after subscribing. A subscriber that falls behind gets,
+// in place of the events it missed, one snapshot event with no run and no
+// status (list the runs again).
+func (s *Scheduler) SubscribeAll() (next func(context.Context) ([]api.Event, bool), stop func()) {
+	sub := s.eventBroker().subscribeAll()
+	return sub.Next, sub.Close
+}
+
+func (b *broker) subscribeAll() *Subscription {
+	sub := &Subscription{b: b, notify: make(chan struct{}, 1)}
+	b.mu.Lock()
+	b.mu.all[sub] = struct{}{}
+	b.mu.Unlock()
+	return sub
 }
 
 // publishProgress announces that the run's forward step or backward

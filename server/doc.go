@@ -21,9 +21,14 @@
 //	POST   /v1/runs/{name}/verify           api.VerifyReport
 //	GET    /v1/runs/{name}/events           Last-Event-ID: ID or ?since=ID
 //	                                        → text/event-stream of api.Event
+//	GET    /v1/events                       → text/event-stream of api.Event of every
+//	                                        run, after a listing (events_all.go)
 //	GET    /v1/runs/{name}/series           ?kind=forward|backward &from=N (1) &to=N
 //	                                        &buckets=N (1000) or &width=N
-//	                                        → min, max, last per bucket (series.go)
+//	                                        &smooth=none|ema:K|ma:N
+//	                                        → min, max, last per bucket (series.go),
+//	                                        of the smoothed values too
+//	                                        (series_smooth.go)
 //	GET    /  and  /ui/…                    the web view (package web), without the
 //	                                        token: it holds no data and asks for it
 //
@@ -54,7 +59,10 @@
 //     the token; everything it shows comes from the routes above.
 //   - The server holds no run state of its own. Every request is translated
 //     into one Backend call, so the scheduler's consistency rules are the
-//     only ones; a failed or aborted request changes nothing.
+//     only ones; a failed or aborted request changes nothing. The one
+//     exception is a cache of what cannot change: summaries of blocks of
+//     stored forward points (series_blocks.go), which make answers
+//     cheaper, never different.
 //   - Trajectories are streamed (application/x-ndjson, one api.Point per
 //     line) with periodic flushes; memory per request does not grow with
 //     the number of points. If the backend fails after the first line was

@@ -51,6 +51,13 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer stop()
 
+	s.stream(w, r, next, nil, nil)
+}
+
+// stream writes the events next returns as Server-Sent Events, after the
+// events of first (if any), until next ends, the client goes or a write
+// fails; expand, if not nil, rewrites each batch before it is written.
+func (s *server) stream(w http.ResponseWriter, r *http.Request, next func(context.Context) ([]api.Event, bool), first func() []api.Event, expand func([]api.Event) []api.Event) {
 	// No deadline to lift: net/http clears the read deadline when the
 	// request body is done (replayd's ReadTimeout does not cut streams:
 	// TestEventStreamHeartbeatOutlivesReadTimeout), and replayd sets no
@@ -61,6 +68,15 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	var buf bytes.Buffer
+	if first != nil {
+		for _, ev := range first() {
+			appendEvent(&buf, ev)
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return
+		}
+	}
 	if err := rc.Flush(); err != nil {
 		return
 	}
@@ -84,12 +100,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}()
 	beat := time.NewTicker(s.heartbeat)
 	defer beat.Stop()
-	var buf bytes.Buffer
 	for {
 		select {
 		case evs, ok := <-batches:
 			if !ok {
 				return
+			}
+			if expand != nil {
+				evs = expand(evs)
 			}
 			buf.Reset()
 			for _, ev := range evs {
@@ -119,9 +137,12 @@ func appendEvent(buf *bytes.Buffer, ev api.Event) {
 		st := finiteStatus(*ev.Status)
 		ev.Status = &st
 	}
-	buf.WriteString("id: ")
-	buf.WriteString(ev.ID)
-	buf.WriteString("\nevent: ")
+	if ev.ID != "" {
+		buf.WriteString("id: ")
+		buf.WriteString(ev.ID)
+		buf.WriteString("\n")
+	}
+	buf.WriteString("event: ")
 	buf.WriteString(ev.Kind)
 	buf.WriteString("\ndata: ")
 	enc := json.NewEncoder(buf)

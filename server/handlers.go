@@ -89,6 +89,7 @@ func (s *server) deleteRun(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.blocks.drop(r.PathValue("name")) // its forward series summaries (series_blocks.go)
 	w.WriteHeader(http.StatusNoContent)
 }
 

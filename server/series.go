@@ -45,17 +45,31 @@ type bucket struct {
 	start, last, n int
 	min, max, end  [len(seriesMeasures)]float64
 	count          [len(seriesMeasures)]int // measured (non-NaN) values
+	// The smoothed values' min, max and last (series_smooth.go), over
+	// the points whose smoothed value exists; NaN when none does.
+	smin, smax, send [len(seriesMeasures)]float64
 }
 
 // add folds p into b. NaN means "not measured at this step" (losses are
 // evaluated every eval_every steps; a regression has no accuracy): min, max
 // and last skip it, so last is the bucket's last measured value, and NaN
 // only when the bucket has none.
-func (b *bucket) add(p api.Point) {
+func (b *bucket) add(p api.Point, sm *[len(seriesMeasures)]float64) {
 	for i, m := range seriesMeasures {
 		v := m.get(p)
 		if b.n == 0 {
 			b.min[i], b.max[i] = math.NaN(), math.NaN()
+			b.smin[i], b.smax[i], b.send[i] = math.NaN(), math.NaN(), math.NaN()
+		}
+		if sm != nil && !math.IsNaN(sm[i]) {
+			u := sm[i]
+			if math.IsNaN(b.smin[i]) || u < b.smin[i] {
+				b.smin[i] = u
+			}
+			if math.IsNaN(b.smax[i]) || u > b.smax[i] {
+				b.smax[i] = u
+			}
+			b.send[i] = u
 		}
 		if !math.IsNaN(v) {
 			b.count[i]++
@@ -76,7 +90,8 @@ func (b *bucket) add(p api.Point) {
 
 // series answers GET /v1/runs/{name}/series?kind=forward|backward
 // &from=N (1) &to=N (0: the forward step so far) &buckets=N (1000) or
-// &width=N (steps per bucket; wins over buckets). Bucket k covers steps
+// &width=N (steps per bucket; wins over buckets) &smooth=none|ema:K|ma:N
+// (series_smooth.go). Bucket k covers steps
 // [from + k·width, from + (k+1)·width − 1]; a client that keeps `from` a
 // multiple of width plus one can fetch only what is new and replace its
 // last bucket. The body is one JSON object:
@@ -86,6 +101,11 @@ func (b *bucket) add(p api.Point) {
 //	 "loss":{"min":[…],"max":[…],"last":[…],         test_loss, test_acc, step_dist, param_norm
 //	         "count":[…]}, …                         (count: measured, non-NaN values)
 //	 "anchors":[{"segment":s,"step":r},…]}          distinct anchors of backward points, in order
+//
+// With smooth, the answer also has "smooth":"ema:0.9" (as parsed) and
+// every measure a "smooth":{"min":[…],"max":[…],"last":[…]}: the smoothed
+// values of the bucket's points, smoothed over the whole series from
+// step 1 (so such a request reads the series from step 1, whatever from).
 //
 // Non-finite values are null, as everywhere in the API.
 func (s *server) series(w http.ResponseWriter, r *http.Request) {
@@ -100,7 +120,8 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	to, err2 := intParam(q.Get("to"), "to", 0, 0)
 	nb, err3 := intParam(q.Get("buckets"), "buckets", DefaultSeriesBuckets, 1)
 	width, err4 := intParam(q.Get("width"), "width", 0, 1)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	sp, err5 := parseSmooth(q.Get("smooth"))
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -131,27 +152,68 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	var buckets []bucket
 	type anchor struct{ segment, step int }
 	var anchors []anchor
-	err = s.b.Trajectory(r.Context(), name, kind, from, to, 1, func(p api.Point) error {
-		// The backend already filters; checking again keeps the bucket
-		// arithmetic safe whatever it sends.
-		if p.Kind != kind || p.Step < from || p.Step > to {
-			return nil
+	// Smoothing needs the points before from (they only feed the
+	// smoother): from step 1, or for a backward series from its segment's
+	// start (backwardSmoothFrom).
+	readFrom := from
+	var sm *smoother
+	if sp.how != "" {
+		readFrom, sm = 1, newSmoother(sp)
+		if kind == "backward" {
+			if readFrom, err = s.backwardSmoothFrom(r.Context(), st, from, to); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
-		start := from + (p.Step-from)/width*width
+	}
+	bucketAt := func(step int) int { return from + (step-from)/width*width }
+	// into returns the bucket that starts at start, appending it.
+	into := func(start, step int) (*bucket, error) {
 		if len(buckets) == 0 || buckets[len(buckets)-1].start != start {
 			if len(buckets) > 0 && start < buckets[len(buckets)-1].start {
-				return fmt.Errorf("server: series: step %d after step %d (backend out of order)", p.Step, buckets[len(buckets)-1].last)
+				return nil, fmt.Errorf("server: series: step %d after step %d (backend out of order)", step, buckets[len(buckets)-1].last)
 			}
 			buckets = append(buckets, bucket{start: start})
 		}
-		buckets[len(buckets)-1].add(p)
+		return &buckets[len(buckets)-1], nil
+	}
+	// place buckets p, with its smoothed values sv (nil: no smoothing);
+	// points before from only fed the smoother.
+	place := func(p api.Point, sv *[len(seriesMeasures)]float64) error {
+		if p.Step < from || p.Step > to {
+			return nil
+		}
+		bk, err := into(bucketAt(p.Step), p.Step)
+		if err != nil {
+			return err
+		}
+		bk.add(p, sv)
 		if kind == "backward" && len(anchors) < maxSeriesAnchors {
 			if n := len(anchors); n == 0 || anchors[n-1] != (anchor{p.Segment, p.Anchor}) {
 				anchors = append(anchors, anchor{p.Segment, p.Anchor})
 			}
 		}
 		return r.Context().Err()
-	})
+	}
+	addPoint := func(p api.Point) error {
+		// The backend already filters; checking again keeps the bucket
+		// arithmetic safe whatever it sends.
+		if p.Kind != kind || p.Step < readFrom || p.Step > to {
+			return nil
+		}
+		var sv *[len(seriesMeasures)]float64
+		if sm != nil {
+			v := sm.next(p)
+			sv = &v
+		}
+		return place(p, sv)
+	}
+	if kind == "forward" && (sp.how == "" || sp.how == "ema") {
+		// From the block summaries (series_blocks.go).
+		err = s.forwardSeries(r.Context(), st, sp, from, to, bucketAt, into, place)
+	} else {
+		err = s.b.Trajectory(r.Context(), name, kind, readFrom, to, 1, addPoint)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -166,6 +228,10 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	b = strconv.AppendInt(b, int64(to), 10)
 	b = append(b, `,"width":`...)
 	b = strconv.AppendInt(b, int64(width), 10)
+	if sp.how != "" {
+		b = append(b, `,"smooth":`...)
+		b = strconv.AppendQuote(b, sp.text)
+	}
 	ints := func(key string, get func(bucket) int) {
 		b = append(b, `,"`+key+`":[`...)
 		for i, bk := range buckets {
@@ -195,8 +261,8 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 			}
 			b = append(b, ']')
 		}
-		// count lets the page smooth per measured value whatever the
-		// width: a bucket's last value stands for count values.
+		// count: how many measured values the bucket holds (its last
+		// value may stand for one or for thousands).
 		b = append(b, `,"count":[`...)
 		for i := range buckets {
 			if i > 0 {
@@ -205,6 +271,24 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 			b = strconv.AppendInt(b, int64(buckets[i].count[mi]), 10)
 		}
 		b = append(b, ']')
+		if sp.how != "" {
+			b = append(b, `,"smooth":{`...)
+			for j, part := range [...]string{"min", "max", "last"} {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, `"`+part+`":[`...)
+				for i := range buckets {
+					if i > 0 {
+						b = append(b, ',')
+					}
+					v := [...]*[len(seriesMeasures)]float64{&buckets[i].smin, &buckets[i].smax, &buckets[i].send}[j][mi]
+					b = appendFinite(b, v)
+				}
+				b = append(b, ']')
+			}
+			b = append(b, '}')
+		}
 		b = append(b, '}')
 	}
 	b = append(b, `,"anchors":[`...)

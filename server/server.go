@@ -77,12 +77,13 @@ type server struct {
 	heartbeat time.Duration
 	workers   func() api.WorkerList
 	models    func() api.ModelList
+	blocks    *blockCache // forward series summaries (series_blocks.go)
 }
 
 // New returns the API handler over b. See the package doc for the error
 // mapping and the routes in the README (and routes below).
 func New(b Backend, opts Options) http.Handler {
-	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers, models: opts.Models}
+	s := &server{b: b, log: opts.Logger, maxBody: opts.MaxBodyBytes, workers: opts.Workers, models: opts.Models, blocks: newBlockCache()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -119,6 +120,7 @@ func New(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/runs/{name}/batches", s.batches)
 	mux.HandleFunc("POST /v1/runs/{name}/verify", s.verify)
 	mux.HandleFunc("GET /v1/runs/{name}/events", s.events)
+	mux.HandleFunc("GET /v1/events", s.allEvents)
 	mux.HandleFunc("GET /v1/runs/{name}/series", s.series)
 	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, _ *http.Request) {
 		l := api.WorkerList{Workers: []api.WorkerStatus{}}

@@ -3,11 +3,15 @@
 // offline (no CDN, no build step, no third-party code) and is versioned
 // with the daemon that serves it.
 //
-// The page speaks only the API of package server: GET /v1/runs for the
-// runs list, GET /v1/runs/{name}/events (read with fetch, not
-// EventSource, so that it can carry the Authorization header) for live
-// updates, GET /v1/runs/{name}/series for the bucketed curves, and POST
-// pause/resume/reset for the controls.
+// The page speaks only the API of package server: GET /v1/runs and the
+// daemon-wide stream GET /v1/events for the runs list (runs created,
+// deleted, progressing or failing elsewhere show without a reload), GET
+// /v1/runs/{name}/events for the live updates of the run shown (both read
+// with fetch, not EventSource, so that they can carry the Authorization
+// header), GET /v1/runs/{name}/series for the bucketed curves (smoothed by
+// the server when smoothing is on: the page computes none of the values
+// it draws),
+// and POST pause/resume/reset for the controls.
 //
 // Invariants:
 //   - Handler serves only the embedded files, under the prefix it is
@@ -19,6 +23,9 @@
 //   - State-changing requests carry the header X-Replay-CSRF: 1, which a
 //     cross-site form or image cannot send; `replayctl ui` refuses POST
 //     and DELETE without it.
+//   - Coarse buckets (wider than 64 steps) are asked for on the server's
+//     block grid (width a multiple of 64, from ≡ 1 mod 64), which it
+//     answers from its block summaries in O(buckets) (server/series_blocks.go).
 //   - Live updates are incremental: after a progress event the page asks
 //     only for the buckets from the last one it holds (forward) or from
 //     the backward frontier it knew (backward: steps past the frontier may

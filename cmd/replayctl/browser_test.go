@@ -167,10 +167,18 @@ type viewState struct {
 	Msg          string                  `json:"msg"`
 	Events       int                     `json:"events"`
 	Fetches      int                     `json:"fetches"`
+	Window       *struct {
+		From, To int
+		Kind     string
+	} `json:"window"` // the window band drawn
+	Pending  int    `json:"pending"`  // backward steps drawn as pending
+	Smooth   string `json:"smooth"`   // the smooth parameter of the data held
+	Smoothed bool   `json:"smoothed"` // the data held has smoothed values
 }
 
 const stateJS = `(() => { const S = window.replayView; if (!S) return null; return Object.assign({}, S.drawn, {
-  run: S.cur, width: S.width, view: S.view, events: S.events, fetches: S.fetches,
+  run: S.cur, width: S.width, view: S.view, events: S.events, fetches: S.fetches, smooth: S.smooth,
+  smoothed: !!(S.data.forward && S.data.forward.buckets.length && S.data.forward.buckets[0].loss.length > 4),
   dataAnchors: S.data.backward ? S.data.backward.anchors.map(a => a.step) : [],
   msg: document.getElementById('msg').textContent }); })()`
 
@@ -351,8 +359,29 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("page at %q (%v), want /ui/ without the token", href, err)
 	}
 	t.Logf("first draw: %+v", first)
+	// A run started while the page is open appears in the list through
+	// replayctl ui's proxy too (the daemon-wide stream is not buffered).
+	d.ctl(t, "run", "start", "--preset", "quadratic", "--name", "q-late", "--steps", "50").ok(t, "run start q-late")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rows []string
+		err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run)`, &rows)
+		if err == nil && strings.Join(rows, ",") == "q-late,reg" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runs list %v (%v), want q-late,reg without a reload", rows, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	grown := p.waitFor("both curves grow", 120*time.Second, func(s viewState) bool {
 		return s.ForwardLast > first.ForwardLast && s.BackwardLast > first.BackwardLast && s.Events > first.Events
+	})
+	// The backward pass is W = 64 times the forward's cost: steps behind
+	// the forward one are drawn pending, and the window band is the
+	// current anchor's 64 steps.
+	p.waitFor("pending backward steps and the window drawn", 60*time.Second, func(s viewState) bool {
+		return s.Pending > 0 && s.Window != nil && s.Window.Kind == "window" && s.Window.To-s.Window.From == 64
 	})
 	t.Logf("grown: %+v", grown)
 
@@ -403,7 +432,8 @@ func TestBrowser(t *testing.T) {
 		return false
 	}
 	reset := p.waitFor(fmt.Sprintf("anchor at %d drawn and backward points computed from it", at), 120*time.Second, func(s viewState) bool {
-		return has(s.Anchors, at) && has(s.DataAnchors, at) && s.Msg == ""
+		return has(s.Anchors, at) && has(s.DataAnchors, at) && s.Msg == "" &&
+			s.Window != nil && s.Window.From >= at && s.Window.To-s.Window.From == 64 && has(s.Anchors, s.Window.From)
 	})
 	t.Logf("after reset at %d: %+v", at, reset)
 
@@ -415,6 +445,16 @@ func TestBrowser(t *testing.T) {
 	}
 	p.waitFor("zoomed for the screenshot", 30*time.Second, func(s viewState) bool {
 		return s.View != nil && s.View.To == to && s.Width == 1 && s.Forward >= reset.ForwardLast && has(s.Anchors, at)
+	})
+	// With smoothing on (the server's debiased EMA over the faint raw
+	// curve), as the README shows it.
+	if err := p.eval(`document.getElementById('smooth-k').value = 0.9;
+		document.getElementById('smooth').value = 'ema';
+		document.getElementById('smooth').dispatchEvent(new Event('change'))`, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("smoothed for the screenshot", 30*time.Second, func(s viewState) bool {
+		return s.Smooth == "ema:0.9" && s.Smoothed && s.View != nil && s.View.To == to && s.Forward >= reset.ForwardLast
 	})
 
 	var shot struct {
@@ -466,37 +506,73 @@ func TestBrowserDirectToken(t *testing.T) {
 	st := p.waitFor("the run drawn to its last step", 60*time.Second, func(s viewState) bool {
 		return s.Run == "q" && s.ForwardLast == 400 && s.BackwardLast == 400 && s.Events > 0
 	})
+	// Done: nothing pending; the window band is the last anchor's,
+	// (384, 400].
+	if st.Pending != 0 || st.Window == nil || st.Window.From != 384 || st.Window.To != 400 {
+		t.Errorf("done run drawn with %d pending steps and window %+v, want none and 384..400", st.Pending, st.Window)
+	}
 	t.Logf("drawn: %+v", st)
 	var href string
 	if err := p.eval("location.href", &href); err != nil || strings.Contains(href, "s3cret") {
 		t.Fatalf("page at %q (%v): the token is still in the address bar", href, err)
 	}
-	// Smoothing per measured value. Debiased EMA at k = 0.5 of 1,
-	// (unmeasured), 3: m = 0.5, 0.5, 0.25+1.5; w = 0.5, 0.5, 0.75. A bucket
-	// that stands for 2 values weighs k² = 0.25 on the past. The moving
-	// average of the last 2 values (k = 0.01 → n = 2) of 1, 2, 4.
-	var sm [][]float64
-	if err := p.eval(`[smooth([1, null, 3], [1, 0, 1], 'ema', 0.5), smooth([1, 3], [1, 2], 'ema', 0.5), smooth([1, 2, 4], [1, 1, 1], 'ma', 0.01)]`, &sm); err != nil {
+	// Smoothing, computed by the server over every point: choose a
+	// debiased EMA of weight 0.5 in the controls; the page refetches with
+	// smooth=ema:0.5 and draws the server's values. The run's 400 steps
+	// are one bucket each, so the page's raw values are the whole series
+	// and an EMA over them, computed here in the page, must match.
+	if err := p.eval(`document.getElementById('smooth-k').value = 0.5;
+		document.getElementById('smooth').value = 'ema';
+		document.getElementById('smooth').dispatchEvent(new Event('change'))`, nil); err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprint([][]float64{{1, 1, 1.75 / 0.75}, {1, (0.125 + 0.75*3) / (0.125 + 0.75)}, {1, 1.5, 3}}); fmt.Sprint(sm) != want {
-		t.Errorf("smooth: %v, want %v", sm, want)
+	p.waitFor("the smoothed series fetched", 30*time.Second, func(s viewState) bool { return s.Smooth == "ema:0.5" && s.ForwardLast == 400 && s.Smoothed })
+	var sm struct {
+		N       int
+		MaxDiff float64
+		Hash    string
+	}
+	if err := p.eval(`(() => { const bs = S.data.forward.buckets; let m = 0, w = 0, d = 0, n = 0;
+		for (const b of bs) { const v = b.loss[2]; if (v === null || b.n !== 1) continue;
+		  m = 0.5 * m + 0.5 * v; w = 0.5 * w + 0.5; d = Math.max(d, Math.abs(b.loss[6] - m / w)); n++; }
+		return {n, maxDiff: d, hash: location.hash}; })()`, &sm); err != nil {
+		t.Fatal(err)
+	}
+	if sm.N < 300 || sm.MaxDiff > 1e-12 || !strings.Contains(sm.Hash, "smooth=ema%3A0.5") {
+		t.Errorf("smoothed loss: %d points, max difference %g from an EMA over the raw series, hash %q; want ≥ 300 points, ≤ 1e-12, smooth=ema:0.5 in the link", sm.N, sm.MaxDiff, sm.Hash)
 	}
 
-	// A run created after the page loaded appears on the reload button.
+	// A run started with replayctl while the page is open appears in the
+	// list, without a reload (the daemon-wide stream), with its optimizer
+	// (none given: sgd); deleted, it goes.
+	rows := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var rows []string
+			err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run + '/' + r.querySelector('td.optim').textContent)`, &rows)
+			if err == nil && strings.Join(rows, ",") == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("runs list %v (%v), want %s without a reload", rows, err, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	runCtl(t, "--token", "s3cret", "--addr", addr, "run", "start", "--preset", "quadratic", "--name", "q2", "--steps", "50").ok(t, "run start q2")
-	if err := p.eval(`document.getElementById('reload').click()`, nil); err != nil {
+	rows("q/sgd,q2/sgd")
+	// Shown, then deleted elsewhere: the view goes with it.
+	if err := p.eval(`document.querySelector('#runs tr[data-run=q2]').click()`, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var rows []string
-		if err := p.eval(`[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run)`, &rows); err == nil && strings.Join(rows, ",") == "q,q2" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("runs list %v (%v), want q,q2 after reload", rows, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	p.waitFor("q2 shown", 30*time.Second, func(s viewState) bool { return s.Run == "q2" })
+	runCtl(t, "--token", "s3cret", "--addr", addr, "delete", "q2").ok(t, "delete q2")
+	rows("q/sgd")
+	p.waitFor("the deleted run's view closed", 30*time.Second, func(s viewState) bool { return s.Run == "" })
+	var hidden bool
+	if err := p.eval(`document.getElementById('run-view').hidden`, &hidden); err != nil || !hidden {
+		t.Errorf("run view hidden %v (%v) after its run was deleted, want hidden", hidden, err)
 	}
 
 	// The data needs the token: the same request from the page without

@@ -9,9 +9,9 @@ const MEASURES = [
   { key: 'step_dist', title: 'step distance (log)', log: true },
   { key: 'param_norm', title: 'parameter norm' },
 ];
+const BLOCK = 64; // the server's block of forward summaries (server/series_blocks.go)
 const COLORS = { forward: '#1f77b4', backward: '#ff7f0e' };
 const COMPARE_COLORS = ['#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
-const MAX_STREAMS = 4; // browsers allow 6 connections per origin; keep some for fetches
 
 const S = {
   token: '',
@@ -28,7 +28,8 @@ const S = {
   cursor: null,           // step under the mouse
   drag: null,
   drawn: { anchors: [], forward: 0, backward: 0, draws: 0 }, // for tests and curiosity
-  fetches: 0, events: 0,
+  fetches: 0, events: 0, allEvents: 0,
+  smooth: 'none',         // the smooth parameter the data held was fetched with
 };
 window.replayView = S; // the browser test reads it
 
@@ -66,17 +67,36 @@ const runPath = (name, rest) => '/v1/runs/' + encodeURIComponent(name) + (rest |
 
 // ---- events (Server-Sent Events read with fetch, to carry the token) ---
 
-// follow opens the event stream of a run, at most MAX_STREAMS at once; the
-// selected run always gets one (force), in place of another run's.
-function follow(name, force) {
-  if (S.streams.has(name)) return;
-  if (S.streams.size >= MAX_STREAMS) {
-    if (!force) return;
-    const [other, c] = [...S.streams].find(([n]) => n !== S.cur) || [];
-    if (!c) return;
-    c.abort();
-    S.streams.delete(other);
+// readSSE reads one event stream response, calling onEv with each
+// event's JSON and id, until the stream ends or onEv returns true.
+async function readSSE(resp, onEv) {
+  const rd = resp.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await rd.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i); buf = buf.slice(i + 2);
+      let data = '', id = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('data: ')) data += line.slice(6);
+        else if (line.startsWith('id: ')) id = line.slice(4);
+      }
+      if (!data) continue; // a keep-alive comment
+      if (onEv(JSON.parse(data), id)) { rd.cancel(); return; }
+    }
   }
+}
+
+// follow opens the event stream of the selected run (anchors, progress,
+// rollbacks: what the charts follow), closing the one of the run shown
+// before. The runs list follows the daemon-wide stream (followAll).
+function follow(name) {
+  for (const [n, c] of S.streams) if (n !== name) { c.abort(); S.streams.delete(n); }
+  if (S.streams.has(name)) return;
   const ctl = new AbortController();
   S.streams.set(name, ctl);
   let last = '';
@@ -87,34 +107,55 @@ function follow(name, force) {
         const resp = await fetch(runPath(name, '/events'), { headers: h, signal: ctl.signal, credentials: 'same-origin' });
         if (resp.status === 404) { dropRun(name); return; }
         if (!resp.ok) throw new Error('events: ' + resp.status);
-        setConn('live');
-        const rd = resp.body.getReader();
-        const dec = new TextDecoder();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await rd.read();
-          if (done) break;
-          buf += dec.decode(value, { stream: true });
-          let i;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, i); buf = buf.slice(i + 2);
-            let data = '', id = '';
-            for (const line of block.split('\n')) {
-              if (line.startsWith('data: ')) data += line.slice(6);
-              else if (line.startsWith('id: ')) id = line.slice(4);
-            }
-            if (!data) continue; // a keep-alive comment
-            if (id) last = id;
-            const ev = JSON.parse(data);
-            onEvent(ev);
-            if (ev.kind === 'deleted') { dropRun(name); return; }
-          }
-        }
+        let gone = false;
+        await readSSE(resp, (ev, id) => {
+          if (id) last = id;
+          onEvent(ev);
+          return gone = ev.kind === 'deleted';
+        });
+        if (gone) { dropRun(name); return; }
       } catch (e) {
         if (ctl.signal.aborted) return;
-        setConn('reconnecting…');
       }
       await new Promise(r => setTimeout(r, 1000)); // reconnect backoff, resumes from `last`
+    }
+  };
+  loop();
+}
+
+// followAll keeps the runs list from the daemon-wide stream (GET
+// /v1/events): a listing (one snapshot per run, then "synced") at every
+// connection and after an overflow, then every event of every run with its
+// status. A run created or deleted by anyone appears or goes without a
+// reload.
+function followAll() {
+  const loop = async () => {
+    for (;;) {
+      try {
+        const resp = await fetch('/v1/events', { headers: headers({}), credentials: 'same-origin' });
+        if (!resp.ok) throw new Error('events: ' + resp.status);
+        setConn('live');
+        let listing = null; // names of the listing being received
+        await readSSE(resp, ev => {
+          S.allEvents++;
+          if (ev.kind === 'synced') {
+            const keep = listing || new Set();
+            for (const n of [...S.runs.keys()]) if (!keep.has(n)) { if (n === S.cur) dropRun(n); else S.runs.delete(n); }
+            listing = null;
+          } else if (ev.kind === 'deleted') {
+            if (ev.run === S.cur) dropRun(ev.run);
+            S.runs.delete(ev.run);
+          } else if (ev.status) {
+            if (ev.kind === 'snapshot') (listing = listing || new Set()).add(ev.run);
+            S.runs.set(ev.run, ev.status);
+          }
+          renderRuns();
+          if (ev.run === S.cur) renderInfo();
+          return false;
+        });
+      } catch (e) { /* reconnect */ }
+      setConn('reconnecting…');
+      await new Promise(r => setTimeout(r, 1000));
     }
   };
   loop();
@@ -126,6 +167,7 @@ function dropRun(name) {
   S.streams.delete(name);
   S.runs.delete(name);
   renderRuns();
+  if (name === S.cur) select(null); // deleted elsewhere: its view goes too
 }
 
 function onEvent(ev) {
@@ -167,30 +209,33 @@ function esc(s) {
   return String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
 
+// optimizer names a run's optimizer: api.RunSpec.optimizer, empty for
+// plain SGD.
+function optimizer(st) { return (st && st.spec && st.spec.optimizer) || 'sgd'; }
+
 function renderRuns() {
   const tb = document.querySelector('#runs tbody');
   const rows = [];
   for (const st of [...S.runs.values()].sort((a, b) => a.name < b.name ? -1 : 1)) {
     const sp = st.spec || {};
     rows.push(`<tr data-run="${esc(st.name)}" class="${st.name === S.cur ? 'selected' : ''}">` +
-      `<td>${esc(st.name)}</td><td>${esc(sp.model || '')}</td><td>${esc(sp.dataset || '')}</td><td>${esc(st.strategy || '')}</td>` +
+      `<td>${esc(st.name)}</td><td>${esc(sp.model || '')}</td><td>${esc(sp.dataset || '')}</td><td class="optim">${esc(optimizer(st))}</td><td>${esc(st.strategy || '')}</td>` +
       `<td class="state-${esc(st.state)}">${esc(st.state)}</td>` +
       `<td>${bar('f', st.forward_step, st.steps)}</td><td>${bar('b', st.backward_step, st.steps)}</td>` +
       `<td>${st.ops_per_sec > 0 ? st.ops_per_sec.toFixed(1) : '—'}</td><td>${fmtETA(st.eta_seconds, st)}</td></tr>` +
-      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="8">${esc(st.reason)}</td></tr>` : ''));
+      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="9">${esc(st.reason)}</td></tr>` : ''));
   }
   tb.innerHTML = rows.join('');
   document.getElementById('runs-empty').hidden = S.runs.size > 0;
 }
 
-// loadRuns lists the runs (at start, on the reload button and when the
-// tab becomes visible again: runs created meanwhile have no stream yet).
+// loadRuns lists the runs (at start and on the reload button; the
+// daemon-wide stream keeps the list current after that).
 async function loadRuns() {
   const l = await api('GET', '/v1/runs');
   S.runs.clear();
   for (const st of l.runs) S.runs.set(st.name, st);
   renderRuns();
-  for (const st of l.runs) if (st.state === 'running' || st.state === 'paused') follow(st.name);
 }
 
 // ---- the run view ---------------------------------------------------------
@@ -206,7 +251,7 @@ function writeHash() {
   if (S.cur) p.set('run', S.cur);
   if (S.compare.length) p.set('compare', S.compare.map(c => c.name).join(','));
   if (S.view) { p.set('from', S.view.from); p.set('to', S.view.to); }
-  const sm = document.getElementById('smooth').value;
+  const sm = smoothParam();
   if (sm !== 'none') p.set('smooth', sm);
   history.replaceState(null, '', '#' + p.toString()); // the link reopens the same view
 }
@@ -218,7 +263,7 @@ function select(name, keepView) {
   S.frontier = 0;
   document.getElementById('run-view').hidden = !name;
   document.getElementById('run-title').textContent = name || '';
-  if (name) follow(name, true);
+  if (name) follow(name);
   writeHash();
   renderRuns();
   renderInfo();
@@ -230,7 +275,7 @@ function renderInfo() {
   if (!st) return;
   const a = st.anchor || {};
   document.getElementById('run-info').textContent =
-    `${st.state} · forward ${st.forward_step}/${st.steps} · backward frontier ${st.backward_step} · anchor ${a.step} (${a.from}, segment ${a.segment}) · window ${st.window}` +
+    `${st.state} · ${optimizer(st)} · forward ${st.forward_step}/${st.steps} · backward frontier ${st.backward_step} · anchor ${a.step} (${a.from}, segment ${a.segment}) · window ${st.window}` +
     (st.pending_resets && st.pending_resets.length ? ` · pending resets ${st.pending_resets.join(', ')}` : '');
   const ra = document.getElementById('reset-at');
   if (!ra.value) ra.value = Math.max(1, Math.floor(st.forward_step / 2));
@@ -253,7 +298,13 @@ function merge(old, ans) {
   const nb = [];
   for (let i = 0; i < ans.start.length; i++) {
     const b = { start: ans.start[i], last: ans.last_step[i], n: ans.n[i] };
-    for (const m of MEASURES) b[m.key] = [ans[m.key].min[i], ans[m.key].max[i], ans[m.key].last[i], ans[m.key].count[i]];
+    // [min, max, last, count] of the raw values, then [min, max, last] of
+    // the smoothed ones when the answer has them (smoothed by the server
+    // over every point of the series, see server/series_smooth.go).
+    for (const m of MEASURES) {
+      const x = ans[m.key], sm = x.smooth;
+      b[m.key] = [x.min[i], x.max[i], x.last[i], x.count[i]].concat(sm ? [sm.min[i], sm.max[i], sm.last[i]] : []);
+    }
     nb.push(b);
   }
   if (!old) return { buckets: nb, anchors: ans.anchors };
@@ -263,9 +314,21 @@ function merge(old, ans) {
   return { buckets: keep.concat(nb), anchors };
 }
 
+// smoothParam is the series' smooth parameter for the controls: none,
+// ema:K (the slider is the weight) or ma:N (the slider maps 0…0.99 to a
+// width of 1…~1000 measured values, logarithmically).
+function smoothParam() {
+  const how = document.getElementById('smooth').value;
+  const k = +document.getElementById('smooth-k').value;
+  if (how === 'ema') return 'ema:' + k;
+  if (how === 'ma') return 'ma:' + Math.max(1, Math.round(Math.pow(10, 3 * k)));
+  return 'none';
+}
+
 async function fetchSeries(name, kind, from, to, width) {
   S.fetches++;
-  return api('GET', runPath(name, `/series?kind=${kind}&from=${from}&to=${to}&width=${width}`));
+  const sm = S.smooth !== 'none' ? '&smooth=' + encodeURIComponent(S.smooth) : '';
+  return api('GET', runPath(name, `/series?kind=${kind}&from=${from}&to=${to}&width=${width}${sm}`));
 }
 
 // refresh fetches what is new for the current view (everything when full
@@ -275,6 +338,7 @@ async function refresh(full) {
   if (full) {
     // Answers still in flight are for the old view: gen drops them.
     S.gen++;
+    S.smooth = smoothParam();
     S.data = { forward: null, backward: null };
     for (const c of S.compare) c.width = 0;
   }
@@ -285,8 +349,14 @@ async function refresh(full) {
   const gen = S.gen;
   const mine = () => S.cur === name && S.gen === gen;
   try {
-    const r = range();
-    const width = Math.max(1, Math.ceil((r.to - r.from + 1) / bucketsWanted()));
+    const view = range();
+    let width = Math.max(1, Math.ceil((view.to - view.from + 1) / bucketsWanted()));
+    // Coarse buckets on the server's block grid (64 steps, 1 mod 64): the
+    // server then answers from its block summaries, in O(buckets) rather
+    // than O(steps) (server/series_blocks.go). The grid may start a little
+    // left of the view; drawing clips.
+    if (width > BLOCK) width = Math.ceil(width / BLOCK) * BLOCK;
+    const r = width >= BLOCK ? { from: 1 + Math.floor((view.from - 1) / width) * width, to: view.to } : view;
     if (width !== S.width) { S.data = { forward: null, backward: null }; S.width = width; }
     const align = s => r.from + Math.floor((s - r.from) / width) * width;
     const fwdStep = st ? st.forward_step : r.to;
@@ -324,44 +394,6 @@ async function refresh(full) {
 }
 
 // ---- drawing --------------------------------------------------------------
-
-// smooth returns the smoothed curve of a bucket list: values[i] is the last
-// measured value of bucket i and counts[i] how many measured values it
-// stands for, so that the weight k is per measured value at any zoom (exact
-// when a bucket holds one point; at coarser widths each bucket's last value
-// stands for its points).
-function smooth(values, counts, how, k) {
-  if (how === 'none') return values;
-  const out = new Array(values.length);
-  if (how === 'ema') {
-    // Debiased (as Adam's moment estimates): the first points are not
-    // pulled towards 0, and a value does not change as the run grows.
-    let m = 0, w = 0;
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i];
-      if (v !== null && isFinite(v) && counts[i] > 0) {
-        const kk = Math.pow(k, counts[i]);
-        m = kk * m + (1 - kk) * v; w = kk * w + (1 - kk);
-      }
-      out[i] = w > 0 ? m / w : null;
-    }
-    return out;
-  }
-  // Trailing moving average over the last n measured values (weighted by
-  // the buckets' counts).
-  const n = Math.max(1, Math.round(1 + k * 100));
-  let sum = 0, cnt = 0, j = 0;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (v !== null && isFinite(v) && counts[i] > 0) { sum += v * counts[i]; cnt += counts[i]; }
-    while (j < i && cnt - (counts[j] || 0) >= n) {
-      if (values[j] !== null && isFinite(values[j]) && counts[j] > 0) { sum -= values[j] * counts[j]; cnt -= counts[j]; }
-      j++;
-    }
-    out[i] = cnt > 0 ? sum / cnt : null;
-  }
-  return out;
-}
 
 function setupCharts() {
   const box = document.getElementById('charts');
@@ -423,28 +455,79 @@ function draw() {
   const st = S.runs.get(S.cur);
   if (!st) return;
   const r = range();
-  const how = document.getElementById('smooth').value;
-  const k = +document.getElementById('smooth-k').value;
   const list = seriesList();
   const anchors = new Map();
   for (const s of list) if (s.kind === 'backward' && s.name === S.cur) for (const a of s.data.anchors) anchors.set(a.step, a);
   if (st.anchor) anchors.set(st.anchor.step, st.anchor);
   anchors.delete(0); // the initial anchor (x₀) is not a reset
+  const win = windowShown(st), pending = pendingRanges(st, S.data.backward);
   S.drawn = { anchors: [...anchors.keys()].sort((a, b) => a - b), draws: S.drawn.draws + 1,
     forward: S.data.forward ? S.data.forward.buckets.length : 0, backward: S.data.backward ? S.data.backward.buckets.length : 0,
-    forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward) };
+    forwardLast: lastStep(S.data.forward), backwardLast: lastStep(S.data.backward),
+    window: win, pending: pending.reduce((n, [a, z]) => n + z - a + 1, 0) };
   for (const cv of document.querySelectorAll('#charts canvas')) {
     const m = MEASURES.find(x => x.key === cv.dataset.measure);
-    drawChart(cv, m, r, list, anchors, st, how, k);
+    drawChart(cv, m, r, list, anchors, st, win, pending);
   }
-  const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} ${s.kind}</span>`).join('');
-  document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward</span>`;
+  // The compare legend names each run's optimizer: overlays often compare
+  // optimizers.
+  const lg = list.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} (${esc(optimizer(S.runs.get(s.name)))}) ${s.kind}</span>`).join('');
+  document.getElementById('legend').innerHTML = lg + `<span><i style="background:#7b1fa2"></i>anchors / resets</span><span><i style="background:#ddd"></i>pending backward (hatched)</span><span><i style="background:rgba(123,31,162,0.25)"></i>window</span>`;
   readout(list);
 }
 
 function lastStep(d) { return d && d.buckets.length ? d.buckets[d.buckets.length - 1].last : 0; }
 
-function drawChart(cv, m, r, list, anchors, st, how, k) {
+// windowShown is the backward window of the run now: for window runs the
+// steps the current anchor serves, (r, r+W]; for sliding ones the W steps
+// the frontier's next iterate replays; null for full and memo runs (their
+// chain starts at the anchor, however far).
+function windowShown(st) {
+  const W = st.window, a = st.anchor || {};
+  if (!(W > 0)) return null;
+  if (st.strategy === 'window') return { from: a.step || 0, to: Math.min(st.steps, (a.step || 0) + W), kind: 'window' };
+  if (st.strategy === 'sliding') {
+    const n = Math.min(st.steps, st.backward_step + 1);
+    return { from: Math.max(0, n - W), to: n, kind: 'sliding' };
+  }
+  return null;
+}
+
+// pendingRanges lists the backward steps not computed yet, as [a, z]
+// ranges: past the frontier (every step up to it is done) up to the
+// forward step, less the buckets the data holds complete (steps past the
+// frontier complete out of order).
+function pendingRanges(st, data) {
+  const out = [];
+  let next = st.backward_step + 1;
+  const end = st.forward_step;
+  if (next > end) return out;
+  for (const b of data ? data.buckets : []) {
+    if (b.last < next) continue;
+    if (b.start > end) break;
+    if (b.n !== b.last - b.start + 1) continue; // a bucket with holes: pending still
+    if (b.start > next) out.push([next, b.start - 1]);
+    next = b.last + 1;
+  }
+  if (next <= end) out.push([next, end]);
+  return out;
+}
+
+let hatch = null;
+function hatchPattern(g) {
+  if (!hatch) {
+    const c = document.createElement('canvas');
+    c.width = c.height = 8;
+    const h = c.getContext('2d');
+    h.strokeStyle = 'rgba(0,0,0,0.18)'; h.lineWidth = 1;
+    h.beginPath(); h.moveTo(0, 8); h.lineTo(8, 0); h.stroke();
+    hatch = c;
+  }
+  return g.createPattern(hatch, 'repeat');
+}
+
+function drawChart(cv, m, r, list, anchors, st, win, pending) {
+  const smoothed = S.smooth !== 'none';
   const dpr = window.devicePixelRatio || 1;
   const W = cv.clientWidth, H = cv.clientHeight;
   if (cv.width !== Math.round(W * dpr)) { cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); }
@@ -481,11 +564,29 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
   if (empty) { g.fillStyle = '#999'; g.fillText('no values (not measured for this run)', PAD.l + pw / 2, PAD.t + ph / 2); }
   g.save();
   g.beginPath(); g.rect(PAD.l, PAD.t, pw, ph); g.clip();
-  // Pending backward steps: past the frontier, up to the forward step.
-  if (st.backward_step < st.forward_step) {
-    g.fillStyle = 'rgba(0,0,0,0.06)';
-    const x0 = X(Math.max(r.from, st.backward_step)), x1 = X(Math.min(r.to, st.forward_step));
-    if (x1 > x0) g.fillRect(x0, PAD.t, x1 - x0, ph);
+  // The window: a band from the anchor to anchor + W (window runs) or
+  // the W steps behind the frontier (sliding runs), labelled.
+  if (win) {
+    const x0 = X(Math.max(r.from, win.from)), x1 = X(Math.min(r.to, win.to));
+    if (x1 > x0) {
+      g.fillStyle = 'rgba(123,31,162,0.08)'; g.fillRect(x0, PAD.t, x1 - x0, ph);
+      g.fillStyle = '#7b1fa2'; g.textAlign = 'left';
+      if (x1 - x0 > 50) g.fillText((win.kind === 'sliding' ? 'sliding window ' : 'window ') + (win.to - win.from), x0 + 3, PAD.t + 10);
+    }
+  }
+  // Pending backward steps, hatched: past the frontier up to the forward
+  // step, except those already computed (out of order).
+  g.fillStyle = hatchPattern(g);
+  for (const [a, z] of pending) {
+    if (z < r.from || a > r.to) continue;
+    const x0 = X(Math.max(r.from, a - 0.5)), x1 = Math.max(X(Math.min(r.to, z + 0.5)), x0 + 1);
+    g.fillRect(x0, PAD.t, x1 - x0, ph);
+  }
+  if (pending.length) {
+    const a = pending[0][0], z = pending[pending.length - 1][1];
+    const x0 = X(Math.max(r.from, a)), x1 = X(Math.min(r.to, z));
+    g.fillStyle = '#666'; g.textAlign = 'right';
+    if (x1 - x0 > 110 && z >= r.from && a <= r.to) g.fillText('backward pending', x1 - 3, PAD.t + ph - 4);
   }
   // Anchors (solid) and pending resets (dotted).
   g.strokeStyle = '#7b1fa2'; g.lineWidth = 1;
@@ -522,12 +623,11 @@ function drawChart(cv, m, r, list, anchors, st, how, k) {
       }
       g.stroke();
     };
-    if (how === 'none') line(raw, 1, 1.5);
+    if (!smoothed) line(raw, 1, 1.5);
     else {
+      // The raw curve faint behind the smoothed one, both exact.
       line(raw, 0.25, 1);
-      // Smoothing runs on the values, then is mapped like them.
-      const sm = smooth(bs.map(b => b[m.key][2]), bs.map(b => b[m.key][3]), how, k).map(tv);
-      line(sm, 1, 1.8);
+      line(bs.map(b => b[m.key].length > 4 ? tv(b[m.key][6]) : null), 1, 1.8);
     }
     g.globalAlpha = 1; g.setLineDash([]);
   }
@@ -567,6 +667,22 @@ function readout(list) {
 }
 
 // ---- controls -------------------------------------------------------------
+
+// setSmooth sets the controls from a smooth parameter (none, ema:K, ma:N).
+function setSmooth(p) {
+  const [how, arg] = String(p).split(':');
+  const sel = document.getElementById('smooth'), k = document.getElementById('smooth-k');
+  if (how === 'ema' && (arg === undefined || +arg >= 0 && +arg < 1)) { sel.value = 'ema'; if (arg !== undefined) k.value = +arg; }
+  else if (how === 'ma' && (arg === undefined || +arg >= 1)) { sel.value = 'ma'; if (arg !== undefined) k.value = Math.log10(+arg) / 3; }
+  else sel.value = 'none';
+  showSmooth();
+}
+
+function showSmooth() {
+  const p = smoothParam();
+  document.getElementById('smooth-k').hidden = p === 'none';
+  document.getElementById('smooth-v').textContent = p === 'none' ? '' : p.startsWith('ema:') ? 'weight ' + p.slice(4) : p.slice(3) + ' values';
+}
 
 function setMsg(t) { document.getElementById('msg').textContent = t; }
 function setConn(t) { document.getElementById('conn').textContent = t; }
@@ -611,21 +727,25 @@ async function main() {
   document.getElementById('zoom-out').onclick = () => zoom(null);
   document.getElementById('pan-left').onclick = () => pan(-1);
   document.getElementById('pan-right').onclick = () => pan(1);
-  document.getElementById('smooth').onchange = () => { writeHash(); draw(); };
-  document.getElementById('smooth-k').oninput = () => draw();
+  // Smoothing is computed by the server: a change refetches (the slider
+  // once it has rested for a moment).
+  let smoothTimer = 0;
+  const smoothChanged = () => { showSmooth(); writeHash(); clearTimeout(smoothTimer); smoothTimer = setTimeout(() => refresh(true), 200); };
+  document.getElementById('smooth').onchange = smoothChanged;
+  document.getElementById('smooth-k').oninput = smoothChanged;
   document.getElementById('compare').onchange = e => setCompare(e.target.value);
   const relist = () => loadRuns().then(() => { renderInfo(); draw(); }).catch(e => setConn('cannot reach replayd: ' + e.message));
   document.getElementById('reload').onclick = relist;
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) relist(); });
   try {
     await loadRuns();
     setConn('connected');
+    followAll();
   } catch (e) {
     setConn('cannot reach replayd: ' + e.message);
     return;
   }
   const h = readHash();
-  document.getElementById('smooth').value = h.smooth;
+  setSmooth(h.smooth);
   if (h.compare.length) { document.getElementById('compare').value = h.compare.join(', '); S.compare = h.compare.map(n => ({ name: n })); }
   if (h.from && h.to > h.from) S.view = { from: h.from, to: h.to };
   const first = h.run && S.runs.has(h.run) ? h.run : (S.runs.size === 1 ? [...S.runs.keys()][0] : null);

@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/nnfamily"
+	"github.com/replay-sgd/replay/scheduler"
+)
+
+// seriesRun trains a quadratic run of n forward steps (no backward
+// iterates: backward_from n) in a real scheduler over a real Badger store
+// and returns it.
+func seriesRun(b *testing.B, n int) *scheduler.Scheduler {
+	b.Helper()
+	store, err := ckpt.Open(ckpt.DefaultOptions(b.TempDir()).WithGCInterval(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(nnfamily.New()).WithWorkers(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- sched.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-ran })
+	t0 := time.Now()
+	if _, err := sched.Create(api.RunSpec{Preset: "quadratic", Name: "q", Steps: n, BackwardFrom: api.Ptr(n - 1), EvalEvery: api.Ptr(10)}); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		st, err := sched.Status("q")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.ForwardStep == n {
+			break
+		}
+		if st.State == "failed" {
+			b.Fatal(st.Reason)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Logf("%d forward steps trained in %v", n, time.Since(t0))
+	return sched
+}
+
+// BenchmarkSeriesStore measures GET /series of a forward series of 10⁵
+// and 10⁶ steps from a real scheduler and Badger store, as the page asks
+// for it (about 1200 buckets, the width on the 64-step block grid):
+// cold is the first request to a fresh server (every point read and its
+// block summaries built), warm a later one over the whole run (summaries),
+// update a live update (the last bucket); the ema- ones the same with
+// smooth=ema:0.9.
+//
+//	go test ./server/ -run '^$' -bench BenchmarkSeriesStore -benchtime 5x
+func BenchmarkSeriesStore(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			sched := seriesRun(b, n)
+			width := (n/1200 + seriesBlock) / seriesBlock * seriesBlock
+			smooth := ""
+			get := func(h http.Handler, from int) {
+				req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1/v1/runs/q/series?kind=forward&from=%d&to=%d&width=%d%s", from, n, width, smooth), nil)
+				w := &discardWriter{h: http.Header{}}
+				h.ServeHTTP(w, req)
+				if w.code != http.StatusOK {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+			b.Run("cold", func(b *testing.B) {
+				for b.Loop() {
+					get(New(sched, Options{}), 1)
+				}
+			})
+			h := New(sched, Options{})
+			get(h, 1)
+			b.Run("warm", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1)
+				}
+			})
+			b.Run("update", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1+(n-1)/width*width)
+				}
+			})
+			// The same with the server's EMA (ema:0.9): cold reads every
+			// point; warm and update resume from the blocks' states.
+			smooth = "&smooth=ema:0.9"
+			b.Run("ema-cold", func(b *testing.B) {
+				for b.Loop() {
+					get(New(sched, Options{}), 1)
+				}
+			})
+			get(h, 1)
+			b.Run("ema-warm", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1)
+				}
+			})
+			b.Run("ema-update", func(b *testing.B) {
+				for b.Loop() {
+					get(h, 1+(n-1)/width*width)
+				}
+			})
+		})
+	}
+}
