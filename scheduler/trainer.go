@@ -119,7 +119,7 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 		eval := evalDue(cfg, n)
 		m := ckpt.Metrics{Step: n}
 		ev.measure(&m, theta, eval)
-		m.StepDist = dist(theta, prev)
+		m.StepDist = env.stepDist(theta, prev)
 		if why := diverged(&m, eval); why != "" {
 			if err := flush(); err != nil {
 				return err
