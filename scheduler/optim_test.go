@@ -77,7 +77,11 @@ func TestResolveOptimizer(t *testing.T) {
 		{with(func(s *api.RunSpec) { s.Optimizer = "momentum"; s.Momentum = api.Ptr(0.0) }), []string{"use optimizer sgd"}},
 		{with(func(s *api.RunSpec) { s.Optimizer = "nesterov"; s.Dampening = api.Ptr(0.1) }), []string{"nesterov needs dampening 0"}},
 		{with(func(s *api.RunSpec) { s.Optimizer = "adam"; s.Beta1 = api.Ptr(1.0); s.Beta2 = api.Ptr(-1.0) }), []string{"beta1 1", "beta2 -1"}},
-		{with(func(s *api.RunSpec) { s.Optimizer = "adamw"; s.Eps = api.Ptr(math.Inf(1)); s.WeightDecay = api.Ptr(-1.0) }), []string{"eps +Inf", "weight_decay -1"}},
+		{with(func(s *api.RunSpec) {
+			s.Optimizer = "adamw"
+			s.Eps = api.Ptr(math.Inf(1))
+			s.WeightDecay = api.Ptr(-1.0)
+		}), []string{"eps +Inf", "weight_decay -1"}},
 	}
 	for _, c := range bad {
 		_, err := Resolve(testFamilies, c.spec, 32)
