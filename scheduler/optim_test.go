@@ -285,3 +285,32 @@ func TestAdamImprovePolicy(t *testing.T) {
 		t.Errorf("verify: %+v %v", rep, err)
 	}
 }
+
+// TestAdmissionCountsState: an Adam run holds three θ-sized vectors and a
+// step count per parameter vector, and admission counts them.
+func TestAdmissionCountsState(t *testing.T) {
+	spec := api.RunSpec{Dataset: "fashion-mnist", Model: "mlp:500x5", Steps: 100}
+	sgd, err := Resolve(testFamilies, spec, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Optimizer = "adam"
+	adam, err := Resolve(testFamilies, spec, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adam.Dim != 3*sgd.Dim+1 {
+		t.Fatalf("adam state %d, θ %d", adam.Dim, sgd.Dim)
+	}
+	es, err := estimate(sgd, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, err := estimate(adam, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ea.Params != int64(adam.Dim) || ea.MemoryParts[0].Bytes <= 3*es.MemoryParts[0].Bytes-es.MemoryParts[0].Bytes/100 {
+		t.Errorf("admission: adam %+v, sgd %+v", ea.MemoryParts[0], es.MemoryParts[0])
+	}
+}
