@@ -258,8 +258,15 @@ func TestAdamImprovePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(as) < 3 {
-		t.Fatalf("anchors %v: want the initial one and at least two resets", as)
+	t.Logf("anchors %v", as)
+	backward := 0
+	for _, a := range as {
+		if a.From == ckpt.FromBackward {
+			backward++
+		}
+	}
+	if len(as) < 3 || backward == 0 {
+		t.Fatalf("anchors %v: want the initial one and at least two resets, one from the backward point", as)
 	}
 	for _, a := range as {
 		start := make([]float32, or.ops.Dim())
@@ -269,9 +276,19 @@ func TestAdamImprovePolicy(t *testing.T) {
 		if start[len(start)-1] != float32(a.Step) {
 			t.Errorf("anchor %+v: start's step count %v", a, start[len(start)-1])
 		}
-		if a.From == ckpt.FromForward || a.From == ckpt.FromInit {
+		switch a.From {
+		case ckpt.FromForward, ckpt.FromInit:
 			if !slices.Equal(start, or.fwd[a.Step]) {
 				t.Errorf("anchor %+v: start differs from the forward state", a)
+			}
+		case ckpt.FromBackward:
+			// θ̃_r's whole state, buffers included.
+			_, back, err := h.s.Params(context.Background(), "run", KindBackward, a.Step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(start, back) {
+				t.Errorf("anchor %+v: start differs from the backward state at its step", a)
 			}
 		}
 		for _, m := range metricsOf(t, h.store, "run", "segment", a.Segment) {
