@@ -214,3 +214,41 @@ func BenchmarkOptimizerStep(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOptimizerStepOverSGD interleaves a momentum step, an Adam step
+// and a plain SGD step of the paper's MLP and reports their ratios: on a
+// busy machine the ratios stay meaningful when the absolute figures do
+// not.
+//
+//	go test -cpu 1 -run '^$' -bench OptimizerStepOverSGD -benchtime 200x ./nn/
+func BenchmarkOptimizerStepOverSGD(b *testing.B) {
+	train, _ := fashionMNIST(b)
+	m := mustModel(b, "mlp:500x5", 784, 10)
+	log := randomLog(train.N, 8, 1000, 1)
+	cfgs := []OptimConfig{
+		{Name: OptimSGD},
+		{Name: OptimMomentum, Momentum: 0.9},
+		{Name: OptimAdam, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8},
+	}
+	ops := make([]*Optim, len(cfgs))
+	states := make([][]float32, len(cfgs))
+	for i, c := range cfgs {
+		o, err := NewOptim(m, CrossEntropy, train, 0.001, c, log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops[i], states[i] = o, make([]float32, o.Dim())
+		copy(states[i], initTheta(b, m, "", 1))
+		o.Apply(1, states[i]) // allocate the gradient outside the loop
+	}
+	took := make([]time.Duration, len(cfgs))
+	for i := 0; b.Loop(); i++ {
+		for j, o := range ops {
+			t0 := time.Now()
+			o.Apply(i%len(log)+1, states[j])
+			took[j] += time.Since(t0)
+		}
+	}
+	b.ReportMetric(float64(took[1])/float64(took[0]), "momentum/sgd")
+	b.ReportMetric(float64(took[2])/float64(took[0]), "adam/sgd")
+}

@@ -187,6 +187,12 @@ func (o *Optim) Step(s []float32, batch []int32) {
 }
 
 // StepLoss is Step that returns the batch loss at θ before the step.
+//
+// The update is fused into the backward pass: each layer's elements are
+// updated as soon as its gradient is complete (the elementwise update of
+// an element depends on that element alone, and backpropagation reads no
+// layer's parameters after its own gradient), so the bits are those of
+// Gradient followed by Update while the layer is still in cache.
 func (o *Optim) StepLoss(s []float32, batch []int32) float64 {
 	o.checkState("Optim.Step", s)
 	if o.cfg.Plain() {
@@ -195,8 +201,13 @@ func (o *Optim) StepLoss(s []float32, batch []int32) float64 {
 	if o.grad == nil {
 		o.grad = make([]float32, o.d)
 	}
-	loss := o.sgd.Gradient(o.grad, s[:o.d], batch)
-	o.Update(s, o.grad)
+	theta := s[:o.d]
+	checkBatch(batch, o.sgd.eng.data)
+	e := o.sgd.eng
+	loss := e.outputGrad(e.forward(theta, batch), batch)
+	st := o.begin(s)
+	e.backwardEach(theta, o.grad, batch, 1, 0, func(lo, hi int) { o.updateRange(&st, s, o.grad, lo, hi) })
+	o.end(&st, s)
 	return loss
 }
 
@@ -208,112 +219,147 @@ func (o *Optim) checkState(who string, s []float32) {
 
 // Update applies the optimizer's update to s given the gradient g of the
 // loss at θ = s[:ThetaDim] (len ThetaDim, must not alias s): torch.optim's
-// step() after backward(). It is what StepLoss does after the gradient.
+// step() after backward(). StepLoss computes the same, fused.
 func (o *Optim) Update(s, g []float32) {
 	o.checkState("Optim.Update", s)
 	if len(g) != o.d {
 		panic(fmt.Sprintf("nn: Optim.Update: len(grad) = %d, want %d", len(g), o.d))
 	}
-	switch o.cfg.Name {
+	st := o.begin(s)
+	o.updateRange(&st, s, g, 0, o.d)
+	o.end(&st, s)
+}
+
+// optimStep is one step's scalars, computed once from the state's t: in
+// float64 as Python computes them, then rounded to float32 as torch's
+// float32 kernels take them.
+type optimStep struct {
+	t                   float64 // the step count after the step
+	lr, wd, mu, damp    float32
+	decay, first        bool
+	stepSize, bc2Sqrt   float32
+	b1, c1, b2, c2, eps float32
+	shrink              float32
+}
+
+func (o *Optim) begin(s []float32) optimStep {
+	c := o.cfg
+	lr := o.sgd.lr
+	st := optimStep{wd: float32(c.WeightDecay), decay: c.WeightDecay != 0}
+	if c.buffers() > 0 {
+		st.t = float64(s[len(s)-1]) + 1
+	}
+	switch c.Name {
 	case OptimAdam, OptimAdamW:
-		o.adam(s, g)
+		bc1 := 1 - math.Pow(c.Beta1, st.t)
+		bc2 := 1 - math.Pow(c.Beta2, st.t)
+		st.stepSize = float32(-(lr / bc1))
+		st.bc2Sqrt = float32(math.Sqrt(bc2))
+		st.b1, st.c1 = float32(c.Beta1), float32(1-c.Beta1)
+		st.b2, st.c2 = float32(c.Beta2), float32(1-c.Beta2)
+		st.eps = float32(c.Eps)
+		st.shrink = float32(1 - lr*c.WeightDecay)
 	default:
-		o.sgdStep(s, g)
+		st.lr = float32(-lr)
+		st.mu = float32(c.Momentum)
+		st.damp = float32(1 - c.Dampening)
+		st.first = st.t == 1
+	}
+	return st
+}
+
+// end stores the step count.
+func (o *Optim) end(st *optimStep, s []float32) {
+	if o.cfg.buffers() > 0 {
+		s[len(s)-1] = float32(st.t)
 	}
 }
 
-// sgdStep is torch.optim.SGD's single-tensor step (1.13, _single_tensor_sgd):
-//
-//	d_p = grad + wd·param
-//	if momentum ≠ 0: buf = d_p if buf is None else momentum·buf + (1 − dampening)·d_p
-//	                 d_p = d_p + momentum·buf if nesterov else buf
-//	param += −lr·d_p
-//
-// with "buf is None" ⇔ t = 0 in our state.
-func (o *Optim) sgdStep(s, g []float32) {
+// updateRange updates the elements [lo, hi) of θ and of each buffer from
+// the gradient g (indexed as θ).
+func (o *Optim) updateRange(st *optimStep, s, g []float32, lo, hi int) {
 	d := o.d
-	theta := s[:d]
-	lr := float32(-o.sgd.lr)
-	wd := float32(o.cfg.WeightDecay)
-	decay := o.cfg.WeightDecay != 0
-	if o.cfg.buffers() == 0 || o.cfg.Momentum == 0 {
-		for i, gi := range g {
-			if decay {
-				gi += float32(wd * theta[i])
-			}
-			theta[i] += float32(lr * gi)
+	g = g[lo:hi]
+	switch o.cfg.Name {
+	case OptimAdam, OptimAdamW:
+		o.adam(st, s[lo:hi], s[d+lo:d+hi], s[2*d+lo:2*d+hi], g)
+	case OptimMomentum, OptimNesterov:
+		if o.cfg.Momentum != 0 {
+			o.momentum(st, s[lo:hi], s[d+lo:d+hi], g)
+			return
 		}
-		if o.cfg.buffers() > 0 {
-			s[len(s)-1]++
-		}
-		return
+		fallthrough
+	default:
+		o.sgdStep(st, s[lo:hi], g)
 	}
-	buf := s[d : 2*d]
-	mu := float32(o.cfg.Momentum)
-	damp := float32(1 - o.cfg.Dampening)
-	first := s[len(s)-1] == 0
+}
+
+// sgdStep, momentum and adam are torch.optim's single-tensor steps (1.13,
+// _single_tensor_sgd and _single_tensor_adam(w)) on one range:
+//
+//	SGD:  d_p = grad + wd·param
+//	      if momentum ≠ 0: buf = d_p if buf is None else momentum·buf + (1 − dampening)·d_p
+//	                       d_p = d_p + momentum·buf if nesterov else buf
+//	      param += −lr·d_p
+//
+// with "buf is None" ⇔ t = 0 in our state, and
+//
+//	Adam: step_t += 1
+//	      AdamW: param *= 1 − lr·wd;  Adam: grad = grad + wd·param
+//	      exp_avg = β1·exp_avg + (1 − β1)·grad
+//	      exp_avg_sq = β2·exp_avg_sq + (1 − β2)·grad·grad
+//	      step_size = lr / (1 − β1^t)
+//	      denom = sqrt(exp_avg_sq) / sqrt(1 − β2^t) + eps
+//	      param += −step_size · exp_avg / denom
+func (o *Optim) sgdStep(st *optimStep, theta, g []float32) {
+	theta = theta[:len(g)] // (lets the compiler drop the bounds checks)
+	for i, gi := range g {
+		if st.decay {
+			gi += float32(st.wd * theta[i])
+		}
+		theta[i] += float32(st.lr * gi)
+	}
+}
+
+func (o *Optim) momentum(st *optimStep, theta, buf, g []float32) {
+	theta, buf = theta[:len(g)], buf[:len(g)]
 	nesterov := o.cfg.Name == OptimNesterov
 	for i, gi := range g {
-		if decay {
-			gi += float32(wd * theta[i])
+		if st.decay {
+			gi += float32(st.wd * theta[i])
 		}
 		b := gi
-		if !first {
-			b = float32(buf[i]*mu) + float32(damp*gi)
+		if !st.first {
+			b = float32(buf[i]*st.mu) + float32(st.damp*gi)
 		}
 		buf[i] = b
 		if nesterov {
-			gi += float32(mu * b)
+			gi += float32(st.mu * b)
 		} else {
 			gi = b
 		}
-		theta[i] += float32(lr * gi)
+		theta[i] += float32(st.lr * gi)
 	}
-	s[len(s)-1]++
 }
 
-// adam is torch.optim.Adam's and AdamW's single-tensor step (1.13):
-//
-//	step_t += 1
-//	AdamW: param *= 1 − lr·wd;  Adam: grad = grad + wd·param
-//	exp_avg = β1·exp_avg + (1 − β1)·grad
-//	exp_avg_sq = β2·exp_avg_sq + (1 − β2)·grad·grad
-//	step_size = lr / (1 − β1^t)
-//	denom = sqrt(exp_avg_sq) / sqrt(1 − β2^t) + eps
-//	param += −step_size · exp_avg / denom
-func (o *Optim) adam(s, g []float32) {
-	d := o.d
-	theta, m, v := s[:d], s[d:2*d], s[2*d:3*d]
-	c := o.cfg
-	t := float64(s[len(s)-1]) + 1
-	lr := o.sgd.lr
-	// The scalars, in float64 as Python computes them.
-	bc1 := 1 - math.Pow(c.Beta1, t)
-	bc2 := 1 - math.Pow(c.Beta2, t)
-	stepSize := float32(-(lr / bc1))
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	b1, c1 := float32(c.Beta1), float32(1-c.Beta1)
-	b2, c2 := float32(c.Beta2), float32(1-c.Beta2)
-	eps := float32(c.Eps)
-	wd := float32(c.WeightDecay)
-	adamw := c.Name == OptimAdamW
-	decayGrad := !adamw && c.WeightDecay != 0
-	shrink := float32(1 - lr*c.WeightDecay)
+func (o *Optim) adam(st *optimStep, theta, m, v, g []float32) {
+	theta, m, v = theta[:len(g)], m[:len(g)], v[:len(g)]
+	adamw := o.cfg.Name == OptimAdamW
+	decayGrad := !adamw && st.decay
 	for i, gi := range g {
 		p := theta[i]
 		if adamw {
-			p = float32(p * shrink)
+			p = float32(p * st.shrink)
 		}
 		if decayGrad {
-			gi += float32(wd * p)
+			gi += float32(st.wd * p)
 		}
-		mi := float32(m[i]*b1) + float32(c1*gi)
-		vi := float32(v[i]*b2) + float32(float32(c2*gi)*gi)
+		mi := float32(m[i]*st.b1) + float32(st.c1*gi)
+		vi := float32(v[i]*st.b2) + float32(float32(st.c2*gi)*gi)
 		m[i], v[i] = mi, vi
-		denom := float32(float32(math.Sqrt(float64(vi)))/bc2Sqrt) + eps
-		theta[i] = p + float32(float32(stepSize*mi)/denom)
+		denom := float32(float32(math.Sqrt(float64(vi)))/st.bc2Sqrt) + st.eps
+		theta[i] = p + float32(float32(st.stepSize*mi)/denom)
 	}
-	s[len(s)-1] = float32(t)
 }
 
 // IsAffine reports whether every T_k is affine in the state with the

@@ -324,3 +324,42 @@ func TestOptimValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestOptimFusedIsUnfused: StepLoss fuses the update into the backward
+// pass layer by layer; its bits must be those of Gradient then Update, on
+// a model of several layers, for every optimizer, and for the scalar and
+// linear models (one layer, the scalar's weight at offset 0).
+func TestOptimFusedIsUnfused(t *testing.T) {
+	for ci, c := range append(optimCases, OptimConfig{Name: OptimMomentum, Momentum: 0}) {
+		for _, t0 := range []float32{0, 4} {
+			o, s, log := optimFixture(t, c, uint64(400+ci), t0)
+			want := slices.Clone(s)
+			g := make([]float32, o.ThetaDim())
+			for k := range 5 {
+				lw := o.SGD().Gradient(g, want[:o.ThetaDim()], log[k])
+				o.Update(want, g)
+				if l := o.StepLoss(s, log[k]); l != lw || !slices.Equal(s, want) {
+					t.Fatalf("%s t0=%v step %d: fused step differs from Gradient+Update", caseName(c), t0, k+1)
+				}
+			}
+		}
+	}
+	for _, spec := range []string{"scalar", "linear"} {
+		d := synthetic(20, 3, 1, false, 5)
+		m := mustModel(t, spec, 3, 1)
+		o, err := NewOptim(m, MSE, d, 0.1, optimCases[4], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := make([]float32, o.Dim())
+		copy(s, initTheta(t, m, "", 5))
+		want := slices.Clone(s)
+		g := make([]float32, o.ThetaDim())
+		o.SGD().Gradient(g, want[:o.ThetaDim()], []int32{1, 2, 3})
+		o.Update(want, g)
+		o.Step(s, []int32{1, 2, 3})
+		if !slices.Equal(s, want) {
+			t.Errorf("%s: fused step differs", spec)
+		}
+	}
+}
