@@ -30,7 +30,7 @@ func runRunStart(e *env, c *command, args []string) error {
 	var resetAt []string
 	var backwardFrom, evalEvery, evalSize int
 	fs.StringVar(&spec.Name, "name", "", "run name (default chosen by the daemon)")
-	fs.StringVar(&spec.Preset, "preset", "", "preset: quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear")
+	fs.StringVar(&spec.Preset, "preset", "", "preset: quadratic, regression, fmnist-mlp, paper-fig3, fmnist-adam, fmnist-linear")
 	fs.StringVar(&spec.Dataset, "dataset", "", "data set: fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic")
 	fs.StringVar(&spec.DataPath, "data-path", "", "directory of the data set's files (Fashion-MNIST IDX)")
 	fs.StringVar(&spec.Model, "model", "", "model: mlp:WIDTHxDEPTH (e.g. mlp:500x5, mlp:32), linear, scalar")
