@@ -137,3 +137,60 @@ func TestKillRestartAdam(t *testing.T) {
 	}
 	d.stop(syscall.SIGTERM)
 }
+
+// TestRemoteWorkerAdam: an Adam run with a sliding window computed by a
+// `replayd worker` process alone (--workers 0) equals the in-process run
+// byte for byte, the optimizer state included: the remote wire carries the
+// optimizer's settings and the whole state.
+func TestRemoteWorkerAdam(t *testing.T) {
+	spec := api.RunSpec{
+		Name: "r", Dataset: "regression-sin", Model: "mlp:64x2", LR: 0.001, Batch: 10, Steps: 300, Seed: seed(6),
+		Window: 16, Strategy: "sliding", EvalEvery: api.Ptr(10), CheckpointEvery: 25,
+		Optimizer: "adamw", WeightDecay: api.Ptr(0.05),
+	}
+	states := func(d *daemon) map[string][]byte {
+		out := map[string][]byte{}
+		for _, k := range []string{"forward", "backward"} {
+			for _, step := range []int{spec.Steps, 37} {
+				rc, err := d.c.StateParams(ctx(t), spec.Name, k, step)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var b bytes.Buffer
+				if _, err := b.ReadFrom(rc); err != nil {
+					t.Fatal(err)
+				}
+				rc.Close()
+				out[fmt.Sprintf("%s@%d", k, step)] = b.Bytes()
+			}
+		}
+		return out
+	}
+	ref := startDaemon(t, t.TempDir(), "--workers", "1")
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	want, wantState := collect(ref, spec), states(ref)
+	ref.stop(syscall.SIGTERM)
+
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "2s")
+	w := startWorker(t, d.natsURL(), "w1")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	got, gotState := collect(d, spec), states(d)
+	for _, k := range []string{"forward", "backward"} {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory: %v", k, err)
+		}
+	}
+	for k, v := range wantState {
+		if !bytes.Equal(gotState[k], v) {
+			t.Errorf("state %s differs from the in-process run's", k)
+		}
+	}
+	w.stop(syscall.SIGTERM)
+	d.stop(syscall.SIGTERM)
+}
