@@ -409,7 +409,18 @@ func (c *Client) Trajectory(ctx context.Context, name string, q TrajectoryQuery,
 // backward trajectory as a safetensors stream (GET
 // /v1/runs/{name}/params?kind=&step=). The caller closes it.
 func (c *Client) Params(ctx context.Context, name, kind string, step int) (io.ReadCloser, error) {
-	v := url.Values{"kind": {kind}, "step": {strconv.Itoa(step)}}
+	return c.params(ctx, name, kind, step, url.Values{})
+}
+
+// StateParams is Params with the optimizer's state after θ
+// (with_state=true; docs/protocol.md names its tensors).
+func (c *Client) StateParams(ctx context.Context, name, kind string, step int) (io.ReadCloser, error) {
+	return c.params(ctx, name, kind, step, url.Values{"with_state": {"true"}})
+}
+
+func (c *Client) params(ctx context.Context, name, kind string, step int, v url.Values) (io.ReadCloser, error) {
+	v.Set("kind", kind)
+	v.Set("step", strconv.Itoa(step))
 	resp, err := c.do(ctx, http.MethodGet, runPath(name, "params"), v, nil)
 	if err != nil {
 		return nil, err

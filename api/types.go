@@ -30,8 +30,14 @@ type RunSpec struct {
 	EvalSize        *int    `json:"eval_size,omitempty"`
 	CheckpointEvery int     `json:"checkpoint_every,omitempty"`
 
-	// The optimizer (DESIGN §5) with torch.optim's definitions and
-	// defaults; absent (nil) and zero differ for the numeric settings.
+	// The optimizer (DESIGN §5) with torch.optim's definitions; absent
+	// (nil) and zero differ for the numeric settings. Defaults: optimizer
+	// sgd; momentum 0.9 (not torch's 0, which would make momentum plain
+	// SGD) and dampening 0 for momentum and nesterov; beta1 0.9, beta2
+	// 0.999, eps 1e-8 for adam and adamw; weight_decay 0, adamw 0.01. A
+	// setting that does not apply to the optimizer is refused by name. The
+	// resolved spec of a run (RunStatus.Spec) carries every setting that
+	// applies.
 	Optimizer   string   `json:"optimizer,omitempty"` // sgd | momentum | nesterov | adam | adamw
 	Momentum    *float64 `json:"momentum,omitempty"`
 	Dampening   *float64 `json:"dampening,omitempty"`

@@ -183,3 +183,72 @@ func BenchmarkSGDStepParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOptimizerStep is one optimizer operator T_k(s) of the paper's
+// MLP (mlp:500x5, batch 8) for plain SGD, heavy-ball momentum and Adam: the
+// cost of the optimizer state against SGD's fused step (the gradient is
+// materialised, then one elementwise pass over θ and its buffers).
+//
+//	go test -cpu 1 -run '^$' -bench OptimizerStep -benchtime 200x -count 3 ./nn/
+func BenchmarkOptimizerStep(b *testing.B) {
+	for _, c := range []OptimConfig{
+		{Name: OptimSGD},
+		{Name: OptimMomentum, Momentum: 0.9},
+		{Name: OptimAdam, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8},
+	} {
+		b.Run(c.Name, func(b *testing.B) {
+			train, _ := fashionMNIST(b)
+			m := mustModel(b, "mlp:500x5", 784, 10)
+			log := randomLog(train.N, 8, 1000, 1)
+			o, err := NewOptim(m, CrossEntropy, train, 0.001, c, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := make([]float32, o.Dim())
+			copy(s, initTheta(b, m, "", 1))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				o.Apply(i%len(log)+1, s)
+			}
+		})
+	}
+}
+
+// BenchmarkOptimizerStepOverSGD interleaves a momentum step, an Adam step
+// and a plain SGD step of the paper's MLP and reports their ratios: on a
+// busy machine the ratios stay meaningful when the absolute figures do
+// not.
+//
+//	go test -cpu 1 -run '^$' -bench OptimizerStepOverSGD -benchtime 200x ./nn/
+func BenchmarkOptimizerStepOverSGD(b *testing.B) {
+	train, _ := fashionMNIST(b)
+	m := mustModel(b, "mlp:500x5", 784, 10)
+	log := randomLog(train.N, 8, 1000, 1)
+	cfgs := []OptimConfig{
+		{Name: OptimSGD},
+		{Name: OptimMomentum, Momentum: 0.9},
+		{Name: OptimAdam, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8},
+	}
+	ops := make([]*Optim, len(cfgs))
+	states := make([][]float32, len(cfgs))
+	for i, c := range cfgs {
+		o, err := NewOptim(m, CrossEntropy, train, 0.001, c, log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops[i], states[i] = o, make([]float32, o.Dim())
+		copy(states[i], initTheta(b, m, "", 1))
+		o.Apply(1, states[i]) // allocate the gradient outside the loop
+	}
+	took := make([]time.Duration, len(cfgs))
+	for i := 0; b.Loop(); i++ {
+		for j, o := range ops {
+			t0 := time.Now()
+			o.Apply(i%len(log)+1, states[j])
+			took[j] += time.Since(t0)
+		}
+	}
+	b.ReportMetric(float64(took[1])/float64(took[0]), "momentum/sgd")
+	b.ReportMetric(float64(took[2])/float64(took[0]), "adam/sgd")
+}

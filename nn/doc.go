@@ -29,6 +29,15 @@
 // one rank-b GEMM with beta = 1, made after the previous layer's delta has
 // been computed from the old weight, so no gradient vector is materialised.
 //
+// Optim.Apply(k, s) is one torch.optim step (SGD with weight decay,
+// momentum, Nesterov, Adam, AdamW) on the flat state s = (θ, buffers, t):
+// θ, then the optimizer's θ-sized buffers element by element as θ, then the
+// step count t as a float32 integer (OptimConfig.StateTensors names them).
+// It is a pure function of (k, s): the bias correction and the momentum
+// buffer's first step come from t. It materialises the gradient (SGD.Gradient)
+// and updates elementwise in float32; plain SGD without weight decay is
+// SGD's step itself, bitwise.
+//
 // # Mutation and aliasing
 //
 // Models and Datasets are immutable after construction and may be shared by

@@ -109,6 +109,16 @@ func (e *engine) outputGrad(logits []float32, batch []int32) float64 {
 // to form the previous layer's delta before it is updated, so the update
 // needs no gradient buffer and the weight update is one rank-b GEMM.
 func (e *engine) backward(theta, dst []float32, batch []int32, alpha, beta float32) {
+	e.backwardEach(theta, dst, batch, alpha, beta, nil)
+}
+
+// backwardEach is backward that calls each, if not nil, with the range
+// [lo, hi) of the layout (one layer's weight and bias) as soon as that
+// layer's dst is complete, last layer first. From then on backward reads
+// nothing of that range of theta, so each may update it (Optim fuses its
+// elementwise update into the pass this way, while the layer's gradient is
+// still in cache).
+func (e *engine) backwardEach(theta, dst []float32, batch []int32, alpha, beta float32, each func(lo, hi int)) {
 	b := len(batch)
 	for l := len(e.m.layers) - 1; l >= 0; l-- {
 		ly := e.m.layers[l]
@@ -144,6 +154,9 @@ func (e *engine) backward(theta, dst []float32, batch []int32, alpha, beta float
 			for j, v := range s {
 				db[j] += alpha * v
 			}
+		}
+		if each != nil {
+			each(min(ly.w, ly.b), ly.b+ly.out)
 		}
 	}
 }

@@ -1,5 +1,6 @@
 // Package nnfamily is the built-in model family: package nn's MLPs, linear
-// and scalar models, losses, data sets and SGD, behind the scheduler's
+// and scalar models, losses, data sets and optimizers (nn.Optim: SGD,
+// momentum, Nesterov, Adam, AdamW on the state (θ, buffers, t)), behind the scheduler's
 // model-family seam (package family). replayd registers it in
 // scheduler.Options.Families; the scheduler never calls nn itself.
 //
@@ -122,21 +123,38 @@ func (Family) Resolve(s *family.Spec) (family.Size, []string) {
 	if len(problems) > 0 || !okData {
 		return family.Size{}, problems
 	}
+	oc := optimConfig(s.Optim)
+	if err := oc.Validate(); err != nil {
+		return family.Size{}, []string{strings.TrimSuffix(err.Error(), ": "+nn.ErrSpec.Error())}
+	}
 	evalTrain, evalTest := evalSamples(s.EvalSize, d.train), evalSamples(s.EvalSize, d.test)
 	// Scratch of one goroutine: an SGD engine over a batch and two
 	// evaluators over ≤ evalChunk samples, each a few activations wide.
 	width := int64(d.in) + 2*sz.Units
 	size := family.Size{
-		Params: sz.Params, Train: d.train, Test: d.test, Outputs: d.out,
+		// The whole state: θ, then the optimizer's buffers and step count.
+		Params: sz.Params + oc.StateLen(sz.Params), Train: d.train, Test: d.test, Outputs: d.out,
 		DataBytes:    d.bytes + 4*(evalTrain+evalTest),
 		ScratchBytes: 4 * width * (int64(max(s.Batch, 0)) + min(evalChunk, evalTrain) + min(evalChunk, evalTest)),
 	}
-	if rows, cols, affine := affineShape(s.Model, s.Loss, d); affine {
+	if !oc.Plain() {
+		// nn.Optim materialises the gradient (plain SGD writes it into θ).
+		size.ScratchBytes += 4 * sz.Params
+	}
+	if rows, cols, affine := affineShape(s.Model, s.Loss, d); affine && oc.Plain() {
 		// replay.AffinePrefix: x, v, res (rows×cols) and a (cols×cols),
 		// float64.
 		size.MemoBytes = 8 * (3*rows*cols + cols*cols)
 	}
 	return size, nil
+}
+
+// optimConfig is nn's form of the family's optimizer ("" is sgd).
+func optimConfig(o family.Optimizer) nn.OptimConfig {
+	return nn.OptimConfig{
+		Name: o.Name, Momentum: o.Momentum, Dampening: o.Dampening,
+		Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay,
+	}
 }
 
 // affineShape is nn.SGD.AffineShape from the spec: whether the operators
@@ -187,6 +205,7 @@ func (Family) LoadData(s family.Spec) (family.Data, error) {
 // Model is a built-in model over its data.
 type Model struct {
 	m                 *nn.Model
+	optim             nn.OptimConfig
 	loss              nn.Loss
 	spec              family.Spec
 	train, test       *nn.Dataset
@@ -212,8 +231,12 @@ func (Family) Open(s family.Spec, d family.Data) (family.Model, error) {
 	if s.Batch < 1 || s.Batch > dd.train.N {
 		return nil, fmt.Errorf("batch %d not in [1, %d training samples]", s.Batch, dd.train.N)
 	}
+	oc := optimConfig(s.Optim)
+	if err := oc.Validate(); err != nil {
+		return nil, err
+	}
 	return &Model{
-		m: m, loss: loss, spec: s, train: dd.train, test: dd.test,
+		m: m, optim: oc, loss: loss, spec: s, train: dd.train, test: dd.test,
 		trainIdx: nn.FixedSubset(dd.train.N, s.EvalSize, s.Seed),
 		testIdx:  nn.FixedSubset(dd.test.N, s.EvalSize, s.Seed),
 	}, nil
@@ -222,16 +245,18 @@ func (Family) Open(s family.Spec, d family.Data) (family.Model, error) {
 // NN is the underlying nn model (for tests and tools that need nn itself).
 func (m *Model) NN() *nn.Model { return m.m }
 
-// Dim implements family.Model.
-func (m *Model) Dim() int { return m.m.Dim() }
+// Dim implements family.Model: θ, then the optimizer's state.
+func (m *Model) Dim() int { return m.m.Dim() + int(m.optim.StateLen(int64(m.m.Dim()))) }
 
-// ThetaDim implements family.Model: SGD has no optimizer state.
+// ThetaDim implements family.Model: the model's parameters.
 func (m *Model) ThetaDim() int { return m.m.Dim() }
 
 // Layout implements family.Model: nn's named tensors (PyTorch's state-dict
-// keys); SGD has no optimizer state.
+// keys), then the optimizer's (nn.OptimConfig.StateTensors: the layout rule
+// of docs/protocol.md; none for sgd).
 func (m *Model) Layout() []family.Tensor {
 	ts := m.m.Tensors()
+	ts = append(ts, m.optim.StateTensors(ts)...)
 	out := make([]family.Tensor, len(ts))
 	for i, t := range ts {
 		out[i] = family.Tensor{Name: t.Name, Shape: t.Shape}
@@ -239,16 +264,23 @@ func (m *Model) Layout() []family.Tensor {
 	return out
 }
 
-// Init implements family.Model.
-func (m *Model) Init(dst []float32) error { return m.m.Init(dst, m.spec.Init, m.spec.Seed) }
+// Init implements family.Model: θ_0, then zero buffers and t = 0.
+func (m *Model) Init(dst []float32) error {
+	if len(dst) != m.Dim() {
+		return fmt.Errorf("nnfamily: Init: state of %d, want %d", len(dst), m.Dim())
+	}
+	clear(dst[m.m.Dim():])
+	return m.m.Init(dst[:m.m.Dim()], m.spec.Init, m.spec.Seed)
+}
 
-// Operators implements family.Model: nn.SGD at the spec's learning rate.
+// Operators implements family.Model: nn.Optim, the optimizer's steps at
+// the spec's learning rate (plain SGD: nn.SGD's step, bitwise).
 func (m *Model) Operators(b family.Batches) (family.Operators, error) {
-	sgd, err := nn.NewSGD(m.m, m.loss, m.train, m.spec.LR, b)
+	o, err := nn.NewOptim(m.m, m.loss, m.train, m.spec.LR, m.optim, b)
 	if err != nil {
 		return nil, err
 	}
-	return ops{sgd}, nil
+	return ops{o}, nil
 }
 
 // Measurer implements family.Model: the losses on the fixed subsets.
@@ -259,14 +291,18 @@ func (m *Model) Measurer() family.Measurer {
 	}
 }
 
-// ops adapts nn.SGD (whose Clone returns *nn.SGD) to family.Operators.
-type ops struct{ *nn.SGD }
+// ops adapts nn.Optim (whose Clone returns *nn.Optim) to
+// family.Operators.
+type ops struct{ *nn.Optim }
 
-func (o ops) Clone() family.Operators { return ops{o.SGD.Clone()} }
+func (o ops) Clone() family.Operators { return ops{o.Optim.Clone()} }
 
+// Affine is the exact affine memo for plain SGD on an affine model only
+// (its state is θ alone, so nn.SGD's affine form is the operator's); the
+// other optimizers use the coalescence memo.
 func (o ops) Affine() (replay.AffineOperators, bool) {
-	if o.SGD.IsAffine() {
-		return o.SGD, true
+	if o.Optim.IsAffine() {
+		return o.Optim.SGD(), true
 	}
 	return nil, false
 }

@@ -166,3 +166,73 @@ func TestDataKey(t *testing.T) {
 		t.Error("synthetic key")
 	}
 }
+
+// TestOptimizerState checks the state of each optimizer: Size.Params and
+// Dim count θ, buffers and t; the layout follows θ with the optimizer's
+// tensors by the layout rule; Init writes θ_0 then zeros; only plain SGD
+// on an affine model has the affine memo (and MemoBytes).
+func TestOptimizerState(t *testing.T) {
+	for _, c := range []struct {
+		opt   family.Optimizer
+		state int // elements after θ, for θ of d
+		names []string
+	}{
+		{family.Optimizer{Name: "sgd"}, 0, nil},
+		{family.Optimizer{Name: "sgd", WeightDecay: 0.1}, 0, nil},
+		{family.Optimizer{Name: "momentum", Momentum: 0.9}, 1, []string{"optim.state.0.momentum_buffer", "optim.state.1.momentum_buffer", "optim.step"}},
+		{family.Optimizer{Name: "adamw", Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, 2,
+			[]string{"optim.state.0.exp_avg", "optim.state.1.exp_avg", "optim.state.0.exp_avg_sq", "optim.state.1.exp_avg_sq", "optim.step"}},
+	} {
+		s := family.Spec{Model: "linear", Dataset: "regression-x2", LR: 0.01, Batch: 7, Seed: 4, Optim: c.opt}
+		_, size, m, _ := open(t, s)
+		d := m.ThetaDim()
+		want := d + c.state*d
+		if c.state > 0 {
+			want++
+		}
+		if m.Dim() != want || size.Params != int64(want) || d != 2 {
+			t.Errorf("%+v: Dim %d, Size.Params %d, θ %d; want %d", c.opt, m.Dim(), size.Params, d, want)
+		}
+		layout := m.Layout()
+		var names []string
+		n := 0
+		for i, tt := range layout {
+			if i >= 2 {
+				names = append(names, tt.Name)
+			}
+			n += tt.Elems()
+		}
+		if n != m.Dim() || strings.Join(names, ",") != strings.Join(c.names, ",") {
+			t.Errorf("%+v: layout %v covers %d of %d", c.opt, layout, n, m.Dim())
+		}
+		st := make([]float32, m.Dim())
+		for i := range st {
+			st[i] = 7
+		}
+		if err := m.Init(st); err != nil {
+			t.Fatal(err)
+		}
+		theta := make([]float32, d)
+		if err := m.(*Model).NN().Init(theta, s.Init, s.Seed); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range st {
+			if i < d && v != theta[i] || i >= d && v != 0 {
+				t.Errorf("%+v: Init: s[%d] = %v", c.opt, i, v)
+			}
+		}
+		ops, err := m.Operators(nn.BatchLog{{0, 1, 2, 3, 4, 5, 6}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, affine := ops.Affine()
+		plain := c.opt.Name == "sgd" && c.opt.WeightDecay == 0
+		if affine != plain || (size.MemoBytes > 0) != plain {
+			t.Errorf("%+v: affine %v, MemoBytes %d", c.opt, affine, size.MemoBytes)
+		}
+		ops.Apply(1, st)
+		if c.state > 0 && st[len(st)-1] != 1 {
+			t.Errorf("%+v: step count after one step %v", c.opt, st[len(st)-1])
+		}
+	}
+}

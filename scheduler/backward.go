@@ -568,7 +568,7 @@ func (b *bwdLoop) commit() error {
 			return fmt.Errorf("backward step %d: no previous iterate (internal error)", n)
 		}
 		m := res.Metrics
-		m.StepDist = dist(res.Theta, b.prev)
+		m.StepDist = b.env.stepDist(res.Theta, b.prev)
 		if why := diverged(&m, res.Job.Eval); why != "" {
 			return b.diverge(n, res.Job.Segment, why)
 		}
@@ -733,7 +733,7 @@ func (b *bwdLoop) commitTrial() error {
 			}
 			delete(t.buf[i], n)
 			m := res.Metrics
-			m.StepDist = dist(res.Theta, t.prev[i])
+			m.StepDist = b.env.stepDist(res.Theta, t.prev[i])
 			b.env.putBuf(t.prev[i])
 			t.prev[i] = res.Theta
 			t.sum[i] += m.Loss

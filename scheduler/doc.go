@@ -64,7 +64,7 @@
 //
 // # Forward trainer
 //
-// Step n applies the family's SGD operator with batch n of the run's
+// Step n applies the family's operator (the optimizer's step) with batch n of the run's
 // sampler (Family.Sampler, a pure function of n, batch and seed). Steps are logged in chunks (batch, metrics, state in one
 // ckpt.AppendForward); a checkpoint is stored every CheckpointEvery steps
 // and at the last step. Metrics: parameter norm and distance to the
@@ -188,6 +188,17 @@
 // every family. A stored run is checked against its family's size again
 // before its environment is built (buildEnv), so a record that no longer
 // fits its family fails that run at start instead of allocating.
+//
+// # Optimizer state
+//
+// A run's optimizer (ckpt.RunConfig.Optimizer and its settings, resolved
+// with their defaults; "" in an old record is sgd) reaches the family in
+// family.Spec.Optim. The vectors the scheduler moves are the whole state
+// s = (θ, optimizer buffers, step count), family.Model.Dim long:
+// checkpoints, anchor starts, backward results, verify and admission all
+// count and compare it. Norms, step distances, measures, divergence
+// checks and the default export use θ = s[:ThetaDim] only; StateTensors
+// (the params endpoint's with_state) exports the rest too.
 //
 // # Pacing and memory bounds
 //

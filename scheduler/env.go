@@ -227,6 +227,9 @@ func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, 
 	if m.Dim() != cfg.Dim {
 		return nil, fmt.Errorf("model %s has %d parameters, the run %d", echo.Clip(cfg.Model), m.Dim(), cfg.Dim)
 	}
+	if td := m.ThetaDim(); td < 1 || td > m.Dim() {
+		return nil, fmt.Errorf("model %s: θ of %d in a state of %d", echo.Clip(cfg.Model), td, m.Dim())
+	}
 	env := &runEnv{
 		fam: f, model: m, trainN: size.Train,
 		log:  newBatchLog(f.Sampler(size.Train, cfg.Batch, cfg.Seed), cfg.Batch, batchLogSlots(s.opts)),
@@ -249,20 +252,33 @@ func (r *run) setEnv(e *runEnv) {
 // evaluators is one goroutine's measurer of a run.
 type evaluators struct {
 	m family.Measurer
+	// thetaDim is the length of θ, the prefix of the state that norms and
+	// measures use (DESIGN §5: the optimizer's state is not measured).
+	thetaDim int
 }
 
 func (e *runEnv) evaluators() evaluators {
-	return evaluators{m: e.model.Measurer()}
+	return evaluators{m: e.model.Measurer(), thetaDim: e.model.ThetaDim()}
 }
 
-// measure fills the metrics of theta. Losses are evaluated only when eval
-// is set; otherwise they are NaN ("not measured at this step").
-func (ev evaluators) measure(m *ckpt.Metrics, theta []float32, eval bool) {
+// measure fills the metrics of the state s: the norm and the losses of its
+// θ. Losses are evaluated only when eval is set; otherwise they are NaN
+// ("not measured at this step"). A non-finite optimizer state (Adam's
+// second moment overflowing) shows in θ at the next step at the latest.
+func (ev evaluators) measure(m *ckpt.Metrics, s []float32, eval bool) {
+	theta := s[:ev.thetaDim]
 	m.ParamNorm = norm(theta)
 	m.Loss, m.TestLoss, m.TestAcc = math.NaN(), math.NaN(), math.NaN()
 	if eval {
 		m.Loss, m.TestLoss, m.TestAcc = ev.m.Measure(theta)
 	}
+}
+
+// stepDist is the distance between the θ of two states (the step
+// distance of the metrics: θ only, DESIGN §5).
+func (e *runEnv) stepDist(a, b []float32) float64 {
+	td := e.model.ThetaDim()
+	return dist(a[:td], b[:td])
 }
 
 // evalDue reports whether the losses of step n are measured: every

@@ -78,15 +78,41 @@ func (o Options) sizeOf(cfg ckpt.RunConfig) (family.Family, family.Size, error) 
 	return f, size, nil
 }
 
-// Tensors returns the forward or backward iterate at step (see Params) as
-// the model's named tensors, views into one parameter vector: what the
-// server encodes as safetensors.
+// Tensors returns θ of the forward or backward iterate at step (see
+// Params) as the model's named tensors, views into one vector: what the
+// server encodes as safetensors. The optimizer's state is left out
+// (StateTensors has it).
 func (s *Scheduler) Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
-	layout, theta, err := s.Params(ctx, name, kind, step)
+	return s.tensors(ctx, name, kind, step, false)
+}
+
+// StateTensors is Tensors with the optimizer's state after θ, named by the
+// layout rule of docs/protocol.md (the same as Tensors for plain SGD).
+func (s *Scheduler) StateTensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error) {
+	return s.tensors(ctx, name, kind, step, true)
+}
+
+func (s *Scheduler) tensors(ctx context.Context, name, kind string, step int, withState bool) ([]export.Tensor, error) {
+	layout, state, thetaDim, err := s.params(ctx, name, kind, step)
 	if err != nil {
 		return nil, err
 	}
-	return cutTensors(layout, theta)
+	ts, err := cutTensors(layout, state)
+	if err != nil || withState {
+		return ts, err
+	}
+	// θ is the prefix of the layout that tiles state[:thetaDim].
+	n := 0
+	for i, t := range ts {
+		if n == thetaDim {
+			return ts[:i], nil
+		}
+		n += len(t.Data)
+	}
+	if n == thetaDim {
+		return ts, nil
+	}
+	return nil, fmt.Errorf("scheduler: no tensor ends at θ's length %d", thetaDim)
 }
 
 // cutTensors cuts theta into the layout's named tensors (views, no copy);

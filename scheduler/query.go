@@ -110,53 +110,68 @@ func storeErr(name string, err error) error {
 	return withAPI(fmt.Errorf("run %q: %w", name, err))
 }
 
-// Params returns the state layout and the parameters of the forward or backward
-// iterate at step: forward from the nearest checkpoint and the batch log;
-// backward stored if kept, else recomputed under the anchor that produced
-// the stored result (cost at most the window for window runs, the step for
-// full and memo runs). A step not computed yet is ErrNotFound.
+// Params returns the state layout and the whole state (θ, then the
+// optimizer's state) of the forward or backward iterate at step: forward
+// from the nearest checkpoint and the batch log; backward stored if kept,
+// else recomputed under the anchor that produced the stored result (cost at
+// most the window for window runs, the step for full and memo runs). A
+// step not computed yet is ErrNotFound.
 func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]family.Tensor, []float32, error) {
+	layout, state, _, err := s.params(ctx, name, kind, step)
+	return layout, state, err
+}
+
+// params is Params with the length of θ, the state's prefix.
+func (s *Scheduler) params(ctx context.Context, name, kind string, step int) ([]family.Tensor, []float32, int, error) {
+	layout, state, env, err := s.paramsOf(ctx, name, kind, step)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return layout, state, env.model.ThetaDim(), nil
+}
+
+func (s *Scheduler) paramsOf(ctx context.Context, name, kind string, step int) ([]family.Tensor, []float32, *runEnv, error) {
 	r, err := s.get(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if kind == "" {
 		kind = KindForward
 	}
 	if kind != KindForward && kind != KindBackward {
-		return nil, nil, fmt.Errorf("params kind %q: want forward or backward: %w", kind, ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("params kind %q: want forward or backward: %w", kind, ErrInvalid)
 	}
 	st := r.state()
 	if step < 0 || step > r.cfg.Steps {
-		return nil, nil, fmt.Errorf("step %d: run %q has steps 0..%d: %w", step, name, r.cfg.Steps, ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("step %d: run %q has steps 0..%d: %w", step, name, r.cfg.Steps, ErrInvalid)
 	}
 	if kind == KindForward && step > st.ForwardStep {
-		return nil, nil, fmt.Errorf("forward step %d of %q not trained yet (at %d): %w", step, name, st.ForwardStep, ErrNotFound)
+		return nil, nil, nil, fmt.Errorf("forward step %d of %q not trained yet (at %d): %w", step, name, st.ForwardStep, ErrNotFound)
 	}
 	env, err := s.queryEnv(ctx, r)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	theta := make([]float32, r.cfg.Dim)
 	if kind == KindForward {
 		if step%r.cfg.CheckpointEvery == 0 || step == 0 {
 			if err := s.store.Checkpoint(name, step, theta); err == nil {
-				return env.model.Layout(), theta, nil
+				return env.model.Layout(), theta, env, nil
 			}
 		}
 		release, err := s.acquireQuery()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		defer release()
 		c := newForwardCursor(s.store, &r.cfg, env.proto.Clone())
 		if err := c.Forward(theta, step); err != nil {
-			return nil, nil, storeErr(name, err)
+			return nil, nil, nil, storeErr(name, err)
 		}
-		return env.model.Layout(), theta, nil
+		return env.model.Layout(), theta, env, nil
 	}
 	if step > st.BackwardStep || step < r.cfg.BackwardFrom {
-		return nil, nil, fmt.Errorf("backward step %d of %q not computed (frontier %d, backward_from %d): %w",
+		return nil, nil, nil, fmt.Errorf("backward step %d of %q not computed (frontier %d, backward_from %d): %w",
 			step, name, st.BackwardStep, r.cfg.BackwardFrom, ErrNotFound)
 	}
 	seg := 0
@@ -166,14 +181,14 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]
 			seg, found = m.Segment, true
 			return nil
 		}); err != nil {
-			return nil, nil, storeErr(name, err)
+			return nil, nil, nil, storeErr(name, err)
 		}
 	}
 	if !found {
 		// Step 0, or the anchor step of backward_from: the start itself.
 		as, err := s.store.Anchors(name)
 		if err != nil {
-			return nil, nil, storeErr(name, err)
+			return nil, nil, nil, storeErr(name, err)
 		}
 		for _, a := range as {
 			if a.Step == step && a.Segment >= seg {
@@ -181,18 +196,18 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]
 			}
 		}
 		if !found {
-			return nil, nil, fmt.Errorf("backward step %d of %q: no result: %w", step, name, ErrNotFound)
+			return nil, nil, nil, fmt.Errorf("backward step %d of %q: no result: %w", step, name, ErrNotFound)
 		}
 	}
 	if ok, err := s.store.BackwardTheta(name, seg, step, theta); err != nil {
-		return nil, nil, storeErr(name, err)
+		return nil, nil, nil, storeErr(name, err)
 	} else if ok {
-		return env.model.Layout(), theta, nil
+		return env.model.Layout(), theta, env, nil
 	}
 	var anchorAt int
 	as, err := s.store.Anchors(name)
 	if err != nil {
-		return nil, nil, storeErr(name, err)
+		return nil, nil, nil, storeErr(name, err)
 	}
 	for _, a := range as {
 		if a.Segment == seg {
@@ -201,16 +216,16 @@ func (s *Scheduler) Params(ctx context.Context, name, kind string, step int) ([]
 	}
 	release, err := s.acquireQuery()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer release()
 	if err := s.recompute(ctx, r, env, seg, anchorAt, step, theta); err != nil {
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return env.model.Layout(), theta, nil
+	return env.model.Layout(), theta, env, nil
 }
 
 // queryEnv is the environment a query computes in: the run's own while it

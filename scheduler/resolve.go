@@ -74,6 +74,12 @@ var presetRegisters = map[string]string{
 //     training and 1000 test images.
 //   - paper-fig3: the same with the full backward trajectory (strategy
 //     full) and the reset at 1000, as in the paper's Figure 3.
+//   - fmnist-adam: fmnist-mlp with Adam at lr 0.0001 (betas 0.9/0.999,
+//     eps 1e-8), window strategy. Measured forward (seed 1, test accuracy
+//     on 1000 test images after 500/1000/1500/2000 steps): lr 0.0001
+//     0.759/0.779/0.821/0.805; lr 0.001 (SGD's rate) 0.685/0.703/0.792/0.768.
+//     Adam's step is about lr per coordinate whatever the gradient's scale,
+//     so the smaller rate trains faster and more steadily here.
 //   - fmnist-linear: least squares (linear model, MSE on one-hot targets) on
 //     Fashion-MNIST with the memoized prefix strategy, lr 0.001, batch 8,
 //     2000 steps, window 2000 (the full backward trajectory).
@@ -86,6 +92,8 @@ func Presets() []Preset {
 	fig3 := fm
 	fig3.ResetAt = []int{1000}
 	fig3.Strategy = StrategyFull
+	adam := fm
+	adam.Optimizer, adam.LR = OptimAdam, 0.0001
 	return []Preset{
 		{"quadratic", "the paper's §3.1 scalar quadratic (a = 1, y ~ N(0,1), batch 1, lr 0.1)", api.RunSpec{
 			Dataset: "quadratic", Model: "scalar", Loss: "quadratic", LR: 0.1, Batch: 1, Steps: 1000, EvalEvery: api.Ptr(1),
@@ -96,6 +104,7 @@ func Presets() []Preset {
 		}},
 		{"fmnist-mlp", "the paper's §4 Fashion-MNIST run (mlp:500x5, lr 0.001, batch 8, 2000 steps, reset at 1000)", fm},
 		{"paper-fig3", "fmnist-mlp with the full backward trajectory, as the paper's Figure 3", fig3},
+		{"fmnist-adam", "fmnist-mlp trained by Adam (lr 0.0001, torch's betas and eps)", adam},
 		{"fmnist-linear", "least squares on Fashion-MNIST with the memoized prefix (full trajectory in linear time)", api.RunSpec{
 			Window:  2000, // its steps: the full trajectory (memo honours the window)
 			Dataset: "fashion-mnist", Model: "linear", Init: "he", Loss: "mse", LR: 0.001, Batch: 8, Steps: 2000,
@@ -187,6 +196,8 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 	if s.Model == "" {
 		bad("model is required without a preset (mlp:<widths>, linear, scalar)")
 	}
+	opt, optProblems := resolveOptim(s)
+	problems = append(problems, optProblems...)
 	// The family counts the size from the spec, without building the
 	// model: a spec of a trillion parameters costs nothing to refuse
 	// (admission control then checks it against the daemon's limits).
@@ -198,7 +209,7 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 		} else {
 			fs := family.Spec{
 				Model: s.Model, Init: s.Init, Loss: s.Loss, Dataset: s.Dataset, DataPath: s.DataPath,
-				LR: s.LR, Batch: s.Batch, EvalSize: deref(s.EvalSize, 0),
+				LR: s.LR, Batch: s.Batch, EvalSize: deref(s.EvalSize, 0), Optim: opt,
 			}
 			// Only the size's Params and Train are used here (the
 			// scratch estimate, which depends on eval_size, is admission's,
@@ -233,6 +244,9 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 	}
 	if s.Steps < 1 || s.Steps > maxSteps {
 		bad("steps %d: must be in [1, %d]", s.Steps, maxSteps)
+	}
+	if optimHasStep(opt.Name) && s.Steps > maxOptimSteps {
+		bad("steps %d: optimizer %s counts its steps in a float32, at most %d", s.Steps, opt.Name, maxOptimSteps)
 	}
 	seed := uint64(DefaultSeed)
 	if s.Seed != nil {
@@ -317,7 +331,114 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 		ResetPolicy: s.ResetPolicy, ResetHorizon: s.ResetHorizon,
 		BackwardFrom: backwardFrom, EvalEvery: evalEvery, EvalSize: evalSize,
 		CheckpointEvery: s.CheckpointEvery, Dim: dim,
+		Optimizer: opt.Name, Momentum: opt.Momentum, Dampening: opt.Dampening,
+		Beta1: opt.Beta1, Beta2: opt.Beta2, Eps: opt.Eps, WeightDecay: opt.WeightDecay,
 	}, nil
+}
+
+// Optimizers a run may name (torch.optim's, DESIGN §5).
+const (
+	OptimSGD      = "sgd"
+	OptimMomentum = "momentum"
+	OptimNesterov = "nesterov"
+	OptimAdam     = "adam"
+	OptimAdamW    = "adamw"
+)
+
+// Optimizer defaults: torch.optim's, except momentum, whose torch default
+// 0 would make optimizer momentum plain SGD.
+const (
+	DefaultMomentum         = 0.9
+	DefaultBeta1            = 0.9
+	DefaultBeta2            = 0.999
+	DefaultEps              = 1e-8
+	DefaultAdamWWeightDecay = 0.01
+	// maxOptimSteps is the largest step count the state holds exactly: t
+	// is stored as a float32 integer (docs/protocol.md).
+	maxOptimSteps = 1 << 24
+)
+
+// optimFields lists the optimizer settings and the optimizers each applies
+// to (weight_decay applies to all).
+var optimFields = []struct {
+	name string
+	get  func(*api.RunSpec) *float64
+	to   []string
+}{
+	{"momentum", func(s *api.RunSpec) *float64 { return s.Momentum }, []string{OptimMomentum, OptimNesterov}},
+	{"dampening", func(s *api.RunSpec) *float64 { return s.Dampening }, []string{OptimMomentum, OptimNesterov}},
+	{"beta1", func(s *api.RunSpec) *float64 { return s.Beta1 }, []string{OptimAdam, OptimAdamW}},
+	{"beta2", func(s *api.RunSpec) *float64 { return s.Beta2 }, []string{OptimAdam, OptimAdamW}},
+	{"eps", func(s *api.RunSpec) *float64 { return s.Eps }, []string{OptimAdam, OptimAdamW}},
+}
+
+// optimHasStep reports whether the optimizer's state holds a step count.
+func optimHasStep(name string) bool { return name != OptimSGD }
+
+// resolveOptim resolves the optimizer fields of s with their defaults and
+// checks them as torch.optim's constructors do, plus: a setting that does
+// not apply to the optimizer is a problem naming it (a silently ignored
+// --beta1 on an SGD run would be a wrong experiment).
+func resolveOptim(s api.RunSpec) (family.Optimizer, []string) {
+	var problems []string
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	o := family.Optimizer{Name: s.Optimizer}
+	if o.Name == "" {
+		o.Name = OptimSGD
+	}
+	if !slices.Contains([]string{OptimSGD, OptimMomentum, OptimNesterov, OptimAdam, OptimAdamW}, o.Name) {
+		bad("optimizer %q: want sgd, momentum, nesterov, adam or adamw", echo.Clip(o.Name))
+		return family.Optimizer{Name: OptimSGD}, problems
+	}
+	for _, f := range optimFields {
+		if f.get(&s) != nil && !slices.Contains(f.to, o.Name) {
+			bad("%s applies to %s, not to optimizer %s", f.name, strings.Join(f.to, " and "), o.Name)
+		}
+	}
+	val := func(p *float64, def float64) float64 {
+		if p == nil {
+			return def
+		}
+		return *p
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch o.Name {
+	case OptimMomentum, OptimNesterov:
+		o.Momentum, o.Dampening = val(s.Momentum, DefaultMomentum), val(s.Dampening, 0)
+		if !(o.Momentum >= 0) || !finite(o.Momentum) {
+			bad("momentum %v: must be a finite number ≥ 0", o.Momentum)
+		} else if o.Momentum == 0 {
+			bad("momentum 0 makes optimizer %s plain SGD: use optimizer sgd", o.Name)
+		}
+		if !(o.Dampening >= 0) || !finite(o.Dampening) {
+			bad("dampening %v: must be a finite number ≥ 0", o.Dampening)
+		}
+		if o.Name == OptimNesterov && o.Dampening != 0 {
+			bad("dampening %v: nesterov needs dampening 0", o.Dampening)
+		}
+	case OptimAdam, OptimAdamW:
+		o.Beta1, o.Beta2, o.Eps = val(s.Beta1, DefaultBeta1), val(s.Beta2, DefaultBeta2), val(s.Eps, DefaultEps)
+		for _, b := range []struct {
+			name string
+			v    float64
+		}{{"beta1", o.Beta1}, {"beta2", o.Beta2}} {
+			if !(b.v >= 0 && b.v < 1) {
+				bad("%s %v: must be in [0, 1)", b.name, b.v)
+			}
+		}
+		if !(o.Eps >= 0) || !finite(o.Eps) {
+			bad("eps %v: must be a finite number ≥ 0", o.Eps)
+		}
+	}
+	def := 0.0
+	if o.Name == OptimAdamW {
+		def = DefaultAdamWWeightDecay
+	}
+	o.WeightDecay = val(s.WeightDecay, def)
+	if !(o.WeightDecay >= 0) || !finite(o.WeightDecay) {
+		bad("weight_decay %v: must be a finite number ≥ 0", o.WeightDecay)
+	}
+	return o, problems
 }
 
 // deref is *p, or def when p is nil (the field is absent).
@@ -375,6 +496,18 @@ func overlay(base, over api.RunSpec) api.RunSpec {
 	setP(&s.EvalEvery, over.EvalEvery)
 	setP(&s.EvalSize, over.EvalSize)
 	setI(&s.CheckpointEvery, over.CheckpointEvery)
+	setS(&s.Optimizer, over.Optimizer)
+	setF := func(dst **float64, v *float64) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	setF(&s.Momentum, over.Momentum)
+	setF(&s.Dampening, over.Dampening)
+	setF(&s.Beta1, over.Beta1)
+	setF(&s.Beta2, over.Beta2)
+	setF(&s.Eps, over.Eps)
+	setF(&s.WeightDecay, over.WeightDecay)
 	// A preset's reset at 1000 does not fit a shorter run: drop the resets
 	// the override of Steps pushed out of range unless they were explicit.
 	if over.ResetAt == nil && over.Steps != 0 {
@@ -391,11 +524,25 @@ func specOf(cfg ckpt.RunConfig, preset string) api.RunSpec {
 	if resets == nil {
 		resets = []int{}
 	}
-	return api.RunSpec{
+	sp := api.RunSpec{
 		Name: cfg.Name, Preset: preset, Dataset: cfg.Dataset, DataPath: cfg.DataPath, Model: cfg.Model,
 		Init: cfg.Init, Loss: cfg.Loss, LR: cfg.LR, Batch: cfg.Batch, Steps: cfg.Steps, Seed: &seed,
 		Window: cfg.Window, Strategy: cfg.Strategy, ResetAt: resets, ResetFrom: cfg.ResetFrom,
 		ResetPolicy: cfg.ResetPolicy, ResetHorizon: cfg.ResetHorizon, BackwardFrom: api.Ptr(cfg.BackwardFrom),
 		EvalEvery: api.Ptr(cfg.EvalEvery), EvalSize: api.Ptr(cfg.EvalSize), CheckpointEvery: cfg.CheckpointEvery,
 	}
+	// The optimizer with every setting that applies to it; a record from
+	// before optimizers ("") is plain SGD.
+	sp.Optimizer = cfg.Optimizer
+	if sp.Optimizer == "" {
+		sp.Optimizer = OptimSGD
+	}
+	switch sp.Optimizer {
+	case OptimMomentum, OptimNesterov:
+		sp.Momentum, sp.Dampening = api.Ptr(cfg.Momentum), api.Ptr(cfg.Dampening)
+	case OptimAdam, OptimAdamW:
+		sp.Beta1, sp.Beta2, sp.Eps = api.Ptr(cfg.Beta1), api.Ptr(cfg.Beta2), api.Ptr(cfg.Eps)
+	}
+	sp.WeightDecay = api.Ptr(cfg.WeightDecay)
+	return sp
 }

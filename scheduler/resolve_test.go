@@ -49,6 +49,11 @@ func TestPresetsResolve(t *testing.T) {
 	if fig3.Strategy != StrategyFull || !slices.Equal(fig3.ResetAt, []int{1000}) || fig3.Model != "mlp:500x5" {
 		t.Errorf("paper-fig3: %+v", fig3)
 	}
+	ad, _ := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-adam"}, 256)
+	if ad.Optimizer != OptimAdam || ad.LR != 0.0001 || ad.Beta1 != DefaultBeta1 || ad.Beta2 != DefaultBeta2 || ad.Eps != DefaultEps ||
+		ad.Strategy != StrategyWindow || ad.Dim != 3*fm.Dim+1 || !slices.Equal(ad.ResetAt, []int{1000}) {
+		t.Errorf("fmnist-adam: %+v", ad)
+	}
 	lin, _ := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-linear"}, 256)
 	if lin.Model != "linear" || lin.Loss != "mse" || lin.Strategy != StrategyMemo || lin.Window != 2000 || lin.Dim != 7850 {
 		t.Errorf("fmnist-linear: %+v", lin)

@@ -130,7 +130,7 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 			}
 			return fmt.Errorf("forward step %d: %w", n, err)
 		}
-		m.StepDist = dist(theta, prev)
+		m.StepDist = env.stepDist(theta, prev)
 		if why := diverged(&m, eval); why != "" {
 			if err := flush(); err != nil {
 				return err

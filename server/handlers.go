@@ -251,7 +251,24 @@ func (s *server) params(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	tensors, err := s.b.Tensors(r.Context(), r.PathValue("name"), kind, step)
+	withState, err := enumParam(q.Get("with_state"), "false", "false", "true")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var tensors []export.Tensor
+	if withState == "true" {
+		// θ and the optimizer's state (names by docs/protocol.md's
+		// layout rule), for backends that have it.
+		sb, ok := s.b.(StateBackend)
+		if !ok {
+			s.fail(w, r, fmt.Errorf("%w: with_state: this daemon does not export optimizer state", errBadRequest))
+			return
+		}
+		tensors, err = sb.StateTensors(r.Context(), r.PathValue("name"), kind, step)
+	} else {
+		tensors, err = s.b.Tensors(r.Context(), r.PathValue("name"), kind, step)
+	}
 	if err == nil {
 		err = checkTensors(tensors)
 	}

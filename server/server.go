@@ -31,12 +31,19 @@ type Backend interface {
 	// Trajectory calls fn once per point, in step order; it stops with fn's
 	// error. to ≤ 0 means "up to the latest step".
 	Trajectory(ctx context.Context, name, kind string, from, to, every int, fn func(api.Point) error) error
-	// Tensors returns the forward or backward iterate at step as the
-	// model's named tensors (names, shapes, data).
+	// Tensors returns θ of the forward or backward iterate at step as
+	// the model's named tensors (names, shapes, data).
 	Tensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error)
 	// Batches returns the batch log as a rows×cols matrix, step 1 first.
 	Batches(name string) (rows, cols int, idx []int64, err error)
 	Verify(ctx context.Context, name string) (api.VerifyReport, error)
+}
+
+// StateBackend is an optional capability of a Backend (checked by type
+// assertion): the iterate with the optimizer's state after θ, for the
+// params endpoint's with_state=true.
+type StateBackend interface {
+	StateTensors(ctx context.Context, name, kind string, step int) ([]export.Tensor, error)
 }
 
 // DefaultMaxBodyBytes bounds request bodies (a RunSpec is well under 1 KiB).

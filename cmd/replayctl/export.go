@@ -14,11 +14,12 @@ import (
 
 var exportCmd = command{
 	name:     "export",
-	synopsis: "[--run RUN] --step N --kind forward|backward --out FILE.safetensors\n       replayctl export [--run RUN] --batches --out FILE.npy",
+	synopsis: "[--run RUN] --step N --kind forward|backward [--with-state] --out FILE.safetensors\n       replayctl export [--run RUN] --batches --out FILE.npy",
 	summary:  "export parameters at a step as safetensors (PyTorch nn.Sequential names) or the batch log as .npy int64 [steps, batch]",
 	example: "replayctl export --step 0 --kind forward --out theta0.safetensors\n" +
 		"replayctl export --step 5000 --kind backward --out back5000.safetensors\n" +
 		"replayctl export --batches --out batches.npy\n" +
+		"replayctl export --step 100 --kind backward --with-state --out state100.safetensors\n" +
 		"# python: model.load_state_dict(safetensors.torch.load_file(\"back5000.safetensors\"))",
 	run: runExport,
 }
@@ -32,6 +33,8 @@ func runExport(e *env, c *command, args []string) error {
 	fs.IntVar(&step, "step", 0, "step of the parameters (0 is the initial point)")
 	fs.StringVar(&kind, "kind", "", "forward or backward trajectory")
 	boolFlag(fs, &batches, "batches", "", "export the batch log instead of parameters")
+	var withState bool
+	boolFlag(fs, &withState, "with-state", "", "add the optimizer's state after θ (optim.state.<i>.momentum_buffer, .exp_avg, .exp_avg_sq, optim.step)")
 	fs.StringVar(&out, "out", "", "output file (- for stdout)")
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
@@ -43,8 +46,8 @@ func runExport(e *env, c *command, args []string) error {
 		return usagef("export: --out FILE is required (see replayctl export --help)")
 	}
 	if batches {
-		if fs.Changed("step") || fs.Changed("kind") {
-			return usagef("export: --batches exports the whole batch log; drop --step and --kind")
+		if fs.Changed("step") || fs.Changed("kind") || withState {
+			return usagef("export: --batches exports the whole batch log; drop --step, --kind and --with-state")
 		}
 	} else {
 		if !fs.Changed("step") || kind == "" {
@@ -72,6 +75,8 @@ func runExport(e *env, c *command, args []string) error {
 	var body io.ReadCloser
 	if batches {
 		body, err = cl.Batches(e.ctx, name)
+	} else if withState {
+		body, err = cl.StateParams(e.ctx, name, kind, step)
 	} else {
 		body, err = cl.Params(e.ctx, name, kind, step)
 	}

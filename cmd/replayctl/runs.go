@@ -51,8 +51,13 @@ func runRuns(e *env, c *command, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATE\tMODEL\tDATASET\tLR\tBATCH\tFORWARD\tBACKWARD")
 	for _, r := range l.Runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d\t%d/%d\t%d\n", r.Name, r.State, r.Spec.Model, r.Spec.Dataset,
-			r.Spec.LR, r.Spec.Batch, r.ForwardStep, r.Steps, r.BackwardStep)
+		// The optimizer beside the learning rate when it is not plain SGD.
+		lr := fmt.Sprintf("%g", r.Spec.LR)
+		if o := r.Spec.Optimizer; o != "" && o != "sgd" {
+			lr += " " + o
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%d\n", r.Name, r.State, r.Spec.Model, r.Spec.Dataset,
+			lr, r.Spec.Batch, r.ForwardStep, r.Steps, r.BackwardStep)
 	}
 	return tw.Flush()
 }

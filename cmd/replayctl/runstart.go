@@ -12,11 +12,14 @@ var runStartCmd = command{
 	synopsis: "[--name N] [--preset P] [--dataset D] [--data-path DIR] [--model SPEC] [--lr F] [--batch N] [--steps N]\n" +
 		"                         [--seed N] [--window N] [--strategy S] [--reset-at N|none] [--reset-from forward|backward]\n" +
 		"                         [--reset-policy fixed|improve] [--backward-from N] [--eval-every N] [--eval-size N]\n" +
-		"                         [--checkpoint-every N]",
+		"                         [--checkpoint-every N] [--optimizer sgd|momentum|nesterov|adam|adamw] [--momentum F]\n" +
+		"                         [--dampening F] [--beta1 F] [--beta2 F] [--eps F] [--weight-decay F]",
 	summary: "create and start a run; explicit flags override the preset's values",
 	example: "replayctl run start --preset fmnist-mlp --name fmnist --steps 5000 --window 256\n" +
 		"replayctl run start --preset quadratic --lr 0.05 --reset-at 100 --reset-at 200\n" +
-		"replayctl run start --preset fmnist-mlp --reset-at none --eval-every 0",
+		"replayctl run start --preset fmnist-mlp --reset-at none --eval-every 0\n" +
+		"replayctl run start --preset fmnist-mlp --optimizer adam --lr 0.0001\n" +
+		"replayctl run start --preset quadratic --optimizer momentum --momentum 0.9",
 	run: runRunStart,
 }
 
@@ -27,7 +30,7 @@ func runRunStart(e *env, c *command, args []string) error {
 	var resetAt []string
 	var backwardFrom, evalEvery, evalSize int
 	fs.StringVar(&spec.Name, "name", "", "run name (default chosen by the daemon)")
-	fs.StringVar(&spec.Preset, "preset", "", "preset: quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear")
+	fs.StringVar(&spec.Preset, "preset", "", "preset: quadratic, regression, fmnist-mlp, paper-fig3, fmnist-adam, fmnist-linear")
 	fs.StringVar(&spec.Dataset, "dataset", "", "data set: fashion-mnist, regression-sin, regression-x2, regression-abs, quadratic")
 	fs.StringVar(&spec.DataPath, "data-path", "", "directory of the data set's files (Fashion-MNIST IDX)")
 	fs.StringVar(&spec.Model, "model", "", "model: mlp:WIDTHxDEPTH (e.g. mlp:500x5, mlp:32), linear, scalar")
@@ -47,6 +50,22 @@ func runRunStart(e *env, c *command, args []string) error {
 	fs.IntVar(&evalEvery, "eval-every", 0, "evaluate losses and accuracy every N steps and at the last (0: at the last step only)")
 	fs.IntVar(&evalSize, "eval-size", 0, "size of the fixed evaluation subsets (0: the whole splits)")
 	fs.IntVar(&spec.CheckpointEvery, "checkpoint-every", 0, "store a forward checkpoint every N steps")
+	fs.StringVar(&spec.Optimizer, "optimizer", "", "optimizer (torch.optim's): sgd, momentum, nesterov, adam, adamw")
+	optFlags := []struct {
+		name, usage string
+		dst         **float64
+		v           float64
+	}{
+		{name: "momentum", usage: "momentum factor of momentum and nesterov (default 0.9)", dst: &spec.Momentum},
+		{name: "dampening", usage: "dampening of momentum (default 0)", dst: &spec.Dampening},
+		{name: "beta1", usage: "Adam's β1 (default 0.9)", dst: &spec.Beta1},
+		{name: "beta2", usage: "Adam's β2 (default 0.999)", dst: &spec.Beta2},
+		{name: "eps", usage: "Adam's ε (default 1e-8)", dst: &spec.Eps},
+		{name: "weight-decay", usage: "weight decay (default 0; adamw 0.01)", dst: &spec.WeightDecay},
+	}
+	for i := range optFlags {
+		fs.Float64Var(&optFlags[i].v, optFlags[i].name, 0, optFlags[i].usage)
+	}
 	if err := e.parse(c, fs, args); err != nil {
 		return helped(err)
 	}
@@ -57,6 +76,12 @@ func runRunStart(e *env, c *command, args []string) error {
 	// as set (absent otherwise).
 	if fs.Changed("seed") {
 		spec.Seed = &seed
+	}
+	// Absent optimizer settings stay nil (the daemon's defaults apply).
+	for _, f := range optFlags {
+		if fs.Changed(f.name) {
+			*f.dst = api.Ptr(f.v)
+		}
 	}
 	for _, f := range []struct {
 		name string
@@ -101,8 +126,12 @@ func runRunStart(e *env, c *command, args []string) error {
 		return err
 	}
 	if e.g.output == "table" {
-		fmt.Fprintf(e.stdout, "started run %s: %s on %s, lr %g, batch %d, %d steps, window %d (%s)\n",
-			st.Name, st.Spec.Model, st.Spec.Dataset, st.Spec.LR, st.Spec.Batch, st.Steps, st.Window, st.Strategy)
+		opt := ""
+		if o := st.Spec.Optimizer; o != "" && o != "sgd" {
+			opt = ", optimizer " + o
+		}
+		fmt.Fprintf(e.stdout, "started run %s: %s on %s, lr %g%s, batch %d, %d steps, window %d (%s)\n",
+			st.Name, st.Spec.Model, st.Spec.Dataset, st.Spec.LR, opt, st.Spec.Batch, st.Steps, st.Window, st.Strategy)
 		return nil
 	}
 	return writeStatuses(e, []api.RunStatus{st})

@@ -153,11 +153,36 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 		return err
 	}
 	for _, r := range runs {
+		if o := optimizerLine(r.Spec); o != "" {
+			fmt.Fprintf(e.stdout, "%s: %s\n", r.Name, o)
+		}
+	}
+	for _, r := range runs {
 		if r.State == "failed" && r.Reason != "" {
 			fmt.Fprintf(e.stdout, "%s failed: %s\n", r.Name, r.Reason)
 		}
 	}
 	return nil
+}
+
+// optimizerLine describes a run's optimizer and the settings that apply to
+// it, or "" for plain SGD without weight decay (the table's default, so
+// that the common case stays one line per run).
+func optimizerLine(s api.RunSpec) string {
+	wd := s.WeightDecay != nil && *s.WeightDecay != 0
+	if (s.Optimizer == "" || s.Optimizer == "sgd") && !wd {
+		return ""
+	}
+	out := "optimizer " + s.Optimizer
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"momentum", s.Momentum}, {"dampening", s.Dampening}, {"beta1", s.Beta1}, {"beta2", s.Beta2}, {"eps", s.Eps}, {"weight_decay", s.WeightDecay}} {
+		if f.v != nil {
+			out += fmt.Sprintf(" %s=%g", f.name, *f.v)
+		}
+	}
+	return out
 }
 
 // writeJSON writes v indented, with a final newline.
