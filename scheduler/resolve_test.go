@@ -50,7 +50,7 @@ func TestPresetsResolve(t *testing.T) {
 		t.Errorf("paper-fig3: %+v", fig3)
 	}
 	ad, _ := Resolve(testFamilies, api.RunSpec{Preset: "fmnist-adam"}, 256)
-	if ad.Optimizer != OptimAdam || ad.LR != 0.0001 || ad.Beta1 != DefaultBeta1 || ad.Beta2 != DefaultBeta2 || ad.Eps != DefaultEps ||
+	if ad.Optimizer != OptimAdam || ad.LR != 0.0003 || ad.Beta1 != DefaultBeta1 || ad.Beta2 != DefaultBeta2 || ad.Eps != DefaultEps ||
 		ad.Strategy != StrategyWindow || ad.Dim != 3*fm.Dim+1 || !slices.Equal(ad.ResetAt, []int{1000}) {
 		t.Errorf("fmnist-adam: %+v", ad)
 	}

@@ -103,7 +103,7 @@ adam=(--steps 2000 --reset-at 1000)
 if [ -n "$ADAM_STEPS" ]; then
 	adam=(--steps "$ADAM_STEPS" --reset-at $((ADAM_STEPS / 2)))
 fi
-ctl run start --name fmnist-adam --preset fmnist-mlp --seed 1 --optimizer adam --lr "$ADAM_LR" \
+ctl run start --name fmnist-adam --preset fmnist-adam --seed 1 --lr "$ADAM_LR" \
 	--strategy window --window "$ADAM_WINDOW" "${adam[@]}" >/dev/null
 runs+=(fmnist-adam)
 ctl status

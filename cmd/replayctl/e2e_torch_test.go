@@ -91,12 +91,6 @@ func TestE2ETorchReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := torchCases
-	if !optimizerFlags(t) {
-		// Until the optimizer branch is merged only plain SGD exists;
-		// remove this once `replayctl run start --optimizer` is on main.
-		t.Logf("replayctl run start has no --optimizer yet: only the sgd case runs (momentum, nesterov, adam, adamw wait for it)")
-		cases = cases[:1]
-	}
 
 	d := startDaemon(t)
 	tmp := t.TempDir()
@@ -185,13 +179,6 @@ func TestE2ETorchReference(t *testing.T) {
 			t.Logf("%s: %s", c.name, lastLine(out))
 		})
 	}
-}
-
-// optimizerFlags tells whether this replayctl has the optimizer flags.
-func optimizerFlags(t *testing.T) bool {
-	t.Helper()
-	r := runCtl(t, "run", "start", "--help")
-	return strings.Contains(r.stdout+r.stderr, "--optimizer")
 }
 
 // trains checks that the run's evaluated training loss fell: the check

@@ -91,7 +91,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.datasetDir, "dataset-dir", "", "default Fashion-MNIST directory for runs that name none (default /usr/share/datasets/fashion-mnist)")
 	level := fs.String("log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text | json (log/slog on stderr)")
-	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-linear; fmnist-cnn and fmnist-resnet18 with their --torch-model)")
+	fs.StringVar(&c.runPreset, "run-preset", "", "at start, if the store holds no run yet, create one from this preset (quadratic, regression, fmnist-mlp, paper-fig3, fmnist-adam, fmnist-linear; fmnist-cnn and fmnist-resnet18 with their --torch-model)")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", time.Second, "how long open API requests may take to finish at shutdown")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long the store's final flush may take at shutdown before replayd exits anyway (exit 1; writes since the last checkpoint may be lost)")
 	fs.IntVar(&c.memLimitMiB, "memory-limit", defaultMemLimitMiB, "soft limit of the Go heap in MiB (runtime/debug.SetMemoryLimit; 0: none; ignored when GOMEMLIMIT is set)")
