@@ -145,6 +145,8 @@ func (Family) Resolve(s *family.Spec) (family.Size, []string) {
 		// replay.AffinePrefix: x, v, res (rows×cols) and a (cols×cols),
 		// float64.
 		size.MemoBytes = 8 * (3*rows*cols + cols*cols)
+	} else if affine && (oc.Name == nn.OptimMomentum || oc.Name == nn.OptimNesterov) {
+		size.MemoBytes = replay.MomentumPrefixBytes(int(rows), int(cols))
 	}
 	return size, nil
 }
@@ -305,6 +307,38 @@ func (o ops) Affine() (replay.AffineOperators, bool) {
 		return o.Optim.SGD(), true
 	}
 	return nil, false
+}
+
+// MomentumAffine is the exact memo for heavy-ball momentum and Nesterov
+// on an affine model (least squares, the scalar quadratic): affine in
+// (θ, buf), composed by replay.MomentumPrefix; false otherwise (and for
+// settings replay refuses, such as dampening 1), where memo uses the
+// coalescence memo.
+func (o ops) MomentumAffine() (replay.MomentumAffineOperators, bool) {
+	c := o.Optim.Config()
+	if (c.Name != nn.OptimMomentum && c.Name != nn.OptimNesterov) || !o.Optim.SGD().IsAffine() {
+		return nil, false
+	}
+	return replay.AsMomentumAffine(momentumOps{o.Optim})
+}
+
+// momentumOps is nn.Optim seen as replay.MomentumAffineOperators: the
+// gradient's low-rank data is nn.SGD's affine step at the same rate (nn
+// does not import replay, so the adapter lives here).
+type momentumOps struct{ *nn.Optim }
+
+func (o momentumOps) AffineShape() (rows, cols int)       { return o.SGD().AffineShape() }
+func (o momentumOps) Pack(dst []float64, theta []float32) { o.SGD().Pack(dst, theta) }
+func (o momentumOps) Unpack(dst []float32, m []float64)   { o.SGD().Unpack(dst, m) }
+func (o momentumOps) MomentumStep(k int) (u []float64, b int, c float64, off []float64) {
+	return o.SGD().AffineStep(k)
+}
+func (o momentumOps) MomentumSettings() replay.MomentumSettings {
+	c := o.Config()
+	return replay.MomentumSettings{
+		LR: o.SGD().LR(), Momentum: c.Momentum, Dampening: c.Dampening,
+		WeightDecay: c.WeightDecay, Nesterov: c.Name == nn.OptimNesterov,
+	}
 }
 
 type measurer struct{ train, test *nn.Evaluator }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/nn"
+	"github.com/replay-sgd/replay/replay"
 )
 
 // specs covers every data set of the family and each kind of model.
@@ -227,8 +228,20 @@ func TestOptimizerState(t *testing.T) {
 		}
 		_, affine := ops.Affine()
 		plain := c.opt.Name == "sgd" && c.opt.WeightDecay == 0
-		if affine != plain || (size.MemoBytes > 0) != plain {
-			t.Errorf("%+v: affine %v, MemoBytes %d", c.opt, affine, size.MemoBytes)
+		// Heavy ball and Nesterov on the linear model have the exact
+		// momentum memo (replay.MomentumPrefix) instead.
+		heavy := c.opt.Name == "momentum" || c.opt.Name == "nesterov"
+		mom, momAffine := ops.(interface {
+			MomentumAffine() (replay.MomentumAffineOperators, bool)
+		}).MomentumAffine()
+		if affine != plain || momAffine != heavy || (size.MemoBytes > 0) != (plain || heavy) {
+			t.Errorf("%+v: affine %v, momentum affine %v, MemoBytes %d", c.opt, affine, momAffine, size.MemoBytes)
+		}
+		if momAffine {
+			rows, cols := mom.AffineShape()
+			if want := replay.MomentumPrefixBytes(rows, cols); size.MemoBytes != want {
+				t.Errorf("%+v: MemoBytes %d, the momentum prefix holds %d", c.opt, size.MemoBytes, want)
+			}
 		}
 		ops.Apply(1, st)
 		if c.state > 0 && st[len(st)-1] != 1 {

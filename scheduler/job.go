@@ -78,8 +78,20 @@ type memoState struct {
 	ops  family.Operators // eval's (for familyErr)
 }
 
+// momentumAffine is the optional capability of a family's operators whose
+// steps are heavy-ball momentum or Nesterov on an affine model: memo then
+// composes them exactly (replay.MomentumPrefix) instead of coalescing.
+type momentumAffine interface {
+	MomentumAffine() (replay.MomentumAffineOperators, bool)
+}
+
 func newMemo(env *runEnv, budget int64) *memoState {
 	ops := env.proto.Clone()
+	if m, ok := ops.(momentumAffine); ok {
+		if mom, ok := m.MomentumAffine(); ok {
+			return &memoState{eval: replay.NewMomentumPrefix(mom), ops: ops}
+		}
+	}
 	if aff, ok := ops.Affine(); ok {
 		return &memoState{eval: replay.NewAffinePrefix(aff), ops: ops}
 	}

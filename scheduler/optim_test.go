@@ -331,3 +331,53 @@ func TestAdmissionCountsState(t *testing.T) {
 		t.Errorf("admission: adam %+v, sgd %+v", ea.MemoryParts[0], es.MemoryParts[0])
 	}
 }
+
+// TestMomentumMemoExact runs heavy-ball momentum and Nesterov on least
+// squares with the memo strategy: the scheduler composes the block maps
+// (replay.MomentumPrefix) instead of coalescing. Each backward state equals
+// the direct recomputation T_1∘…∘T_n(s_0) to float32 rounding and the step
+// count exactly; and at least one state differs in its bits, which a
+// coalescence memo (bitwise equal to the direct chain) never would, so the
+// test fails if the exact memo is not the one used.
+//
+// Tolerance: the prefix is composed in float64 and rounded once; the direct
+// chain accumulates float32 rounding, at most a few units of 6e-8 per step
+// relative to ‖s‖ on these contracting steps (lr·‖H‖ < 1), so 40 steps stay
+// below 40·4·6e-8 ≈ 1e-5 relative.
+func TestMomentumMemoExact(t *testing.T) {
+	const steps, tol = 40, 1e-5
+	for _, o := range []api.RunSpec{
+		{Optimizer: "momentum", Momentum: api.Ptr(0.9), Dampening: api.Ptr(0.1)},
+		{Optimizer: "nesterov", Momentum: api.Ptr(0.8), WeightDecay: api.Ptr(0.01)},
+	} {
+		t.Run(o.Optimizer, func(t *testing.T) {
+			spec := o
+			spec.Name, spec.Dataset, spec.Model, spec.Loss, spec.Batch, spec.Steps, spec.LR = "run", "regression-x2", "linear", "mse", 5, steps, 0.05
+			spec.Strategy, spec.Window, spec.Seed = StrategyMemo, steps, seed(4)
+			h := startHarness(t, openStore(t, t.TempDir()), testOptions())
+			h.create(spec)
+			h.wait("run", ckpt.StateDone)
+			or := newOptimOracle(t, h.store, "run")
+			differ := 0
+			for n := 1; n <= steps; n++ {
+				want := or.chain(or.s0, 0, n)
+				_, got, err := h.s.Params(context.Background(), "run", KindBackward, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, want) {
+					differ++
+				}
+				if got[len(got)-1] != float32(n) {
+					t.Fatalf("backward state %d has step count %v", n, got[len(got)-1])
+				}
+				if d, w := dist(got[:len(got)-1], want[:len(want)-1]), norm(want[:len(want)-1]); d > tol*w {
+					t.Fatalf("backward state %d: distance %g to the direct chain, more than %g·%g", n, d, tol, w)
+				}
+			}
+			if differ == 0 {
+				t.Fatalf("every memo state is bitwise the direct chain's: the exact momentum memo was not used")
+			}
+		})
+	}
+}
