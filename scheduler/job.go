@@ -85,6 +85,19 @@ type momentumAffine interface {
 	MomentumAffine() (replay.MomentumAffineOperators, bool)
 }
 
+// exactMemo reports whether newMemo composes ops' maps (the affine or the
+// momentum prefix, equal to direct application only to rounding) rather
+// than coalescing (bitwise direct application).
+func exactMemo(ops family.Operators) bool {
+	if m, ok := ops.(momentumAffine); ok {
+		if _, ok := m.MomentumAffine(); ok {
+			return true
+		}
+	}
+	_, ok := ops.Affine()
+	return ok
+}
+
 func newMemo(env *runEnv, budget int64) *memoState {
 	ops := env.proto.Clone()
 	if m, ok := ops.(momentumAffine); ok {
@@ -181,7 +194,7 @@ func computeIterate(ctx context.Context, j Job, wr *workerRun, memo *memoState, 
 // recompute writes into theta the backward iterate θ̃_step of r under the
 // anchor (seg, anchorStep), as the job that produced the stored result did,
 // in the calling goroutine (Params). Memo runs of affine operators use the
-// affine prefix (the stored numbers are its, to rounding); the coalescence
+// affine or momentum prefix (the stored numbers are its, to rounding); the coalescence
 // memo is exact, so Direct gives its bits.
 func (s *Scheduler) recompute(ctx context.Context, r *run, env *runEnv, seg, anchorStep, step int, theta []float32) error {
 	in := newRunInputs(s.store, r.cfg.Dim)
@@ -189,7 +202,7 @@ func (s *Scheduler) recompute(ctx context.Context, r *run, env *runEnv, seg, anc
 	j := plan.job(r.name, 0, seg, anchorStep, step)
 	j.Strategy = r.cfg.Strategy
 	var memo *memoState
-	if _, affine := env.proto.Affine(); j.Memo && affine {
+	if j.Memo && exactMemo(env.proto) {
 		memo = newMemo(env, 0)
 	} else {
 		j.Memo = false
