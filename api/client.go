@@ -64,7 +64,14 @@ type Client struct {
 	base  string // URL prefix, e.g. "http://replayd" for a unix socket
 	token string
 	hc    *http.Client
+	// BusyWait bounds how long a request keeps asking a saturated daemon
+	// (503 with Retry-After, ErrBusy) again; 0 gives up at the first such
+	// answer. NewClient sets DefaultBusyWait.
+	BusyWait time.Duration
 }
+
+// DefaultBusyWait is a new Client's BusyWait.
+const DefaultBusyWait = 2 * time.Minute
 
 // dialTimeout bounds connecting, not requests: a trajectory stream or a
 // verify may legitimately take long, and contexts bound those.
@@ -75,7 +82,7 @@ const dialTimeout = 5 * time.Second
 // "host:port", or an "http://" / "https://" URL. A non-empty token is sent as
 // "Authorization: Bearer <token>".
 func NewClient(addr, token string) *Client {
-	c := &Client{addr: addr, token: token}
+	c := &Client{addr: addr, token: token, BusyWait: DefaultBusyWait}
 	tr := &http.Transport{
 		Proxy:               nil, // the daemon is local; never go through $HTTP_PROXY
 		MaxIdleConns:        4,
@@ -155,6 +162,9 @@ func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachab
 type StatusError struct {
 	Code    int    // HTTP status
 	Message string // the daemon's one-line api.Error message
+	// RetryAfter is the daemon's Retry-After on a 503 for a saturated
+	// backend (ErrBusy); 0 otherwise.
+	RetryAfter time.Duration
 }
 
 // Error returns the daemon's message.
@@ -172,6 +182,8 @@ func (e *StatusError) Is(target error) bool {
 		return e.Code == http.StatusConflict
 	case ErrUnauthorized:
 		return e.Code == http.StatusUnauthorized
+	case ErrBusy:
+		return e.Code == http.StatusServiceUnavailable && e.RetryAfter > 0
 	}
 	return false
 }
@@ -184,23 +196,56 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 // doHeader is do with extra request headers.
 func (c *Client) doHeader(ctx context.Context, method, path string, query url.Values, body any, hdr http.Header) (*http.Response, error) {
-	var rd io.Reader
+	var enc []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("api: encode request: %w", err)
 		}
-		rd = bytes.NewReader(b)
+		enc = b
 	}
+	// A saturated daemon (503 with Retry-After: every recomputation slot
+	// busy) is asked again after the time it names, up to BusyWait in all:
+	// a user's export or trajectory waits its turn instead of failing.
+	deadline := time.Now().Add(c.BusyWait)
+	for {
+		resp, err := c.send(ctx, method, path, query, enc, body != nil, hdr)
+		var se *StatusError
+		if err == nil || !errors.As(err, &se) || !errors.Is(se, ErrBusy) {
+			return resp, err
+		}
+		wait := se.RetryAfter
+		if left := time.Until(deadline); left <= 0 {
+			return nil, err
+		} else if wait > left {
+			wait = left
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// send is one attempt of doHeader.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, enc []byte, hasBody bool, hdr http.Header) (*http.Response, error) {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(enc)
+	}
+	body := rd
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("api: %s %s: %w", method, path, err)
 	}
-	if body != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for k, v := range hdr {
@@ -239,7 +284,13 @@ func readStatusError(resp *http.Response) error {
 		msg = fmt.Sprintf("replayd answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	msg = strings.Join(strings.Fields(msg), " ") // one line, whatever the server sent
-	return &StatusError{Code: resp.StatusCode, Message: msg}
+	se := &StatusError{Code: resp.StatusCode, Message: msg}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+			se.RetryAfter = time.Duration(min(n, 3600)) * time.Second
+		}
+	}
+	return se
 }
 
 // getJSON performs a request and decodes a JSON answer into out.

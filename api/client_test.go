@@ -365,3 +365,51 @@ func TestDefaultDataDirAndAddr(t *testing.T) {
 		t.Errorf("default hint: %s", e.Error())
 	}
 }
+
+// TestClientBusyRetries: a 503 with Retry-After (every recomputation slot
+// busy) is asked again after the time it names, with the same body, until
+// the daemon answers or BusyWait is spent; a 503 without Retry-After (a
+// full disk, a stopping daemon) is not retried.
+func TestClientBusyRetries(t *testing.T) {
+	var calls, bodies int
+	busyFor := 2
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/runs", func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if b, _ := io.ReadAll(r.Body); strings.Contains(string(b), `"name":"r"`) {
+			bodies++
+		}
+		if calls <= busyFor {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":"all 1 slots for recomputations are busy, try again"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"name":"r","state":"running"}`)
+	})
+	mux.HandleFunc("GET /v1/runs/full", func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `{"error":"disk full"}`)
+	})
+	c := NewClient(unixServer(t, mux), "")
+	ctx := context.Background()
+	st, err := c.CreateRun(ctx, RunSpec{Name: "r"})
+	if err != nil || st.Name != "r" || calls != 3 || bodies != 3 {
+		t.Fatalf("after two busy answers: %+v, %v; %d calls, %d with the body", st, err, calls, bodies)
+	}
+	calls, busyFor = 0, 100
+	c.BusyWait = 0
+	_, err = c.CreateRun(ctx, RunSpec{Name: "r"})
+	var se *StatusError
+	if !errors.Is(err, ErrBusy) || !errors.As(err, &se) || se.RetryAfter.Seconds() != 1 || calls != 1 {
+		t.Fatalf("BusyWait 0: %v (%d calls)", err, calls)
+	}
+	calls = 0
+	c.BusyWait = DefaultBusyWait
+	_, err = c.Status(ctx, "full")
+	if errors.Is(err, ErrBusy) || err == nil || err.Error() != "disk full" || calls != 1 {
+		t.Fatalf("503 without Retry-After: %v (%d calls)", err, calls)
+	}
+}
