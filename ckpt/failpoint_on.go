@@ -31,6 +31,14 @@ const FailpointsEnabled = true
 //	checkpoint  before a forward checkpoint is written, by AppendForward
 //	            with a checkpoint or by PutCheckpoint
 //	append      before AppendForward's transaction
+//	backward    before PutBackward writes anything
+//	metrics     in PutBackward, after the kept parameters are stored and
+//	            before the metrics and the state
+//	anchor      before PutAnchor's transaction
+//	state       before PutState's transaction
+//	create      before CreateRun's transaction
+//	delete      before DeleteRun's first transaction
+//	space       in every write's space check, before statfs
 //	sync        before the store syncs
 var failpoints = parseFailpoints(os.Getenv("REPLAY_FAILPOINTS"))
 

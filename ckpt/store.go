@@ -44,6 +44,9 @@ type Store struct {
 
 	// space is the last write refused for want of space (space.go).
 	space atomic.Pointer[SpaceError]
+	// writeProblems maps a write's op to its last failure (a
+	// writeProblem, writeerr.go) until the same op succeeds.
+	writeProblems sync.Map
 	// gone is set when the directory vanished or was replaced (watch.go).
 	gone atomic.Pointer[error]
 
