@@ -20,25 +20,136 @@ const forwardChunk = 64
 const spacePoll = time.Second
 
 // whileFull calls write until the store does not refuse it for want of
-// space (a ckpt.SpaceError: nothing was written), trying again every
-// spacePoll, and gives up with the refusal when ctx is done. The trainer and
-// the backward loop both pause this way on a full disk, keeping what they
-// have to write in memory, so the run stays bitwise what it would have been;
-// the status shows the store's reason meanwhile.
-func whileFull(ctx context.Context, write func() error) error {
+// space (a ckpt.SpaceError: nothing was committed), trying again every
+// spacePoll or at once when Resume asks, and gives up with the refusal when
+// ctx is done. The trainer and the backward loop both pause this way on a
+// full disk, keeping what they have to write in memory, so the run stays
+// bitwise what it would have been. Meanwhile the status shows the run
+// paused with the store's reason, and the event stream has a state event
+// when the first of the run's loops starts waiting and when the last one's
+// write went through.
+func (r *run) whileFull(ctx context.Context, write func() error) error {
+	waiting, woken := false, false
 	for {
 		err := write()
 		var se *ckpt.SpaceError
 		if !errors.As(err, &se) {
+			if waiting {
+				r.spaceWait(nil, err == nil)
+			}
+			if woken {
+				r.retried()
+			}
 			return err
 		}
+		retry := r.spaceWait(se, !waiting)
+		waiting = true
+		if woken {
+			r.retried()
+		}
+		woken = false
 		t := time.NewTimer(spacePoll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			r.spaceWait(nil, false)
 			return err
 		case <-t.C:
+		case <-retry:
+			t.Stop()
+			woken = true
 		}
+	}
+}
+
+// spaceWait records that a loop of the run waits for space (se not nil;
+// first: it starts waiting) or stopped waiting (se nil; wrote: its write
+// went through), publishes the state events of the run's pause for a full
+// disk and its end, and returns the channel Resume closes to make the
+// waiting loops retry.
+func (r *run) spaceWait(se *ckpt.SpaceError, first bool) <-chan struct{} {
+	r.mu.Lock()
+	var line string
+	switch {
+	case se != nil:
+		if r.mu.fullWaiters == 0 && first {
+			line = fmt.Sprintf("paused reason=%q", se.Error())
+		}
+		if first {
+			r.mu.fullWaiters++
+		}
+		r.mu.full = se
+	default:
+		r.mu.fullWaiters--
+		if r.mu.fullWaiters == 0 {
+			r.mu.full = nil
+			if first { // the write went through
+				line = "resumed reason=space"
+			}
+		}
+	}
+	retry := r.mu.retry
+	r.mu.Unlock()
+	if line != "" {
+		if se != nil {
+			r.s.log.Warn("run paused: disk full", "run", r.name, "reason", se.Error())
+		} else {
+			r.s.log.Info("run resumed: the store has room again", "run", r.name)
+		}
+		r.s.stateEvent(r, line)
+	}
+	return retry
+}
+
+// resumeFull is Resume of a run paused for a full disk (one of its loops
+// waits in whileFull): the store's SpaceError while the refused write
+// would still not fit, else nil after waking the waiting loops, which
+// retry at once. nil when no loop waits.
+func (r *run) resumeFull() error {
+	r.mu.Lock()
+	se := r.mu.full
+	r.mu.Unlock()
+	if se == nil {
+		return nil
+	}
+	if err := r.s.store.Recheck(se); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.mu.fullWaiters == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	close(r.mu.retry)
+	r.mu.retry = make(chan struct{})
+	if r.mu.retriedCh == nil {
+		r.mu.retriedCh = make(chan struct{})
+	}
+	tried := r.mu.retriedCh
+	r.mu.Unlock()
+	// Wait for the first retry, so that the status Resume answers is the
+	// one after it; the bound only keeps a slow write (a big checkpoint on
+	// a loaded disk) from holding the request: the events tell the rest.
+	t := time.NewTimer(resumeWait)
+	defer t.Stop()
+	select {
+	case <-tried:
+	case <-t.C:
+	}
+	return nil
+}
+
+// resumeWait bounds how long Resume waits for a paused loop's retry.
+const resumeWait = 5 * time.Second
+
+// retried tells a Resume waiting in resumeFull that a loop tried its
+// write again.
+func (r *run) retried() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.retriedCh != nil {
+		close(r.mu.retriedCh)
+		r.mu.retriedCh = nil
 	}
 }
 
@@ -70,7 +181,7 @@ func (r *run) train(ctx context.Context, env *runEnv) error {
 	var commit func() error
 	// A full disk pauses the trainer, not the run: the chunk waits in
 	// memory (bitwise the same steps) until the store has room again.
-	flush := func() error { return whileFull(ctx, commit) }
+	flush := func() error { return r.whileFull(ctx, commit) }
 	commit = func() error {
 		if len(chunk) == 0 {
 			return nil
