@@ -268,10 +268,12 @@ func fill(t *testing.T, dir string, left int64) string {
 // Case 1 of issue 10: a full disk pauses the run, it does not kill the
 // daemon. On a 200 MiB tmpfs with --min-free-disk 64MiB, a filler leaves
 // 48 MiB: the run is created (θ0 may use half the reserve) but its trainer
-// is refused its first write. The run shows the reason, /healthz answers 503
-// with it, the daemon serves reads; once the filler is gone the run goes on
-// by itself and ends bitwise equal to an unconstrained run, every
-// checkpoint present. (Before: SIGBUS in Badger's value-log write.)
+// is refused its first write. The run shows state paused with the reason,
+// /healthz answers 503 with it, the daemon serves reads, `replayctl resume`
+// is refused with the reason while the disk is full; once the filler is
+// gone `replayctl resume` retries at once and the run ends bitwise equal to
+// an unconstrained run, every checkpoint present. (Before: SIGBUS in
+// Badger's value-log write; then a "running" run with a reason.)
 func TestDiskFullPausesRun(t *testing.T) {
 	spec := killSpec()
 	args := []string{"--workers", "2", "--min-free-disk", "64MiB"}
@@ -290,24 +292,11 @@ func TestDiskFullPausesRun(t *testing.T) {
 	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, err := d.c.Status(ctx(t), spec.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(st.Reason, "disk full") {
-			if st.State != "running" || st.ForwardStep != 0 {
-				t.Fatalf("paused run: %+v", st)
-			}
-			t.Logf("status: %s", st.Reason)
-			break
-		}
-		if st.State != "running" || time.Now().After(deadline) {
-			t.Fatalf("run on a full disk: %+v; want running, paused with the reason", st)
-		}
-		time.Sleep(20 * time.Millisecond)
+	st := d.waitState(spec.Name, "paused")
+	if !strings.HasPrefix(st.Reason, "disk full: ") || !strings.Contains(st.Reason, "MiB free, need ") || st.ForwardStep != 0 {
+		t.Fatalf("paused run: %+v; want forward step 0 and the reason \"disk full: N MiB free, need M MiB…\"", st)
 	}
+	t.Logf("status: %s", st.Reason)
 	code, body := d.healthz()
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {
 		t.Fatalf("/healthz on a full disk: %d %q", code, body)
@@ -315,9 +304,14 @@ func TestDiskFullPausesRun(t *testing.T) {
 	if err := d.c.Trajectory(ctx(t), spec.Name, api.TrajectoryQuery{Kind: "forward"}, func(api.Point) error { return nil }); err != nil {
 		t.Fatalf("a read on a full disk: %v", err)
 	}
+	code, stdout, stderr := d.ctl("resume", spec.Name)
+	refused(t, "resume on a full disk", code, stdout, stderr, "disk full", "MiB free")
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
+	}
+	if code, stdout, stderr = d.ctl("resume", spec.Name, "-o", "json"); code != 0 || strings.Contains(stdout, `"state": "paused"`) {
+		t.Fatalf("resume once space returned: exit %d, stdout %q, stderr %q; want the run going on", code, stdout, stderr)
 	}
 	d.waitDone(spec.Name)
 	if code, body := d.healthz(); code != http.StatusOK {
