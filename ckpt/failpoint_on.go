@@ -18,7 +18,9 @@ const FailpointsEnabled = true
 // Fault injection for crash and I/O-error tests, in the manner of bbolt's
 // and pebble's build-tagged failpoints. REPLAY_FAILPOINTS lists
 // site=action[@n] entries separated by commas; the action fires at the n-th
-// hit of the site (default: the first) and at that hit only. Actions:
+// hit of the site (default: the first) and at that hit only — or, while
+// the file REPLAY_FAILPOINT_HOLD names exists, at every later hit too (a
+// disk that stays full or broken until the test says otherwise). Actions:
 //
 //	kill    SIGKILL the process at once (a crash between two writes)
 //	enospc  the write fails with ENOSPC
@@ -41,6 +43,10 @@ const FailpointsEnabled = true
 //	space       in every write's space check, before statfs
 //	sync        before the store syncs
 var failpoints = parseFailpoints(os.Getenv("REPLAY_FAILPOINTS"))
+
+// failpointHold is the file whose existence makes a fault that fired fire
+// again at every hit.
+var failpointHold = os.Getenv("REPLAY_FAILPOINT_HOLD")
 
 type fpAction struct {
 	action string
@@ -81,6 +87,14 @@ func parseFailpoints(s string) map[string]fpAction {
 	return out
 }
 
+func holding() bool {
+	if failpointHold == "" {
+		return false
+	}
+	_, err := os.Stat(failpointHold)
+	return err == nil
+}
+
 func failpoint(site string) error {
 	a, ok := failpoints[site]
 	if !ok {
@@ -93,7 +107,7 @@ func failpoint(site string) error {
 	fpHits.n[site]++
 	hit := fpHits.n[site]
 	fpHits.Unlock()
-	if hit != a.at {
+	if hit < a.at || hit > a.at && !holding() {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "ckpt: failpoint %s=%s at hit %d\n", site, a.action, hit)

@@ -43,8 +43,10 @@ var refusals = []error{
 // problem (the same kind of write works again); ENOSPC from the file system
 // becomes a SpaceError (the caller pauses and retries, as for a write
 // refused before it started); any other error that is not a refusal of
-// the arguments becomes a WriteError, kept as the store's write problem
-// (WriteProblem, /healthz) until the same op succeeds.
+// the arguments becomes a WriteError. Either is kept as the store's write
+// problem (WriteProblem, /healthz) until the same op succeeds: other kinds
+// of writes may well succeed meanwhile (a small state on a disk too full
+// for a checkpoint).
 func (s *Store) wrote(op string, err error) error {
 	if err == nil {
 		if _, had := s.writeProblems.LoadAndDelete(op); had {
@@ -55,7 +57,7 @@ func (s *Store) wrote(op string, err error) error {
 	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
 		free, _ := s.freeSpace()
 		se := &SpaceError{Dir: s.opts.Dir, Free: free, Reserve: s.opts.MinFreeDisk, Err: err}
-		s.space.Store(se)
+		s.writeProblems.Store(op, writeProblem{err: se, at: time.Now()})
 		s.log.Warn("ckpt: writes paused: the file system is full", "dir", s.opts.Dir, "op", op, "err", err)
 		return se
 	}
@@ -87,9 +89,10 @@ type writeProblem struct {
 	at  time.Time
 }
 
-// WriteProblem reports the writes that failed (WriteError) and have not
-// succeeded since, oldest first, or nil: a store that cannot write is
-// unhealthy even when no run is left to notice.
+// WriteProblem reports the writes the file system failed (a WriteError, or
+// a SpaceError for its ENOSPC) that have not succeeded since, oldest first,
+// or nil: a store that cannot write is unhealthy even when no run is left
+// to notice.
 func (s *Store) WriteProblem() error {
 	var ps []writeProblem
 	s.writeProblems.Range(func(_, v any) bool {
