@@ -85,7 +85,12 @@ func Open(opts Options) (*Store, error) {
 	}
 	check := precheck
 	if opts.Salvage {
-		check = func(dir string) error { return keepNewestVlog(dir, opts.logger()) }
+		check = func(dir string) error {
+			if err := salvageManifest(dir, opts.logger()); err != nil {
+				return err
+			}
+			return keepNewestVlog(dir, opts.logger())
+		}
 	}
 	if err := check(opts.Dir); err != nil {
 		if lock != nil {
