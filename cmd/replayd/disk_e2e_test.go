@@ -590,3 +590,62 @@ func TestRequestWriteFaults(t *testing.T) {
 		})
 	}
 }
+
+// Case 3 of issue 10 through the real binaries: the MANIFEST of a finished
+// run's store removed. replayd refuses to start, one line naming the
+// MANIFEST and replayd repair, the directory byte-identical; `replayd
+// repair` backs it up and rebuilds the MANIFEST from the tables; the
+// restarted daemon serves the run bitwise as before. (Before: replayd
+// started empty and overwrote the table; then repair did the same.)
+func TestLostManifestRepaired(t *testing.T) {
+	spec := killSpec()
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--workers", "2")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	want := collect(d, spec)
+	d.stop(syscall.SIGTERM)
+
+	store := filepath.Join(dir, storeDirName)
+	if err := os.Remove(filepath.Join(store, "MANIFEST")); err != nil {
+		t.Fatal(err)
+	}
+	before := contentDigest(t, store)
+	code, stdout, stderr := runBinary(t, nil, "--data-dir", dir)
+	if code == 0 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "MANIFEST") || !strings.Contains(stderr, "replayd repair") {
+		t.Fatalf("start without the MANIFEST: exit %d, stdout %q, stderr %q; want one line naming MANIFEST and replayd repair", code, stdout, stderr)
+	}
+	if after := contentDigest(t, store); after != before {
+		t.Fatalf("the refused start changed the store:\n%s\nwas\n%s", after, before)
+	}
+	code, stdout, stderr = runBinary(t, nil, "repair", "--data-dir", dir)
+	if code != 0 || !strings.Contains(stdout, "run k: ok") {
+		t.Fatalf("repair: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "rebuilding the MANIFEST") {
+		t.Fatalf("repair did not say it rebuilt the MANIFEST: %q", stderr)
+	}
+	backups, _ := filepath.Glob(store + ".backup-*")
+	if len(backups) != 1 || contentDigest(t, backups[0]) != before {
+		t.Fatalf("backups %v: want one, byte-identical to the damaged store", backups)
+	}
+
+	d = startDaemon(t, dir, "--workers", "2")
+	got := collect(d, spec)
+	for _, k := range []string{"forward", "backward"} {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory after the repair: %v", k, err)
+		}
+	}
+	for key, b := range want.params {
+		if !bytes.Equal(got.params[key], b) {
+			t.Errorf("parameters %s differ after the repair", key)
+		}
+	}
+	rep, err := d.c.Verify(ctx(t), spec.Name)
+	if n := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != n {
+		t.Fatalf("verify after the repair: %+v %v, want ok with %d checkpoints", rep, err, n)
+	}
+}
