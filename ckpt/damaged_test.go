@@ -189,6 +189,23 @@ func TestDamagedStoreRefused(t *testing.T) {
 			must(t, os.WriteFile(p, b, 0o600))
 			return name
 		}},
+		{"older value log removed", closedStore, func(t *testing.T, dir string) string {
+			p := olderVlog(t, dir)
+			must(t, os.Remove(p))
+			return filepath.Base(p)
+		}},
+		{"older value log removed after a crash", crashedStore, func(t *testing.T, dir string) string {
+			p := olderVlog(t, dir)
+			must(t, os.Remove(p))
+			return filepath.Base(p)
+		}},
+		{"older value log cut", closedStore, func(t *testing.T, dir string) string {
+			p := olderVlog(t, dir)
+			fi, err := os.Stat(p)
+			must(t, err)
+			must(t, os.Truncate(p, fi.Size()-4096))
+			return filepath.Base(p)
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := c.store(t)
@@ -394,5 +411,41 @@ func tabledStore(crashed bool) func(t *testing.T) string {
 		}
 		must(t, s.Close())
 		return dir
+	}
+}
+
+// olderVlog is the path of the oldest value-log file of a store that has
+// more than one.
+func olderVlog(t *testing.T, dir string) string {
+	t.Helper()
+	f, err := listStore(dir)
+	if err != nil || len(f.vlogs) < 2 {
+		t.Fatalf("value-log files %v (%v): want at least two", f.vlogs, err)
+	}
+	return filepath.Join(dir, f.vlogs[0])
+}
+
+// Value-log GC deletes the files it rewrote: a store that crashed after a
+// GC (or with one running) is not refused for them, and one closed after it
+// lists the files as they are.
+func TestGCCollectedVlogNotDamage(t *testing.T) {
+	s := realStore(t, t.TempDir())
+	for _, name := range []string{"a", "b"} {
+		must(t, s.DeleteRun(name))
+	}
+	before, _ := listStore(s.opts.Dir)
+	must(t, s.GC())
+	after, _ := listStore(s.opts.Dir)
+	if len(after.vlogs) >= len(before.vlogs) || !s.gcRewrote.Load() {
+		t.Fatalf("value-log files %v before GC, %v after: GC collected none, nothing to test", before.vlogs, after.vlogs)
+	}
+	img := t.TempDir()
+	copyDir(t, s.opts.Dir, img)
+	must(t, s.Close())
+	for _, dir := range []string{img, s.opts.Dir} {
+		s := openTest(t, dir)
+		if runs, err := s.Runs(); err != nil || !slices.Equal(runs, []string{"c"}) {
+			t.Fatalf("runs %v %v after GC, want c", runs, err)
+		}
 	}
 }
