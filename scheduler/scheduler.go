@@ -391,9 +391,10 @@ func (s *Scheduler) Pause(name string) (api.RunStatus, error) {
 // be read, it is over the limits, its data set could not be loaded) is
 // revived once the cause is gone: the records are read again, admission
 // and the data set are checked, and it runs on from where it stopped; while
-// the cause remains the error says why (ErrTooLarge, ErrConflict). A run
-// that failed while computing (divergence, a store error at a step) stays
-// failed (ErrConflict): its results would fail again the same way.
+// the cause remains the error says why (ErrTooLarge, ErrConflict); so is
+// one whose write the store failed (ckpt.ErrWrite). A run that failed
+// while computing (divergence, a refused record at a step) stays failed
+// (ErrConflict): its results would fail again the same way.
 func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 	r, err := s.get(name)
 	if err != nil {
