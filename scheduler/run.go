@@ -44,21 +44,24 @@ type run struct {
 		opsSince int64
 		opsPerN  float64 // mean applications per backward step
 		env      *runEnv // while computing: shared with queries (Params)
-		// full is the store's refusal (a full disk) the run's trainer or
-		// backward loop waits on in whileFull (trainer.go); fullWaiters
-		// counts the loops waiting; retry is closed (and replaced) to make
-		// them try again at once (Resume).
-		full        *ckpt.SpaceError
-		fullWaiters int
-		retry       chan struct{}
-		retriedCh   chan struct{} // closed by the first retry after it (resumeFull)
+		// full is the last refusal (a full disk) of the run's loops that
+		// wait in whileFull (trainer.go), the waiters; retry is closed
+		// (and replaced) to make them try again at once (Resume), which
+		// counts wakeGen; changed is closed (and replaced) whenever a
+		// waiter tried.
+		full    *ckpt.SpaceError
+		waiters map[*spaceWaiter]struct{}
+		retry   chan struct{}
+		wakeGen uint64
+		changed chan struct{}
 	}
 }
 
 func newRun(s *Scheduler, cfg ckpt.RunConfig, st ckpt.RunState) *run {
 	r := &run{s: s, name: cfg.Name, cfg: cfg, fwdKick: make(chan struct{}, 1), bwdKick: make(chan struct{}, 1)}
 	r.mu.st = st
-	r.mu.retry = make(chan struct{})
+	r.mu.retry, r.mu.changed = make(chan struct{}), make(chan struct{})
+	r.mu.waiters = map[*spaceWaiter]struct{}{}
 	return r
 }
 

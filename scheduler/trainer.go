@@ -29,82 +29,88 @@ const spacePoll = time.Second
 // when the first of the run's loops starts waiting and when the last one's
 // write went through.
 func (r *run) whileFull(ctx context.Context, write func() error) error {
-	waiting, woken := false, false
+	var w *spaceWaiter // set while this call waits
 	for {
+		r.mu.Lock()
+		gen := r.mu.wakeGen
+		r.mu.Unlock()
 		err := write()
 		var se *ckpt.SpaceError
 		if !errors.As(err, &se) {
-			if waiting {
-				r.spaceWait(nil, err == nil)
-			}
-			if woken {
-				r.retried()
+			if w != nil {
+				r.spaceDone(w, err == nil)
 			}
 			return err
 		}
-		retry := r.spaceWait(se, !waiting)
-		waiting = true
-		if woken {
-			r.retried()
+		if w == nil {
+			w = &spaceWaiter{}
 		}
-		woken = false
+		retry := r.spaceWait(w, se, gen)
 		t := time.NewTimer(spacePoll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			r.spaceWait(nil, false)
+			r.spaceDone(w, false)
 			return err
 		case <-t.C:
 		case <-retry:
 			t.Stop()
-			woken = true
 		}
 	}
 }
 
-// spaceWait records that a loop of the run waits for space (se not nil;
-// first: it starts waiting) or stopped waiting (se nil; wrote: its write
-// went through), publishes the state events of the run's pause for a full
-// disk and its end, and returns the channel Resume closes to make the
-// waiting loops retry.
-func (r *run) spaceWait(se *ckpt.SpaceError, first bool) <-chan struct{} {
+// spaceWaiter is one whileFull call waiting for space; gen is the wake
+// generation (run.mu.wakeGen) in which its last write began.
+type spaceWaiter struct{ gen uint64 }
+
+// spaceWait records that w's write begun in generation gen was refused
+// with se, publishes the state event of the run's pause when w is its first
+// waiter, and returns the channel Resume closes to make the waiters retry.
+func (r *run) spaceWait(w *spaceWaiter, se *ckpt.SpaceError, gen uint64) <-chan struct{} {
 	r.mu.Lock()
-	var line string
-	switch {
-	case se != nil:
-		if r.mu.fullWaiters == 0 && first {
-			line = fmt.Sprintf("paused reason=%q", se.Error())
-		}
-		if first {
-			r.mu.fullWaiters++
-		}
-		r.mu.full = se
-	default:
-		r.mu.fullWaiters--
-		if r.mu.fullWaiters == 0 {
-			r.mu.full = nil
-			if first { // the write went through
-				line = "resumed reason=space"
-			}
-		}
-	}
+	_, known := r.mu.waiters[w]
+	first := !known && len(r.mu.waiters) == 0
+	r.mu.waiters[w] = struct{}{}
+	w.gen = gen
+	r.mu.full = se
+	r.changedLocked()
 	retry := r.mu.retry
 	r.mu.Unlock()
-	if line != "" {
-		if se != nil {
-			r.s.log.Warn("run paused: disk full", "run", r.name, "reason", se.Error())
-		} else {
-			r.s.log.Info("run resumed: the store has room again", "run", r.name)
-		}
-		r.s.stateEvent(r, line)
+	if first {
+		r.s.log.Warn("run paused: disk full", "run", r.name, "reason", se.Error())
+		r.s.stateEvent(r, fmt.Sprintf("paused reason=%q", se.Error()))
 	}
 	return retry
 }
 
-// resumeFull is Resume of a run paused for a full disk (one of its loops
-// waits in whileFull): the store's SpaceError while the refused write
-// would still not fit, else nil after waking the waiting loops, which
-// retry at once. nil when no loop waits.
+// spaceDone records that w stopped waiting (wrote: its write went
+// through) and publishes the state event of the pause's end when it was
+// the last waiter and wrote.
+func (r *run) spaceDone(w *spaceWaiter, wrote bool) {
+	r.mu.Lock()
+	delete(r.mu.waiters, w)
+	last := len(r.mu.waiters) == 0
+	if last {
+		r.mu.full = nil
+	}
+	r.changedLocked()
+	r.mu.Unlock()
+	if last && wrote {
+		r.s.log.Info("run resumed: the store has room again", "run", r.name)
+		r.s.stateEvent(r, "resumed reason=space")
+	}
+}
+
+func (r *run) changedLocked() {
+	close(r.mu.changed)
+	r.mu.changed = make(chan struct{})
+}
+
+// resumeFull is Resume of a run paused for a full disk (a loop waits in
+// whileFull): the store's SpaceError while the refused write would still
+// not fit, else nil once every waiting loop tried its write again after
+// being woken (or resumeWait passed), so that the status Resume answers is
+// the one after the retries. nil at once when no loop waits.
 func (r *run) resumeFull() error {
 	r.mu.Lock()
 	se := r.mu.full
@@ -116,42 +122,37 @@ func (r *run) resumeFull() error {
 		return err
 	}
 	r.mu.Lock()
-	if r.mu.fullWaiters == 0 {
-		r.mu.Unlock()
-		return nil
-	}
+	defer r.mu.Unlock()
+	r.mu.wakeGen++
+	gen := r.mu.wakeGen
 	close(r.mu.retry)
 	r.mu.retry = make(chan struct{})
-	if r.mu.retriedCh == nil {
-		r.mu.retriedCh = make(chan struct{})
-	}
-	tried := r.mu.retriedCh
-	r.mu.Unlock()
-	// Wait for the first retry, so that the status Resume answers is the
-	// one after it; the bound only keeps a slow write (a big checkpoint on
-	// a loaded disk) from holding the request: the events tell the rest.
+	// The bound only keeps a slow write (a big checkpoint on a loaded
+	// disk) from holding the request: the events tell the rest.
 	t := time.NewTimer(resumeWait)
 	defer t.Stop()
-	select {
-	case <-tried:
-	case <-t.C:
+	for {
+		tried := true
+		for w := range r.mu.waiters {
+			tried = tried && w.gen >= gen
+		}
+		if tried {
+			return nil
+		}
+		changed := r.mu.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-t.C:
+			r.mu.Lock()
+			return nil
+		}
+		r.mu.Lock()
 	}
-	return nil
 }
 
-// resumeWait bounds how long Resume waits for a paused loop's retry.
-const resumeWait = 5 * time.Second
-
-// retried tells a Resume waiting in resumeFull that a loop tried its
-// write again.
-func (r *run) retried() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.retriedCh != nil {
-		close(r.mu.retriedCh)
-		r.mu.retriedCh = nil
-	}
-}
+// resumeWait bounds how long Resume waits for the paused loops' retries.
+const resumeWait = 10 * time.Second
 
 // train is the forward trainer: it resumes from the logged forward step
 // (nearest checkpoint, then the batch log) and trains to the run's end,
