@@ -27,6 +27,8 @@ const FailpointsEnabled = true
 //	eio     the write fails with EIO
 //	drop    the write of a checkpoint is silently left out (a store that
 //	        lost one, as stores written before the commit order was fixed)
+//	panic   a new goroutine panics (as Badger's compactions do on a table
+//	        damaged while the store is open): the process ends
 //
 // Sites (see where failpoint is called):
 //
@@ -78,7 +80,7 @@ func parseFailpoints(s string) map[string]fpAction {
 			a = fpAction{action: act, at: k}
 		}
 		switch a.action {
-		case "kill", "enospc", "eio", "drop":
+		case "kill", "enospc", "eio", "drop", "panic":
 		default:
 			panic("ckpt: REPLAY_FAILPOINTS: unknown action in " + e)
 		}
@@ -121,6 +123,9 @@ func failpoint(site string) error {
 		return fmt.Errorf("ckpt: failpoint %s: %w", site, syscall.EIO)
 	case "drop":
 		return errDrop
+	case "panic":
+		go panic("ckpt: failpoint " + site + ": a background goroutine panicked")
+		select {} // the panic ends the process
 	}
 	return nil
 }

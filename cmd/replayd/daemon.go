@@ -72,6 +72,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 			return fmt.Errorf("data directory: %w", err)
 		}
 	}
+	recordCrashes(cfg.dataDir, log) // crash.go
 	ep, err := parseListen(cfg.listen, cfg.dataDir, cfg.token != "")
 	if err != nil {
 		return err
