@@ -72,7 +72,6 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 			return fmt.Errorf("data directory: %w", err)
 		}
 	}
-	recordCrashes(cfg.dataDir, log) // crash.go
 	ep, err := parseListen(cfg.listen, cfg.dataDir, cfg.token != "")
 	if err != nil {
 		return err
@@ -101,6 +100,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 			err = cerr
 		}
 	}()
+	recordCrashes(cfg.dataDir, log) // crash.go; after the store's lock: no other daemon runs here
 
 	maxMem, maxDisk, err := runLimits(cfg)
 	if err != nil {
