@@ -57,8 +57,11 @@ func (s *Store) wrote(op string, err error) error {
 	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
 		free, _ := s.freeSpace()
 		se := &SpaceError{Dir: s.opts.Dir, Free: free, Reserve: s.opts.MinFreeDisk, Err: err}
-		s.writeProblems.Store(op, writeProblem{err: se, at: time.Now()})
-		s.log.Warn("ckpt: writes paused: the file system is full", "dir", s.opts.Dir, "op", op, "err", err)
+		old, _ := s.writeProblems.Swap(op, writeProblem{err: se, at: time.Now()})
+		if p, ok := old.(writeProblem); !ok || !errors.Is(p.err, ErrNoSpace) {
+			// Once per pause: the writer retries every second.
+			s.log.Warn("ckpt: writes paused: the file system is full", "dir", s.opts.Dir, "op", op, "err", err)
+		}
 		return se
 	}
 	for _, r := range refusals {
