@@ -142,7 +142,7 @@ type Event struct {
 const (
 	EventSnapshot       = "snapshot"        // the run's status: first event, or a resync
 	EventProgress       = "progress"        // forward step or backward frontier moved (rate-limited)
-	EventState          = "state"           // paused or resumed by request
+	EventState          = "state"           // paused or resumed, by request or by a full disk (fields: reason)
 	EventCreated        = "created"         // the run was created
 	EventAnchor         = "anchor"          // the backward anchor moved (a reset applied)
 	EventResetScheduled = "reset-scheduled" // a reset of the spec, at creation

@@ -47,7 +47,10 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 		return fmt.Errorf("%w: anchor from %q", ErrInvalid, a.From)
 	}
 	if err := s.checkSpace(4*int64(len(start)), false); err != nil {
-		return fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err)
+		return s.wrote("anchor", fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err))
+	}
+	if err := failpoint("anchor"); err != nil {
+		return s.wrote("anchor", fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err))
 	}
 	rec := encodeParams(a.Step, start)
 	err = s.update(func(txn *badger.Txn) error {
@@ -79,9 +82,11 @@ func (s *Store) PutAnchor(name string, a AnchorRec, start []float32) error {
 		return txn.Set(runKey(name, kindAnchorData, a.Segment), rec)
 	})
 	if err != nil {
-		return fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err)
+		return s.wrote("anchor", fmt.Errorf("ckpt: put anchor of segment %d of %q: %w", a.Segment, name, err))
 	}
-	return s.sync()
+	// Writing the same anchor again is allowed: a failed sync may be
+	// retried as a whole.
+	return s.wrote("anchor", s.sync())
 }
 
 // Anchors returns the run's anchors in segment order.
@@ -173,12 +178,18 @@ func (s *Store) PutBackward(name string, res []BackwardResult, st *RunState) err
 		need += 4 * int64(len(r.Theta))
 	}
 	if err := s.checkSpace(need, false); err != nil {
-		return fmt.Errorf("ckpt: put backward results of %q: %w", name, err)
+		return s.wrote("backward", fmt.Errorf("ckpt: put backward results of %q: %w", name, err))
 	}
+	if err := failpoint("backward"); err != nil {
+		return s.wrote("backward", fmt.Errorf("ckpt: put backward results of %q: %w", name, err))
+	}
+	// A failure after the parameters are stored leaves them without their
+	// metrics and state: the same call again rewrites them with the same
+	// values, so every failure here may be retried as a whole.
 	if err := s.putBackward(name, res, st); err != nil {
-		return fmt.Errorf("ckpt: put backward results of %q: %w", name, err)
+		return s.wrote("backward", fmt.Errorf("ckpt: put backward results of %q: %w", name, err))
 	}
-	return nil
+	return s.wrote("backward", nil)
 }
 
 func (s *Store) putBackward(name string, res []BackwardResult, st *RunState) error {
@@ -242,6 +253,9 @@ func (s *Store) putBackward(name string, res []BackwardResult, st *RunState) err
 		if err := s.sync(); err != nil {
 			return err
 		}
+	}
+	if err := failpoint("metrics"); err != nil {
+		return err
 	}
 	return s.putBackwardMetrics(name, res, st)
 }

@@ -86,19 +86,37 @@
 //     and with ckpt.marker, ckpt's own record (rewritten atomically and
 //     fsynced after syncs, at most once a second, and at Close): run count,
 //     highest version, memtable logs, the newest value log's last complete
-//     transaction. A missing or cut MANIFEST, a table it lists that is gone,
-//     tables beside a MANIFEST that lists none, a table that fails its
-//     checksums, no memtable log (or fewer versions than the marker saw)
-//     after a crash, or a newest value log that Badger would cut before data
-//     that was synced: Open refuses with a *DamagedError naming the file and
-//     changes nothing. Options.Salvage (replayd repair, after a backup) opens
-//     anyway, keeping a damaged newest value log whole behind an empty one.
+//     transaction, the older value logs' sizes, whether value-log GC may
+//     have deleted files. A missing or cut MANIFEST, a table it lists that
+//     is gone, tables beside a MANIFEST that lists none, a table that fails
+//     its checksums, no memtable log (or fewer versions than the marker saw)
+//     after a crash, a newest value log that Badger would cut before data
+//     that was synced, an older value log gone or cut (GC not running):
+//     Open refuses with a *DamagedError naming the file and changes nothing.
+//     Options.Salvage (replayd repair, after a backup) opens anyway, keeping
+//     a damaged newest value log whole behind an empty one and rebuilding a
+//     lost or damaged MANIFEST from the tables that read back (manifest.go).
+//     Values in a lost value log read as corrupt records (Verify reports
+//     them; RepairCheckpoints recomputes the checkpoints among them when an
+//     earlier one is readable).
 //   - Badger's panics on damaged tables during reads and writes become
-//     CorruptionErrors (Kind "table"); Verify reports them as problems.
+//     CorruptionErrors (Kind "table"); Verify reports them as problems. A
+//     panic in Badger's own goroutines (a compaction reading a table that
+//     was damaged while the store was open) cannot be recovered and ends
+//     the process; the damaged table is then still listed (the compaction
+//     did not commit) and the next Open refuses it by its checksums. Block
+//     checksums are deliberately not verified on Badger's reads: its
+//     compactions ignore their iterators' errors (badger v4.9 levels.go,
+//     subcompact), so an error instead of the panic would end the
+//     compaction's output early and drop the rest of its inputs silently.
 //   - Space (space.go): every write checks statfs and is refused with a
 //     *SpaceError (ErrNoSpace) before it starts when it would leave less
 //     than Options.MinFreeDisk (half of it for backward results, anchors
-//     and new runs). Badger writes its value and memtable logs through
+//     and new runs). An ENOSPC of the file system before the write
+//     committed is a SpaceError too; any other failure of a write (EIO, a
+//     read-only file system, a failed sync) is a *WriteError (ErrWrite).
+//     Both stay the store's WriteProblem until the same kind of write
+//     succeeds (writeerr.go), which /healthz reports. Badger writes its value and memtable logs through
 //     memory-mapped sparse files, so a page the file system cannot back is
 //     SIGBUS, not an error: the reserve is what keeps those pages backed.
 //   - The directory's device and inode are checked every 2 s; once it is
@@ -134,5 +152,6 @@
 //
 // Built with -tags failpoints, the write paths call failpoint(site) and
 // REPLAY_FAILPOINTS chooses a fault per site (kill, enospc, eio, drop; see
-// failpoint_on.go). In ordinary builds the hook is an empty inlined call.
+// failpoint_on.go), once or, while REPLAY_FAILPOINT_HOLD's file exists, at
+// every later hit. In ordinary builds the hook is an empty inlined call.
 package ckpt

@@ -62,10 +62,10 @@ func (s *Store) AppendForward(name string, steps []ForwardStep, st RunState) err
 		need += 4*int64(len(fs.Checkpoint)) + 4*int64(len(fs.Batch))
 	}
 	if err := s.checkSpace(need, true); err != nil {
-		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+		return s.wrote("append", fmt.Errorf("ckpt: append forward steps to %q: %w", name, err))
 	}
 	if err := failpoint("append"); err != nil {
-		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+		return s.wrote("append", fmt.Errorf("ckpt: append forward steps to %q: %w", name, err))
 	}
 	synced := false
 	for i, fs := range steps {
@@ -78,16 +78,20 @@ func (s *Store) AppendForward(name string, steps []ForwardStep, st RunState) err
 			steps = slices.Clone(steps) // the caller's slice is not ours to change
 			steps[i].Checkpoint = nil
 		case err != nil:
-			return fmt.Errorf("ckpt: append forward steps to %q: checkpoint %d: %w", name, fs.Step, err)
+			return s.wrote("append", fmt.Errorf("ckpt: append forward steps to %q: checkpoint %d: %w", name, fs.Step, err))
 		}
 	}
 	if err := s.appendForward(name, steps, st, true); err != nil {
-		return fmt.Errorf("ckpt: append forward steps to %q: %w", name, err)
+		return s.wrote("append", fmt.Errorf("ckpt: append forward steps to %q: %w", name, err))
 	}
 	if synced {
-		return s.sync()
+		if err := s.sync(); err != nil {
+			// Committed but maybe not durable: never a SpaceError, whose
+			// retry would append the same steps again.
+			return s.failed("append", fmt.Errorf("ckpt: append forward steps to %q: %w", name, err))
+		}
 	}
-	return nil
+	return s.wrote("append", nil)
 }
 
 func (s *Store) appendForward(name string, steps []ForwardStep, st RunState, final bool) error {
@@ -265,10 +269,10 @@ func (s *Store) PutCheckpoint(name string, step int, theta []float32) error {
 		return fmt.Errorf("%w: checkpoint step %d", ErrInvalid, step)
 	}
 	if err := s.checkSpace(4*int64(len(theta)), true); err != nil {
-		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
+		return s.wrote("checkpoint", fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err))
 	}
 	if err := failpoint("checkpoint"); err != nil {
-		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
+		return s.wrote("checkpoint", fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err))
 	}
 	rec := encodeParams(step, theta)
 	err = s.update(func(txn *badger.Txn) error {
@@ -289,9 +293,9 @@ func (s *Store) PutCheckpoint(name string, step int, theta []float32) error {
 		return txn.Set(runKey(name, kindCheckpoint, step), rec)
 	})
 	if err != nil {
-		return fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err)
+		return s.wrote("checkpoint", fmt.Errorf("ckpt: put checkpoint %d of %q: %w", step, name, err))
 	}
-	return s.sync()
+	return s.wrote("checkpoint", s.sync())
 }
 
 // Checkpoint loads the checkpoint of exactly step into dst (len = Dim).

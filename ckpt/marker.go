@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -51,6 +52,12 @@ type marker struct {
 	// open) and VlogEnd the end of its last complete transaction.
 	Vlog    string `json:"vlog"`
 	VlogEnd int64  `json:"vlog_end"`
+	// Vlogs are the older value-log files and their sizes: Badger never
+	// writes them again, and only value-log GC deletes them.
+	Vlogs map[string]int64 `json:"vlogs,omitempty"`
+	// GC is set while value-log GC may delete files (Store.GC writes the
+	// marker before and after): then a file of Vlogs may be gone.
+	GC      bool   `json:"gc,omitempty"`
 	Written string `json:"written"`
 }
 
@@ -114,12 +121,22 @@ func readMarker(dir string) (marker, bool, error) {
 // writeMarker records the directory as it is now, atomically (temporary
 // file, fsync, rename, fsync of the directory). prev, when it names the same
 // newest value-log file, lets the scan start where the last one ended.
-func writeMarker(dir string, runs int, seq uint64, clean bool, prev marker) (marker, error) {
+func writeMarker(dir string, runs int, seq uint64, clean, gc bool, prev marker) (marker, error) {
 	f, err := listStore(dir)
 	if err != nil {
 		return prev, err
 	}
-	m := marker{Version: 1, Clean: clean, Runs: runs, LastSeq: seq, Written: time.Now().UTC().Format(time.RFC3339)}
+	m := marker{Version: 1, Clean: clean, GC: gc, Runs: runs, LastSeq: seq, Written: time.Now().UTC().Format(time.RFC3339)}
+	for _, name := range f.vlogs[:max(len(f.vlogs)-1, 0)] {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return prev, err
+		}
+		if m.Vlogs == nil {
+			m.Vlogs = map[string]int64{}
+		}
+		m.Vlogs[name] = fi.Size()
+	}
 	// Only memtable logs holding an entry: Badger deletes empty ones at
 	// open and at close without writing a table.
 	for _, name := range f.mems {
@@ -399,6 +416,33 @@ func precheck(dir string) error {
 		if seq < m.LastSeq {
 			return damaged("*.mem", "writes lost: the tables and memtable logs hold versions up to %d, the marker of %s recorded %d (memtable logs missing or cut?)",
 				seq, m.Written, m.LastSeq)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.Vlogs)) {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		switch {
+		case errors.Is(err, os.ErrNotExist) && m.GC:
+			// Value-log GC was running: it may have collected the file.
+		case errors.Is(err, os.ErrNotExist):
+			return damaged(name, "missing (the marker of %s lists it, and value-log GC was not running): the values in it would be lost", m.Written)
+		case err != nil:
+			return fmt.Errorf("ckpt: check store %s: %w", dir, err)
+		case fi.Size() < m.Vlogs[name]:
+			return damaged(name, "cut to %d bytes (the marker of %s recorded %d)", fi.Size(), m.Written, m.Vlogs[name])
+		}
+	}
+	if m.Vlog != "" && (len(f.vlogs) == 0 || f.vlogs[len(f.vlogs)-1] != m.Vlog) {
+		// The newest value log then is an older one now (Badger rotated
+		// since): it must still hold what was synced.
+		fi, err := os.Stat(filepath.Join(dir, m.Vlog))
+		switch {
+		case errors.Is(err, os.ErrNotExist) && m.GC:
+		case errors.Is(err, os.ErrNotExist):
+			return damaged(m.Vlog, "missing (the marker of %s lists it, and value-log GC was not running): the values in it would be lost", m.Written)
+		case err != nil:
+			return fmt.Errorf("ckpt: check store %s: %w", dir, err)
+		case fi.Size() < m.VlogEnd:
+			return damaged(m.Vlog, "cut to %d bytes (the marker of %s recorded data up to %d)", fi.Size(), m.Written, m.VlogEnd)
 		}
 	}
 	if m.Vlog != "" && len(f.vlogs) > 0 && f.vlogs[len(f.vlogs)-1] == m.Vlog {

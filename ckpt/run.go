@@ -203,7 +203,10 @@ func (s *Store) CreateRun(cfg RunConfig, theta0 []float32) error {
 	// θ0 and the config may use half the reserve, as backward results: the
 	// run's trainer then waits for the full reserve before its first step.
 	if err := s.checkSpace(4*int64(len(theta0)), false); err != nil {
-		return fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err)
+		return s.wrote("create", fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err))
+	}
+	if err := failpoint("create"); err != nil {
+		return s.wrote("create", fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err))
 	}
 	// A deletion of the same name interrupted by a crash is finished first,
 	// so that no key of the old run survives into the new one.
@@ -228,9 +231,9 @@ func (s *Store) CreateRun(cfg RunConfig, theta0 []float32) error {
 		return txn.Set(runKey(cfg.Name, kindCheckpoint, 0), encodeParams(0, theta0))
 	})
 	if err != nil {
-		return fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err)
+		return s.wrote("create", fmt.Errorf("ckpt: create run %q: %w", cfg.Name, err))
 	}
-	return s.sync()
+	return s.failed("create", s.sync()) // committed: a retry would find the run
 }
 
 // Run returns a run's configuration and state.
@@ -286,6 +289,9 @@ func (s *Store) PutState(name string, st RunState) error {
 		return err
 	}
 	defer unlock()
+	if err := failpoint("state"); err != nil {
+		return s.wrote("state", fmt.Errorf("ckpt: put state of %q: %w", name, err))
+	}
 	err = s.updateAlways(func(txn *badger.Txn) error {
 		if _, err := readConfig(txn, name); err != nil {
 			return err
@@ -301,9 +307,9 @@ func (s *Store) PutState(name string, st RunState) error {
 		return setRec(txn, runKey(name, kindState), st)
 	})
 	if err != nil {
-		return fmt.Errorf("ckpt: put state of %q: %w", name, err)
+		return s.wrote("state", fmt.Errorf("ckpt: put state of %q: %w", name, err))
 	}
-	return nil
+	return s.wrote("state", nil)
 }
 
 // DeleteRun removes every key of the run; value-log GC (started here in the
@@ -315,6 +321,9 @@ func (s *Store) DeleteRun(name string) error {
 		return err
 	}
 	defer unlock()
+	if err := failpoint("delete"); err != nil {
+		return s.wrote("delete", fmt.Errorf("ckpt: delete run %q: %w", name, err))
+	}
 	err = s.update(func(txn *badger.Txn) error {
 		if _, err := readConfig(txn, name); err != nil {
 			return err
@@ -325,10 +334,15 @@ func (s *Store) DeleteRun(name string) error {
 		return txn.Delete(runKey(name, kindConfig))
 	})
 	if err != nil {
-		return fmt.Errorf("ckpt: delete run %q: %w", name, err)
+		return s.wrote("delete", fmt.Errorf("ckpt: delete run %q: %w", name, err))
 	}
+	// The run is deleted (its config is gone, the marker says so): a
+	// failure to drop its keys is finished by the next Open, or by a
+	// CreateRun of the same name.
 	if err := s.dropRun(name); err != nil {
-		return err
+		s.log.Warn("ckpt: the deleted run's records stay until the store is opened again", "run", name, "err", s.wrote("delete", err))
+	} else {
+		_ = s.wrote("delete", nil) // clears an earlier failure; nil
 	}
 	s.kickGC()
 	return nil

@@ -10,20 +10,30 @@ var ErrNoSpace = errors.New("ckpt: disk full")
 
 // SpaceError is a write refused before it started because the file system
 // of the store has less free space than the write needs plus the reserve
-// (Options.MinFreeDisk). Nothing was written; the same write succeeds once
-// space returns.
+// (Options.MinFreeDisk), or (Err set) a write the file system failed with
+// ENOSPC before it was committed. Nothing was committed; the same write
+// succeeds once space returns.
 type SpaceError struct {
 	Dir                 string
 	Free, Need, Reserve int64
+	Err                 error // the file system's ENOSPC, or nil for a refusal
 }
 
 func (e *SpaceError) Error() string {
-	return fmt.Sprintf("disk full: %d MiB free in %s, need %d MiB (this write and the --min-free-disk reserve of %d MiB)",
-		e.Free>>20, e.Dir, (e.Need+e.Reserve+(1<<20)-1)>>20, e.Reserve>>20)
+	if e.Err != nil {
+		return fmt.Sprintf("disk full: %d MiB free, the file system refused a write in %s: %v", e.Free>>20, e.Dir, e.Err)
+	}
+	return fmt.Sprintf("disk full: %d MiB free, need %d MiB (this write and the --min-free-disk reserve of %d MiB) in %s",
+		e.Free>>20, (e.Need+e.Reserve+(1<<20)-1)>>20, e.Reserve>>20, e.Dir)
 }
 
-// Unwrap returns ErrNoSpace.
-func (e *SpaceError) Unwrap() error { return ErrNoSpace }
+// Unwrap returns ErrNoSpace (and the file system's error, if any).
+func (e *SpaceError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrNoSpace, e.Err}
+	}
+	return []error{ErrNoSpace}
+}
 
 // writeSlack is added to every write's estimate: keys, Badger's entry
 // headers, the memtable log's copy of small values.
@@ -55,11 +65,7 @@ func (s *Store) checkSpace(need int64, forward bool) error {
 	if s.opts.MinFreeDisk <= 0 {
 		return nil
 	}
-	statfs := freeBytes
-	if s.opts.FreeSpace != nil {
-		statfs = s.opts.FreeSpace
-	}
-	free, ok := statfs(s.opts.Dir)
+	free, ok := s.freeSpace()
 	if !ok {
 		return nil // unknown (a platform without statfs): never refuse
 	}
@@ -81,6 +87,15 @@ func (s *Store) checkSpace(need int64, forward bool) error {
 	return nil
 }
 
+// freeSpace is the free space of the store's file system (statfs, or
+// Options.FreeSpace); false when unknown.
+func (s *Store) freeSpace() (int64, bool) {
+	if s.opts.FreeSpace != nil {
+		return s.opts.FreeSpace(s.opts.Dir)
+	}
+	return freeBytes(s.opts.Dir)
+}
+
 // SpaceProblem is the last write refused for want of space, or nil once a
 // forward write (or SpaceAvailable) found room again.
 func (s *Store) SpaceProblem() *SpaceError { return s.space.Load() }
@@ -92,9 +107,18 @@ func (s *Store) StillFull() error {
 	if se == nil {
 		return nil
 	}
-	if err := s.checkSpace(se.Need-writeSlack, se.Reserve == s.opts.MinFreeDisk); err != nil {
+	if err := s.Recheck(se); err != nil {
 		return err
 	}
 	s.space.CompareAndSwap(se, nil)
 	return nil
+}
+
+// Recheck tells whether the write se refused would be refused again now
+// (the same size, the same reserve): nil when it would fit, else the new
+// SpaceError. A write the file system itself refused (se.Err) is only
+// known to fit by trying it: Recheck then checks the reserve alone.
+func (s *Store) Recheck(se *SpaceError) error {
+	need := max(se.Need-writeSlack, 0)
+	return s.checkSpace(need, se.Err != nil || se.Reserve == s.opts.MinFreeDisk)
 }

@@ -40,13 +40,18 @@ type Store struct {
 		sync.Mutex
 		m  marker
 		at time.Time
+		gc bool // value-log GC is running (markGC)
 	}
 
 	// space is the last write refused for want of space (space.go).
 	space atomic.Pointer[SpaceError]
+	// writeProblems maps a write's op to its last failure (a
+	// writeProblem, writeerr.go) until the same op succeeds.
+	writeProblems sync.Map
 	// gone is set when the directory vanished or was replaced (watch.go).
 	gone atomic.Pointer[error]
 
+	gcRewrote atomic.Bool // a GC round rewrote a value-log file (GC)
 	gcKick    chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -82,7 +87,12 @@ func Open(opts Options) (*Store, error) {
 	}
 	check := precheck
 	if opts.Salvage {
-		check = func(dir string) error { return keepNewestVlog(dir, opts.logger()) }
+		check = func(dir string) error {
+			if err := salvageManifest(dir, opts.logger()); err != nil {
+				return err
+			}
+			return keepNewestVlog(dir, opts.logger())
+		}
 	}
 	if err := check(opts.Dir); err != nil {
 		if lock != nil {
@@ -148,24 +158,34 @@ const markerEvery = time.Second
 // noteMarker rewrites the marker after a sync (at most every markerEvery
 // unless force). A failure is logged: the marker guards the next start, the
 // data just written is stored.
-func (s *Store) noteMarker(force bool) {
+func (s *Store) noteMarker(force bool) error {
 	s.marker.Lock()
 	defer s.marker.Unlock()
 	if !force && time.Since(s.marker.at) < markerEvery {
-		return
+		return nil
 	}
 	runs, err := s.Runs()
 	if err == nil {
-		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.db.MaxVersion(), false, s.marker.m)
+		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.db.MaxVersion(), false, s.marker.gc, s.marker.m)
 	}
 	if err == nil {
 		err = private(s.opts.Dir, s.log) // files Badger created since
 	}
 	if err != nil {
 		s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
-		return
+		return err
 	}
 	s.marker.at = time.Now()
+	return nil
+}
+
+// markGC records in the marker that value-log GC may delete files (on) or
+// has stopped (off).
+func (s *Store) markGC(on bool) error {
+	s.marker.Lock()
+	s.marker.gc = on
+	s.marker.Unlock()
+	return s.noteMarker(true)
 }
 
 // removeEmptyLogs deletes the empty memtable logs and value-log files a
@@ -312,7 +332,7 @@ func (s *Store) Close() error {
 		if s.closeErr == nil && rerr == nil {
 			// Badger has closed: the files have their final sizes.
 			s.marker.Lock()
-			_, err := writeMarker(s.opts.Dir, len(runs), seq, true, s.marker.m)
+			_, err := writeMarker(s.opts.Dir, len(runs), seq, true, false, s.marker.m)
 			s.marker.Unlock()
 			if err != nil {
 				s.log.Warn("ckpt: cannot update the store marker", "dir", s.opts.Dir, "err", err)
@@ -376,6 +396,18 @@ func (s *Store) gcLoop() {
 // (a data race the race detector reports), and a round rewrites one file
 // only, so writers wait briefly and rarely.
 func (s *Store) GC() error {
+	// GC deletes the value-log files it rewrote, at once or, while
+	// iterators are open, later: the marker says so from the first round
+	// on, and once a round rewrote a file, until Close (whose marker lists
+	// the files as they are), so that a crash is not taken for a lost file.
+	if err := s.markGC(true); err != nil {
+		return fmt.Errorf("ckpt: value-log GC not started: %w", err)
+	}
+	defer func() {
+		if !s.gcRewrote.Load() {
+			_ = s.markGC(false)
+		}
+	}()
 	for {
 		select {
 		case <-s.stop:
@@ -387,6 +419,7 @@ func (s *Store) GC() error {
 		s.gate.Unlock()
 		switch {
 		case err == nil:
+			s.gcRewrote.Store(true)
 			continue
 		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
 			return nil

@@ -477,7 +477,7 @@ func (b *bwdLoop) storeAnchor(a replay.Action, start []float32) error {
 	}
 	n, from := a.Anchor.Step, string(a.Anchor.From)
 	as := anchorState{seg: a.Anchor.Segment, step: n, from: from, start: start}
-	if err := whileFull(b.ctx, func() error {
+	if err := b.r.whileFull(b.ctx, func() error {
 		return b.s.store.PutAnchor(b.r.name, ckpt.AnchorRec{Segment: as.seg, Step: n, From: from}, start)
 	}); err != nil {
 		return err
@@ -492,12 +492,14 @@ func (b *bwdLoop) storeAnchor(a replay.Action, start []float32) error {
 	b.prevOK = true
 	b.publishAnchor()
 	manual := ckptReset(a.Manual)
-	return b.r.update(func(st *ckpt.RunState) bool {
-		st.BackwardStep = n
-		if manual != nil {
-			st.PendingResets = removeReset(st.PendingResets, *manual)
-		}
-		return true
+	return b.r.whileFull(b.ctx, func() error {
+		return b.r.update(func(st *ckpt.RunState) bool {
+			st.BackwardStep = n
+			if manual != nil {
+				st.PendingResets = removeReset(st.PendingResets, *manual)
+			}
+			return true
+		})
 	})
 }
 
@@ -603,7 +605,7 @@ func (b *bwdLoop) diverge(n, seg int, why string) error {
 // flush writes the pending results with the state (frontier, applied
 // resets) in one store call; a full disk pauses the loop (whileFull) with
 // them in memory.
-func (b *bwdLoop) flush() error { return whileFull(b.ctx, b.flushOnce) }
+func (b *bwdLoop) flush() error { return b.r.whileFull(b.ctx, b.flushOnce) }
 
 // flushOnce is one attempt of flush.
 func (b *bwdLoop) flushOnce() error {
@@ -645,14 +647,16 @@ func (b *bwdLoop) finish() error {
 	if err := b.flush(); err != nil {
 		return err
 	}
-	return b.r.updateThen(func(st *ckpt.RunState) bool {
-		if st.State != ckpt.StateRunning {
-			return false
-		}
-		st.State, st.Reason = ckpt.StateDone, ""
-		return true
-	}, func() {
-		b.s.event(b.r.name, "done forward=%d backward=%d", b.cfg.Steps, b.b)
+	return b.r.whileFull(b.ctx, func() error {
+		return b.r.updateThen(func(st *ckpt.RunState) bool {
+			if st.State != ckpt.StateRunning {
+				return false
+			}
+			st.State, st.Reason = ckpt.StateDone, ""
+			return true
+		}, func() {
+			b.s.event(b.r.name, "done forward=%d backward=%d", b.cfg.Steps, b.b)
+		})
 	})
 }
 

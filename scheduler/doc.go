@@ -18,12 +18,13 @@
 // running again until the recomputed iterates are stored.
 //
 // A run that cannot start — its records cannot be read, it is over the
-// limits, its data set cannot be loaded — is failed with FailedStep 0 and
+// limits, its data set cannot be loaded — or whose write the store failed
+// (ckpt.ErrWrite) is failed with FailedStep 0 and
 // the reason, and the others go on: New never fails for one run, so the
 // daemon never crash-loops on its own store. Resume revives such a run once
 // its cause is gone (records, limits and data set are checked again). A run
-// that failed while computing (FailedStep ≥ 1: divergence, a store error at
-// a step) stays failed: it would fail the same way again.
+// that failed while computing (FailedStep ≥ 1: divergence, a refused
+// record at a step) stays failed: it would fail the same way again.
 //
 // # Admission control
 //
@@ -151,12 +152,21 @@
 // where losses are measured, forward or backward, marks the run failed with
 // the step and the reason; other runs go on.
 //
-// A full disk (a ckpt.SpaceError: the write was refused before it started)
-// pauses rather than fails: the trainer keeps its unwritten chunk and the
-// backward loop its pending results and anchor in memory, and both retry
-// every spacePoll until the store has room or the run stops; the status
-// shows the store's reason meanwhile. The retried writes are the same
-// writes, so the run stays bitwise what it would have been.
+// A full disk (a ckpt.SpaceError: nothing was committed) pauses rather
+// than fails: the trainer keeps its unwritten chunk and the backward loop
+// its pending results, anchor and states in memory, and both retry every
+// spacePoll, or at once on Resume, until the store has room or the run
+// stops. Meanwhile the status shows state paused with the store's reason
+// ("disk full: N MiB free, need M MiB …") while the stored state stays
+// running (a restart goes on by itself); the event stream has a state
+// event (event log: paused reason=…) when the first loop starts waiting
+// and one (resumed reason=space) when the last one's write went through;
+// Resume is refused with the reason (ErrNoSpace) while the refused write
+// would still not fit. The retried writes are the same writes, so the run
+// stays bitwise what it would have been. A write the store failed
+// (ckpt.ErrWrite: EIO, a read-only file system) fails the run with
+// FailedStep 0: it is not the run's own failure, and Resume revives it
+// from what the store holds.
 //
 // # Model families
 //

@@ -409,6 +409,20 @@ func (b *broker) subscribeAll() *Subscription {
 // caller's goroutine). Called without run.mu held.
 func (r *run) publishProgress() { r.s.eventBroker().progress(r.name, r.status) }
 
+// stateEvent writes an event log line (see Scheduler.event) and publishes
+// it as a state event with the run's status and the line's fields: a
+// change of the state the status shows (paused for a full disk, resumed)
+// that clients follow from the status. Called without run.mu held.
+func (s *Scheduler) stateEvent(r *run, line string) {
+	_, fields, err := parseEventLine(line)
+	if err != nil {
+		s.log.Error("scheduler: event", "run", r.name, "err", err)
+	}
+	s.writeEventLine(r.name, line)
+	st := r.status()
+	s.eventBroker().publish(api.Event{Run: r.name, Kind: api.EventState, Fields: fields, Status: &st})
+}
+
 // publishState announces a state change that has no event log line
 // (pause, resume). Called without run.mu held.
 func (s *Scheduler) publishState(r *run) {

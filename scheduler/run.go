@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -43,12 +44,24 @@ type run struct {
 		opsSince int64
 		opsPerN  float64 // mean applications per backward step
 		env      *runEnv // while computing: shared with queries (Params)
+		// full is the last refusal (a full disk) of the run's loops that
+		// wait in whileFull (trainer.go), the waiters; retry is closed
+		// (and replaced) to make them try again at once (Resume), which
+		// counts wakeGen; changed is closed (and replaced) whenever a
+		// waiter tried.
+		full    *ckpt.SpaceError
+		waiters map[*spaceWaiter]struct{}
+		retry   chan struct{}
+		wakeGen uint64
+		changed chan struct{}
 	}
 }
 
 func newRun(s *Scheduler, cfg ckpt.RunConfig, st ckpt.RunState) *run {
 	r := &run{s: s, name: cfg.Name, cfg: cfg, fwdKick: make(chan struct{}, 1), bwdKick: make(chan struct{}, 1)}
 	r.mu.st = st
+	r.mu.retry, r.mu.changed = make(chan struct{}), make(chan struct{})
+	r.mu.waiters = map[*spaceWaiter]struct{}{}
 	return r
 }
 
@@ -145,16 +158,27 @@ func (r *run) work(ctx context.Context) {
 		defer wg.Done()
 		if err := r.train(ctx, env); err != nil && ctx.Err() == nil {
 			r.s.log.Error("forward trainer", "run", r.name, "err", err)
-			r.fail(r.state().ForwardStep+1, fmt.Sprintf("forward: %v", err))
+			r.fail(failedStep(err, r.state().ForwardStep+1), fmt.Sprintf("forward: %v", err))
 			cancel()
 		}
 	}()
 	if err := r.backward(ctx, env); err != nil && ctx.Err() == nil {
 		r.s.log.Error("backward loop", "run", r.name, "err", err)
-		r.fail(r.state().BackwardStep+1, fmt.Sprintf("backward: %v", err))
+		r.fail(failedStep(err, r.state().BackwardStep+1), fmt.Sprintf("backward: %v", err))
 	}
 	cancel()
 	wg.Wait()
+}
+
+// failedStep is the FailedStep of a run that failed at step with err: 0
+// (a failure that is not the run's own, which Resume revives from what
+// the store holds) when the store failed the write (ckpt.ErrWrite: EIO,
+// a read-only file system, a failed sync).
+func failedStep(err error, step int) int {
+	if errors.Is(err, ckpt.ErrWrite) {
+		return 0
+	}
+	return step
 }
 
 // update changes the run's state under mu and stores it. If fn returns
@@ -195,10 +219,16 @@ func (r *run) fail(step int, reason string) {
 		r.s.event(r.name, "failed step=%d reason=%q", step, reason)
 		r.s.log.Warn("run failed", "run", r.name, "step", step, "reason", reason)
 	})
-	if err != nil {
-		r.s.log.Error("store failed state", "run", r.name, "err", err)
-	}
 	r.mu.Lock()
+	if err != nil && r.mu.st.State != ckpt.StateFailed {
+		// The store cannot take the state either (the disk that failed
+		// the run's write): the run is failed in memory, so that status
+		// says so; after a restart the stored state resumes it.
+		r.s.log.Error("store failed state", "run", r.name, "err", err)
+		r.mu.st.State, r.mu.st.FailedStep = ckpt.StateFailed, step
+		r.mu.st.Reason = fmt.Sprintf("%s (the failed state is not stored: %v)", reason, err)
+		r.s.event(r.name, "failed step=%d reason=%q", step, r.mu.st.Reason)
+	}
 	cancel := r.mu.cancel
 	r.mu.Unlock()
 	if cancel != nil {
@@ -217,13 +247,15 @@ func (r *run) status() api.RunStatus {
 		Anchor: r.mu.anchor, Window: r.cfg.Window, Strategy: r.cfg.Strategy,
 		ForwardLoss: r.mu.fwdLoss, BackwardLoss: r.mu.bwdLoss,
 	}
-	if se := r.s.store.SpaceProblem(); se != nil && st.State == ckpt.StateRunning {
-		rs.Reason = "paused: " + se.Error() // the trainer waits for space (trainer.go)
+	if r.mu.full != nil && st.State == ckpt.StateRunning {
+		// A loop waits for space (whileFull): paused, though the stored
+		// state stays running so that a restart goes on by itself.
+		rs.State, rs.Reason = ckpt.StatePaused, r.mu.full.Error()
 	}
 	for _, p := range st.PendingResets {
 		rs.PendingReset = append(rs.PendingReset, p.Step)
 	}
-	if st.State == ckpt.StateRunning && r.mu.cancel != nil {
+	if rs.State == ckpt.StateRunning && r.mu.cancel != nil {
 		rs.OpsPerSec = r.mu.rate
 		if r.mu.rate > 0 {
 			if ops := remainingOps(r.cfg, st, r.mu.anchor.Step, r.mu.opsPerN); ops > 0 {

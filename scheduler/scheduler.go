@@ -216,6 +216,11 @@ func (s *Scheduler) event(runName, format string, a ...any) {
 		s.log.Error("scheduler: event", "run", runName, "err", err)
 	}
 	s.eventBroker().publish(api.Event{Run: runName, Kind: kind, Fields: fields})
+	s.writeEventLine(runName, text)
+}
+
+// writeEventLine writes one line to Options.Events.
+func (s *Scheduler) writeEventLine(runName, text string) {
 	if s.opts.Events == nil {
 		return
 	}
@@ -380,13 +385,16 @@ func (s *Scheduler) Pause(name string) (api.RunStatus, error) {
 }
 
 // Resume restarts a paused run. Resuming a running or done run changes
-// nothing. A run that failed to start (FailedStep 0: its records could not
+// nothing. A run paused for a full disk retries its writes at once when
+// they would fit now, and is refused with the store's reason (ErrNoSpace)
+// while they would not. A run that failed to start (FailedStep 0: its records could not
 // be read, it is over the limits, its data set could not be loaded) is
 // revived once the cause is gone: the records are read again, admission
 // and the data set are checked, and it runs on from where it stopped; while
-// the cause remains the error says why (ErrTooLarge, ErrConflict). A run
-// that failed while computing (divergence, a store error at a step) stays
-// failed (ErrConflict): its results would fail again the same way.
+// the cause remains the error says why (ErrTooLarge, ErrConflict); so is
+// one whose write the store failed (ckpt.ErrWrite). A run that failed
+// while computing (divergence, a refused record at a step) stays failed
+// (ErrConflict): its results would fail again the same way.
 func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 	r, err := s.get(name)
 	if err != nil {
@@ -394,6 +402,9 @@ func (s *Scheduler) Resume(name string) (api.RunStatus, error) {
 	}
 	if st := r.state(); st.State == ckpt.StateFailed && st.FailedStep == 0 {
 		return s.revive(r)
+	}
+	if err := r.resumeFull(); err != nil {
+		return api.RunStatus{}, withAPI(fmt.Errorf("resume %q: %w", name, err))
 	}
 	failed := false
 	err = r.update(func(st *ckpt.RunState) bool {
@@ -482,7 +493,18 @@ func (s *Scheduler) Delete(name string) error {
 	}
 	s.mu.Unlock()
 	if err := s.store.DeleteRun(name); err != nil {
-		return fmt.Errorf("delete %q: %w", name, err)
+		// Nothing was deleted (the store refused or failed the write
+		// before the run's config went): the run is back as it was.
+		s.mu.Lock()
+		if _, taken := s.mu.runs[name]; !taken {
+			s.mu.runs[name] = r
+		}
+		s.mu.Unlock()
+		r.mu.Lock()
+		r.mu.closed = false
+		r.mu.Unlock()
+		s.startIfRunning(r)
+		return withAPI(fmt.Errorf("delete %q: %w", name, err))
 	}
 	s.event(name, "deleted")
 	return nil

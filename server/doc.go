@@ -3,7 +3,7 @@
 //
 // Routes (types from package api; a run name is one path segment):
 //
-//	GET    /healthz                         200 "ok"
+//	GET    /healthz                         200 "ok", or 503 "unhealthy: <the store's or engine's problem>"
 //	GET    /metrics                         Prometheus text format
 //	GET    /v1/runs                         api.RunList
 //	POST   /v1/runs                         api.RunSpec → 201 api.RunStatus

@@ -101,6 +101,7 @@ func runDaemon(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, r
 			err = cerr
 		}
 	}()
+	recordCrashes(cfg.dataDir, log) // crash.go; after the store's lock: no other daemon runs here
 
 	maxMem, maxDisk, err := runLimits(cfg)
 	if err != nil {
@@ -337,9 +338,14 @@ type backend struct {
 
 // Health is nil while the store accepts writes and, with remote workers,
 // the daemon is connected to the NATS server; a full disk (below
-// --min-free-disk) is reported until a write would fit again.
+// --min-free-disk) is reported until a write would fit again, a write the
+// store failed (EIO, a read-only file system) until the same kind of write
+// succeeds again.
 func (b backend) Health() error {
 	if err := b.store.Gone(); err != nil {
+		return err
+	}
+	if err := b.store.WriteProblem(); err != nil {
 		return err
 	}
 	if err := b.store.StillFull(); err != nil {

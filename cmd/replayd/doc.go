@@ -11,22 +11,31 @@
 //	replayd repair --data-dir DIR [--dataset-dir DIR]
 //
 // A full disk: below --min-free-disk (default 256 MiB) writes are refused
-// before they start; a run's trainer waits (status "paused: disk full: …",
-// /healthz 503) and goes on by itself once space returns. A store directory
-// deleted or replaced under the daemon stops every write (the runs fail
-// with the reason, /healthz 503); SIGTERM then exits after at most
-// --shutdown-grace for the store's close. The data directory is made 0700
+// before they start, and an ENOSPC of the file system is taken the same
+// way; the run pauses (status state "paused", reason "disk full: N MiB
+// free, need M MiB …", state events on its stream, /healthz 503) and goes
+// on by itself once space returns, or at once on `replayctl resume` (which
+// is refused with the reason while the write would still not fit). Any
+// other write failure of the store (EIO, a read-only file system) fails
+// the run with the reason and turns /healthz to 503 naming it until the
+// same kind of write succeeds; `replayctl resume` revives the run from
+// what the store holds. A store directory deleted or replaced under the
+// daemon stops every write (the runs fail with the reason, /healthz 503);
+// SIGTERM then exits after at most --shutdown-grace for the store's close. The data directory is made 0700
 // and the store's files 0600; --auth-token-file keeps the token out of
 // /proc/PID/cmdline.
 //
 // A store that does not look like the one ckpt last wrote (a missing or cut
 // MANIFEST, a vanished table or memtable log, a value log Badger would cut at
-// open) is refused at start with one line naming the file; nothing on disk
-// changes. `replayd repair` (the daemon stopped) copies the store to
-// <data-dir>/store.backup-<UTC time>, opens it in salvage mode (a damaged
-// newest value log is kept whole rather than cut), recomputes missing or
-// damaged checkpoints bitwise from the batch log, verifies every run, and
-// exits non-zero naming the runs that still have problems.
+// open, an older value log gone or cut) is refused at start with one line
+// naming the file; nothing on disk changes. `replayd repair` (the daemon
+// stopped) copies the store to <data-dir>/store.backup-<UTC time>, opens it
+// in salvage mode (a damaged newest value log is kept whole rather than
+// cut; a lost or damaged MANIFEST is rebuilt from the tables that read
+// back), recomputes missing or damaged checkpoints bitwise from the batch
+// log, verifies every run, and exits non-zero naming the runs that still
+// have problems (a lost value log holding θ0 cannot be recomputed: restore
+// the backup or a copy).
 //
 // Admission control: every run is checked at creation (and at start) against
 // a per-run memory and disk limit and the store's largest value (4 bytes per
