@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/internal/echo"
 	"github.com/replay-sgd/replay/scheduler"
 )
 
@@ -160,6 +162,17 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	}
 	if c.window < 1 {
 		errs = append(errs, fmt.Errorf("--window %d: must be ≥ 1", c.window))
+	}
+	if c.runPreset != "" {
+		// Named before the data directory is touched, so a typo costs one
+		// line and changes nothing on disk.
+		var names []string
+		for _, p := range scheduler.Presets() {
+			names = append(names, p.Name)
+		}
+		if !slices.Contains(names, c.runPreset) {
+			errs = append(errs, fmt.Errorf("--run-preset %q: unknown preset (want %s)", echo.Clip(c.runPreset), strings.Join(names, ", ")))
+		}
 	}
 	if c.workers < 0 || c.workers == 0 && !c.remote.enabled() || c.workers > 1024 {
 		errs = append(errs, fmt.Errorf("--workers %d: must be in [1, 1024] (0 with remote workers)", c.workers))
