@@ -69,10 +69,14 @@ func (h *harness) fetchJob() (jetstream.Msg, jobMsg) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	cons, err := h.js.Consumer(ctx, jobStream, "workers-"+FingerprintID("test"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	// The executor makes the consumer before it publishes the run's
+	// first job.
+	var cons jetstream.Consumer
+	waitFor(h.t, "the jobs' consumer", func() bool {
+		c, err := h.js.Consumer(ctx, jobStream, consumerName(FingerprintID("test"), ""))
+		cons = c
+		return err == nil
+	})
 	batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
 	if err != nil {
 		h.t.Fatal(err)
@@ -174,7 +178,7 @@ func TestMaxDeliveriesFailsJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		cons, err := h.js.Consumer(ctx, jobStream, "workers-"+FingerprintID("test"))
+		cons, err := h.js.Consumer(ctx, jobStream, consumerName(FingerprintID("test"), ""))
 		if err != nil {
 			return
 		}

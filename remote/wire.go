@@ -26,6 +26,7 @@ const (
 	runBucket     = "replay-runs"
 	cancelSubject = "replay.cancel"
 	workerSubject = "replay.workers"
+	dirSubject    = "replay.runs"
 	daemonDurable = "daemon"
 )
 
@@ -56,6 +57,27 @@ type resultMsg struct {
 	Delivery uint64
 }
 
+// directory is the daemon's list of the runs whose jobs are queued, on
+// dirSubject every heartbeatEvery and whenever a run is added: a worker
+// binds to a run's consumer only after it has checked that its own data
+// set is the run's (DataHash), so a worker whose data differs never
+// receives a job of the run.
+type directory struct {
+	Runs []dirEntry
+}
+
+// dirEntry is one run of a directory.
+type dirEntry struct {
+	Run string
+	// Config is the run config's key in runBucket.
+	Config string
+	// DataHash is the run's (ckpt.RunConfig.DataHash, "" when unknown).
+	DataHash string
+	// Consumer is the durable consumer of the run's jobs: one per
+	// fingerprint and data hash (consumerName).
+	Consumer string
+}
+
 // cancelMsg is a loop's Cancel.
 type cancelMsg struct {
 	Run string
@@ -71,6 +93,9 @@ type announce struct {
 	Ops         int64
 	Busy        int
 	Stopping    bool
+	// Refused lists the run configs (keys in runBucket) whose data set
+	// differs on the worker: it takes none of their jobs.
+	Refused []string
 }
 
 // encodeVec is v's little-endian bytes.
@@ -106,6 +131,25 @@ func inputName(b []byte) string { return "in-" + hashHex(b) }
 // that two deliveries of one job never clash with another job's result.
 func resultName(id scheduler.JobID, b []byte) string {
 	return fmt.Sprintf("res-%s-%x-%d-%d-%d-%s", token(id.Run), id.Generation, id.Segment, id.Step, id.Side, hashHex(b)[:16])
+}
+
+// dataToken is a data hash as one subject token ("unhashed" for runs
+// recorded without one, which every worker takes).
+func dataToken(dataHash string) string {
+	if dataHash == "" {
+		return "unhashed"
+	}
+	return hashHex([]byte(dataHash))[:16]
+}
+
+// consumerName is the durable consumer of the jobs of fingerprint token fp
+// and data hash dataHash: workers of fingerprint fp bind to it once their
+// data hash is dataHash.
+func consumerName(fp, dataHash string) string { return "workers-" + fp + "-" + dataToken(dataHash) }
+
+// jobSubjectOf is the subject of run's jobs for fingerprint token fp.
+func jobSubjectOf(fp, dataHash, run string) string {
+	return fmt.Sprintf("%s.%s.%s.%s", jobSubject, fp, dataToken(dataHash), token(run))
 }
 
 // token is a run name as one subject token (run names may hold dots).

@@ -52,8 +52,14 @@ func startWorker(t *testing.T, url, name string, env ...string) *worker {
 
 func startWorkerBin(t *testing.T, bin, url, name string, env ...string) *worker {
 	t.Helper()
+	return startWorkerArgs(t, bin, url, name, nil, env...)
+}
+
+// startWorkerArgs starts `bin worker` with args added to its flags.
+func startWorkerArgs(t *testing.T, bin, url, name string, args []string, env ...string) *worker {
+	t.Helper()
 	w := &worker{t: t, name: name, log: &lockedBuffer{}, exited: make(chan struct{})}
-	w.cmd = exec.Command(bin, "worker", "--nats", url, "--name", name, "--log-level", "debug")
+	w.cmd = exec.Command(bin, append([]string{"worker", "--nats", url, "--name", name, "--log-level", "debug"}, args...)...)
 	w.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	if err := w.cmd.Start(); err != nil {
