@@ -343,6 +343,14 @@ func (w *Worker) announce(stopping bool) {
 // loop is one job slot: it fetches one job at a time (no prefetch), from
 // the bound consumers in turn.
 func (w *Worker) loop(ctx context.Context) {
+	// As the in-process pool's workers do (scheduler/procs.go): a slot
+	// spends its time in cgo BLAS calls, which lose their P otherwise.
+	for _, f := range w.cfg.Families {
+		if r, ok := f.(family.ProcReserver); ok {
+			defer r.ReserveProc()()
+			break
+		}
+	}
 	runners := map[string]*runnerEntry{}
 	for turn := 0; ctx.Err() == nil; turn++ {
 		all, changed := w.bound()
