@@ -3,7 +3,12 @@ package remote
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +147,36 @@ func BenchmarkOneWorker(b *testing.B) {
 	})
 }
 
+// cpuTime is the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runqWait sums the run-queue wait of the process's threads
+// (/proc/self/task/*/schedstat, second field; 0 where unavailable).
+func runqWait() time.Duration {
+	paths, _ := filepath.Glob("/proc/self/task/*/schedstat")
+	var sum time.Duration
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
+}
+
 // sleepFamily is a model family whose operator takes a fixed time and
 // computes (almost) nothing: the cost of a job is known, so that a
 // benchmark measures the coordinator, not the cores (benchmark only).
@@ -217,9 +252,18 @@ func BenchmarkCoordinator(b *testing.B) {
 			rig := newRemoteRig(b, cfg, in, n, nil, fams)
 			rig.run(b, cfg.Name, 0, 2*n, w) // warm: every worker bound
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu0, wait0 := time.Now(), cpuTime(), runqWait()
 			rig.run(b, cfg.Name, 2*n, b.N*n, w)
 			b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "jobs/s")
+			// The CPU time of the process (daemon side, embedded server
+			// and the workers' NATS clients) per job: on a loaded machine
+			// the share of the cores this process gets, divided by it, is
+			// the ceiling in jobs/s.
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N*n), "cpu-ms/job")
+			// The time its threads were runnable but waited for a core
+			// (schedstat): large against cpu-ms/job, the process is
+			// starved by the machine's load, not waiting on itself.
+			b.ReportMetric(float64(runqWait()-wait0)/float64(time.Millisecond)/float64(b.N*n), "runq-ms/job")
 		})
 	}
 }

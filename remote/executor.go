@@ -420,7 +420,9 @@ func (e *Executor) onMaxDeliveries(m *nats.Msg) {
 }
 
 // receive takes results until ctx ends. Results are consumed as they come
-// (a Fetch of several would wait for the batch to fill).
+// (a Fetch of several would wait for the batch to fill) and handled
+// concurrently: the loop reorders them, and everything a handler shares is
+// locked (the spot checks' runner by its queue's checkMu).
 func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 	defer e.wg.Done()
 	for ctx.Err() == nil {
@@ -438,17 +440,31 @@ func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 			case <-stopped:
 			}
 		}()
+		var handlers sync.WaitGroup
+		sem := make(chan struct{}, resultHandlers)
 		for {
 			m, err := it.Next()
 			if err != nil {
 				break
 			}
-			e.handleResult(ctx, m)
+			sem <- struct{}{}
+			handlers.Add(1)
+			go func() {
+				defer func() { <-sem; handlers.Done() }()
+				e.handleResult(ctx, m)
+			}()
 		}
+		handlers.Wait()
 		close(stopped)
 		it.Stop()
 	}
 }
+
+// resultHandlers is how many results are handled at once: each waits on
+// the object store (a get and a delete, several round trips), which one
+// goroutine alone made the daemon's ceiling (BenchmarkCoordinator:
+// ≈ 160 results/s on this machine).
+const resultHandlers = 16
 
 func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 	var rm resultMsg
@@ -485,6 +501,15 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 		e.failed.Add(1)
 		res.Err = "worker " + rm.Worker + ": " + rm.Err
 	}
+	if rm.Theta == "" && rm.Vec != nil {
+		var err error
+		if res.Theta, err = decodeVec(rm.Vec, q.x.Config.Dim); err != nil {
+			e.log.Error("undecodable result dropped", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
+			q.forget(rm.Job)
+			_ = m.Term()
+			return
+		}
+	}
 	if rm.Theta != "" {
 		b, err := e.obj.GetBytes(ctx, rm.Theta)
 		if err == nil {
@@ -499,10 +524,11 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 		}
 	}
 	if res.Err == "" && !res.Cancelled && !rm.Job.Memo {
-		if e.shouldCheck(rm.Worker, id) {
-			res = e.check(ctx, q, rm.Worker, res)
-		} else {
-			q.noteUnverified(rm.Worker, res)
+		if e.shouldCheck(rm.Worker, id) || !e.noteUnverified(q, rm.Worker, res) {
+			var quarantined bool
+			if res, quarantined = e.check(ctx, q, rm.Worker, res); quarantined {
+				e.recheck(ctx, rm.Worker)
+			}
 		}
 	}
 	e.mu.Lock()
@@ -539,12 +565,13 @@ type queue struct {
 	wg      sync.WaitGroup
 	cfgKey  string
 	inputs  map[string]bool   // input objects this queue holds (publish goroutine; Close after it ended)
-	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
+	checkMu sync.Mutex        // serialises the spot checks' use of local
+	local   *scheduler.Runner // spot checks, under checkMu
 	// unverified are the results handed to the loop without a spot check,
-	// by worker (receiving goroutine only): re-executed if the worker is
-	// quarantined later.
+	// by worker (under e.mu, with the quarantine flags): re-executed if the
+	// worker is quarantined later.
 	unverified map[string][]unverified
-	forgot     bool // some were forgotten (maxUnverified)
+	forgot     map[string]bool // by worker: some were forgotten (maxUnverified), under e.mu
 
 	mu      sync.Mutex
 	done    map[scheduler.JobID]bool          // results handed to the loop

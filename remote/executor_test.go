@@ -223,3 +223,23 @@ func TestCancelReturnsPendingJobs(t *testing.T) {
 	default:
 	}
 }
+
+// A small result comes inside its message (no object put, get and
+// delete: the coordinator's cost per job, BenchmarkCoordinator) and is
+// delivered as one through the object store would be.
+func TestInlineResult(t *testing.T) {
+	h := newHarness(t, 5)
+	h.q.Jobs() <- testJob
+	m, _ := h.fetchJob()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	data, _ := msgpack.Marshal(resultMsg{Job: testJob, Vec: encodeVec([]float32{7, 8, 9}), Worker: "w", Applied: 5})
+	if _, err := h.js.Publish(ctx, resultSubject+".x", data); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Ack()
+	res := h.result()
+	if res.Job != testJob || len(res.Theta) != 3 || res.Theta[0] != 7 || res.Theta[2] != 9 || res.Applied != 5 {
+		t.Fatalf("result %+v", res)
+	}
+}

@@ -50,8 +50,12 @@ type resultMsg struct {
 	Err     string
 	// Cancelled: the job's generation was cancelled while it ran.
 	Cancelled bool
-	// Theta names θ̃ in vectorBucket ("" when cancelled or failed).
-	Theta  string
+	// Theta names θ̃ in vectorBucket ("" when cancelled or failed, or
+	// when θ̃ is small enough to come in Vec).
+	Theta string
+	// Vec is θ̃'s bytes when they are at most inlineMax: a small model's
+	// result costs one message instead of an object put, get and delete.
+	Vec    []byte
 	Worker string
 	// Delivery is how many times the job message had been delivered.
 	Delivery uint64
@@ -97,6 +101,10 @@ type announce struct {
 	// differs on the worker: it takes none of their jobs.
 	Refused []string
 }
+
+// inlineMax is the largest result vector sent inside its message (NATS
+// messages are ≤ 1 MiB by default; a model's vector is MBs).
+const inlineMax = 64 << 10
 
 // encodeVec is v's little-endian bytes.
 func encodeVec(v []float32) []byte {

@@ -463,6 +463,12 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 	if res.Theta != nil {
 		corrupt(res.Theta)
 		b := encodeVec(res.Theta)
+		rm.Vec = b
+	}
+	if len(rm.Vec) > inlineMax {
+		// A model's vector (MBs) goes through the object store.
+		b := rm.Vec
+		rm.Vec = nil
 		rm.Theta = resultName(j.ID(), b)
 		if _, err := retry(pctx, func() (*jetstream.ObjectInfo, error) {
 			return objectStore(pctx, w.js, func(o jetstream.ObjectStore) (*jetstream.ObjectInfo, error) { return o.PutBytes(pctx, rm.Theta, b) })
