@@ -460,10 +460,9 @@ func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
-// resultHandlers is how many results are handled at once: each waits on
-// the object store (a get and a delete, several round trips), which one
-// goroutine alone made the daemon's ceiling (BenchmarkCoordinator:
-// ≈ 160 results/s on this machine).
+// resultHandlers is how many results are handled at once: a large one
+// waits on the object store (a get and a delete, several round trips each),
+// and many workers' results should not queue behind one another's.
 const resultHandlers = 16
 
 func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
