@@ -3,10 +3,12 @@
 package remote
 
 import (
+	"context"
 	"math"
 	"os"
 	"strconv"
 	"sync/atomic"
+	"time"
 )
 
 // results counts the results corrupt has seen.
@@ -23,5 +25,20 @@ func corrupt(theta []float32) {
 	on := os.Getenv("REPLAY_FAULT_CORRUPT") != "" || err == nil && n > after
 	if on && len(theta) > 0 {
 		theta[0] = math.Float32frombits(math.Float32bits(theta[0]) ^ 1)
+	}
+}
+
+// slow, with REPLAY_FAULT_SLOW set to a duration, makes every job take
+// that long more (until ctx ends): a long job, for the heartbeat tests.
+func slow(ctx context.Context) {
+	d, err := time.ParseDuration(os.Getenv("REPLAY_FAULT_SLOW"))
+	if err != nil || d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }

@@ -510,6 +510,7 @@ func objectStore[T any](ctx context.Context, js jetstream.JetStream, f func(jets
 
 // compute runs the job; an error means it was not computed here.
 func (w *Worker) compute(ctx context.Context, jm jobMsg, runners map[string]*runnerEntry) (scheduler.Result, error) {
+	slow(ctx) // fault injection (build tag replayfault): a long job
 	if ctx.Err() != nil {
 		return scheduler.Result{Job: jm.Job, Cancelled: true}, nil
 	}
