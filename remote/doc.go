@@ -23,8 +23,10 @@
 //     acks, AckWait and MaxDeliver bounding redelivery; a long job sends
 //     InProgress every AckWait/3.
 //   - Stream REPLAY_RESULTS (work queue, replay.results.<run-hash>), pulled
-//     by the daemon's durable consumer: the outcome of a job and the name
-//     of its θ̃ in the object store.
+//     by the daemon's durable consumer and handled up to resultHandlers at
+//     once: the outcome of a job and the name of its θ̃ in the object
+//     store, or θ̃ itself when it is at most inlineMax (64 KiB: a small
+//     model's result is one message, not an object put, get and delete).
 //   - Object store bucket replay-vectors: input vectors (anchor starts,
 //     forward checkpoints) named by their content hash, put once and cached
 //     by workers; result vectors named by job identity and content hash,
@@ -43,7 +45,12 @@
 // by a hash of the job identity; a result that differs in any bit
 // quarantines its worker, and the daemon's own result is delivered in its
 // place (memo jobs are not checked: their evaluator's state is the
-// worker's).
+// worker's). The results a worker delivered unchecked before its
+// quarantine (remembered as job and digest, per open run) are then
+// re-executed too: if one differs, a stored number came from the faulty
+// worker, and its run fails with the worker and the step in the reason
+// (the daemon's loop has committed it, and the store is the scheduler's to
+// write). A run whose loop has closed is not rechecked.
 //
 // Clean-up: results are deleted once handed to the loop; when a loop
 // closes, its jobs still queued are purged and the input vectors no other
