@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestRemoteLongJobHeartbeat: jobs that take 2.5 × AckWait (replayfault,
+// TestRemoteLongJobHeartbeat: jobs that take 2.25 × AckWait (replayfault,
 // REPLAY_FAULT_SLOW) are not redelivered while their worker lives: its
 // InProgress heartbeats keep them, and a fast worker beside it, idle most
 // of the time, would otherwise get them again (a duplicate). Every result
@@ -19,8 +19,8 @@ func TestRemoteLongJobHeartbeat(t *testing.T) {
 	}
 	spec := remoteSpec()
 	spec.Steps, spec.ResetAt, spec.Window = 8, nil, 2
-	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "1s")
-	w := startWorkerBin(t, bin, d.natsURL(), "slow", "REPLAY_FAULT_SLOW=2500ms")
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "2s")
+	w := startWorkerBin(t, bin, d.natsURL(), "slow", "REPLAY_FAULT_SLOW=4500ms")
 	// The slow worker first: its pull is waiting when the first job comes.
 	waitLog(t, w.log, "worker started")
 	fast := startWorker(t, d.natsURL(), "fast")
