@@ -462,8 +462,10 @@ func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 
 // resultHandlers is how many results are handled at once: a large one
 // waits on the object store (a get and a delete, several round trips each),
-// and many workers' results should not queue behind one another's.
-const resultHandlers = 16
+// and many workers' results should not queue behind one another's. Each
+// holds a decoded vector, so the number stays small (DESIGN §7's memory
+// bound counts model-sized vectors).
+const resultHandlers = 4
 
 func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 	var rm resultMsg
