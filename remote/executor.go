@@ -420,9 +420,11 @@ func (e *Executor) onMaxDeliveries(m *nats.Msg) {
 }
 
 // receive takes results until ctx ends. Results are consumed as they come
-// (a Fetch of several would wait for the batch to fill) and handled
-// concurrently: the loop reorders them, and everything a handler shares is
-// locked (the spot checks' runner by its queue's checkMu).
+// (a Fetch of several would wait for the batch to fill) and handled one at
+// a time: two results of one job (a redelivery) carry the same object name
+// when their bits agree, and the duplicate's delete must not overtake the
+// first one's read. (Handled concurrently, BenchmarkCoordinator showed no
+// measurable gain on this machine; small results come inline anyway.)
 func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 	defer e.wg.Done()
 	for ctx.Err() == nil {
@@ -440,32 +442,17 @@ func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 			case <-stopped:
 			}
 		}()
-		var handlers sync.WaitGroup
-		sem := make(chan struct{}, resultHandlers)
 		for {
 			m, err := it.Next()
 			if err != nil {
 				break
 			}
-			sem <- struct{}{}
-			handlers.Add(1)
-			go func() {
-				defer func() { <-sem; handlers.Done() }()
-				e.handleResult(ctx, m)
-			}()
+			e.handleResult(ctx, m)
 		}
-		handlers.Wait()
 		close(stopped)
 		it.Stop()
 	}
 }
-
-// resultHandlers is how many results are handled at once: a large one
-// waits on the object store (a get and a delete, several round trips each),
-// and many workers' results should not queue behind one another's. Each
-// holds a decoded vector, so the number stays small (DESIGN §7's memory
-// bound counts model-sized vectors).
-const resultHandlers = 4
 
 func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 	var rm resultMsg
@@ -517,10 +504,12 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 			res.Theta, err = decodeVec(b, q.x.Config.Dim)
 		}
 		if err != nil {
-			// Not acked: redelivered after AckWait, by when the
-			// object store may answer again.
+			// Handed back: redelivered in a second, by when the object
+			// store may answer again (a worker's second put of the same
+			// name, a redelivery, can make one read fail).
 			q.forget(rm.Job)
 			e.log.Warn("result vector unreadable", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
+			_ = m.NakWithDelay(time.Second)
 			return
 		}
 	}

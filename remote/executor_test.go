@@ -77,19 +77,26 @@ func (h *harness) fetchJob() (jetstream.Msg, jobMsg) {
 		cons = c
 		return err == nil
 	})
-	batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	// Fetch(1): the channel yields at most one message, then closes.
-	if m, ok := <-batch.Messages(); ok {
-		var jm jobMsg
-		if err := msgpack.Unmarshal(m.Data(), &jm); err != nil {
+	// A pull right after the consumer appeared may find no responder yet
+	// (seen under -race on a loaded machine): pull again until the guard.
+	var last error
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
+		if err != nil {
 			h.t.Fatal(err)
 		}
-		return m, jm
+		// Fetch(1): the channel yields at most one message, then closes.
+		if m, ok := <-batch.Messages(); ok {
+			var jm jobMsg
+			if err := msgpack.Unmarshal(m.Data(), &jm); err != nil {
+				h.t.Fatal(err)
+			}
+			return m, jm
+		}
+		last = batch.Error()
+		time.Sleep(10 * time.Millisecond)
 	}
-	h.t.Fatalf("no job message: %v", batch.Error())
+	h.t.Fatalf("no job message: %v", last)
 	return nil, jobMsg{}
 }
 
@@ -136,10 +143,13 @@ func TestDuplicateResultDropped(t *testing.T) {
 	theta := []float32{4, 5, 6}
 	b := encodeVec(theta)
 	name := resultName(testJob.ID(), b)
+	// Put once: a second put of the name while the executor reads the
+	// first would make that read fail (then retried, and the count of
+	// results would depend on timing).
+	if _, err := obj.PutBytes(ctx, name, b); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
-		if _, err := obj.PutBytes(ctx, name, b); err != nil {
-			t.Fatal(err)
-		}
 		data, _ := msgpack.Marshal(resultMsg{Job: testJob, Theta: name, Worker: "w", Applied: 5})
 		if _, err := h.js.Publish(ctx, resultSubject+".x", data); err != nil {
 			t.Fatal(err)
