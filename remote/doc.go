@@ -23,8 +23,8 @@
 //     acks, AckWait and MaxDeliver bounding redelivery; a long job sends
 //     InProgress every AckWait/3.
 //   - Stream REPLAY_RESULTS (work queue, replay.results.<run-hash>), pulled
-//     by the daemon's durable consumer and handled one at a time: the
-//     outcome of a job and the name of its θ̃ in the object
+//     by the daemon's durable consumer and handled resultHandlers at once
+//     (the results of one job in order): the outcome of a job and the name of its θ̃ in the object
 //     store, or θ̃ itself when it is at most inlineMax (64 KiB: a small
 //     model's result is one message, not an object put, get and delete).
 //   - Object store bucket replay-vectors: input vectors (anchor starts,
