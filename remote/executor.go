@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +59,10 @@ type Stats struct {
 	Queued, Results, Duplicates, Redelivered, Dead, Failed int64
 	// Verified and Mismatches count the spot checks (VerifyShare).
 	Verified, Mismatches int64
+	// Rechecked and Tainted count the earlier, unchecked results of
+	// quarantined workers, re-executed: equal, and different (their runs
+	// fail).
+	Rechecked, Tainted int64
 }
 
 // WorkerInfo is what the daemon knows of a worker from its announcements.
@@ -69,6 +76,8 @@ type WorkerInfo struct {
 	// Quarantined: a spot check found a result of it wrong; its results
 	// are recomputed by the daemon.
 	Quarantined bool
+	// Refused are the run configs whose data set differs on the worker.
+	Refused []string
 }
 
 // Executor is a scheduler.RemoteExecutor over JetStream. Close it after
@@ -86,6 +95,7 @@ type Executor struct {
 	stop                                                                   context.CancelFunc
 	wg                                                                     sync.WaitGroup
 	queued, results, dups, redelivered, dead, failed, verified, mismatches atomic.Int64
+	rechecked, tainted                                                     atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -96,9 +106,12 @@ type Executor struct {
 		seqs    map[uint64]seqJob
 		checked map[string]bool // workers whose first result was checked
 		quar    map[string]bool // quarantined workers
+		dir     map[*queue]dirEntry
+		stuck   map[*queue]bool // logged: every worker refuses its run
 	}
-	comp  *scheduler.Computer // spot checks
-	putMu sync.Mutex          // serialises input puts and deletes
+	dirKick chan struct{}       // publish the directory now
+	comp    *scheduler.Computer // spot checks
+	putMu   sync.Mutex          // serialises input puts and deletes
 }
 
 // seqJob is a job message's job and queue, by stream sequence, for the
@@ -133,6 +146,9 @@ func Dial(ctx context.Context, cfg Config) (*Executor, error) {
 	e.mu.seqs = map[uint64]seqJob{}
 	e.mu.checked = map[string]bool{}
 	e.mu.quar = map[string]bool{}
+	e.mu.dir = map[*queue]dirEntry{}
+	e.mu.stuck = map[*queue]bool{}
+	e.dirKick = make(chan struct{}, 1)
 	e.comp = scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(cfg.Families...).WithDataDir(cfg.DataDir).WithLogger(e.log))
 	nc, err := connect(cfg.URL, cfg.Token, "replayd", e.log)
 	if err != nil {
@@ -166,11 +182,12 @@ func connect(url, token, name string, log *slog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// jobConsumer is the durable consumer of fingerprint fp's workers.
-func jobConsumer(fp string, ackWait time.Duration, maxDeliver int) jetstream.ConsumerConfig {
+// jobConsumer is the durable consumer of the jobs of fingerprint token fp
+// and data hash dataHash.
+func jobConsumer(fp, dataHash string, ackWait time.Duration, maxDeliver int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       "workers-" + fp,
-		FilterSubject: jobSubject + "." + fp + ".>",
+		Durable:       consumerName(fp, dataHash),
+		FilterSubject: jobSubject + "." + fp + "." + dataToken(dataHash) + ".>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    maxDeliver,
@@ -194,8 +211,17 @@ func (e *Executor) setup(ctx context.Context) error {
 	if err := e.jobs.Purge(ctx); err != nil {
 		return fmt.Errorf("purge stream %s: %w", jobStream, err)
 	}
-	if _, err := e.jobs.CreateOrUpdateConsumer(ctx, jobConsumer(e.fp, e.cfg.AckWait, e.cfg.MaxDeliver)); err != nil {
-		return fmt.Errorf("create the workers' consumer: %w", err)
+	// So are its consumers (one per fingerprint and data hash, made as
+	// runs open): a consumer of another daemon version could overlap the
+	// new ones, which a work queue refuses.
+	names := e.jobs.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := e.jobs.DeleteConsumer(ctx, name); err != nil {
+			return fmt.Errorf("delete the stale consumer %s: %w", name, err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("list the consumers of %s: %w", jobStream, err)
 	}
 	res, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: resultStream, Subjects: []string{resultSubject + ".>"},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
@@ -223,9 +249,75 @@ func (e *Executor) setup(ctx context.Context) error {
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.receive(rctx, cons)
+	go e.directoryLoop(rctx)
 	return nil
+}
+
+// directoryLoop publishes the directory of open runs every heartbeatEvery
+// and when kicked, and logs a run that every worker refuses.
+func (e *Executor) directoryLoop(ctx context.Context) {
+	defer e.wg.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		e.publishDirectory()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.checkRefused()
+		case <-e.dirKick:
+		}
+	}
+}
+
+func (e *Executor) kickDirectory() {
+	select {
+	case e.dirKick <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Executor) publishDirectory() {
+	e.mu.Lock()
+	d := directory{Runs: make([]dirEntry, 0, len(e.mu.dir))}
+	for _, de := range e.mu.dir {
+		d.Runs = append(d.Runs, de)
+	}
+	e.mu.Unlock()
+	b, err := msgpack.Marshal(d)
+	if err == nil {
+		_ = e.nc.Publish(dirSubject, b)
+	}
+}
+
+// checkRefused logs, once, each run that every live worker of the daemon's
+// fingerprint refuses (its data set differs on all of them): its jobs
+// stay queued until a worker with the run's data joins.
+func (e *Executor) checkRefused() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for q, de := range e.mu.dir {
+		var live, refused []string
+		for _, w := range e.mu.workers {
+			if !w.Matches || time.Since(w.LastSeen) >= workerTimeout {
+				continue
+			}
+			live = append(live, w.Name)
+			if slices.Contains(w.Refused, de.Config) {
+				refused = append(refused, w.Name)
+			}
+		}
+		stuck := len(live) > 0 && len(refused) == len(live)
+		if stuck && !e.mu.stuck[q] {
+			slices.Sort(refused)
+			e.log.Error("no worker can take the run's jobs: every worker refuses it, its data set differs there (the jobs stay queued for a worker with the run's data)",
+				"run", de.Run, "data_hash", de.DataHash, "workers", strings.Join(refused, ","))
+		}
+		e.mu.stuck[q] = stuck
+	}
 }
 
 // Close stops receiving and disconnects.
@@ -248,7 +340,8 @@ func (e *Executor) Close() {
 func (e *Executor) Stats() Stats {
 	return Stats{Queued: e.queued.Load(), Results: e.results.Load(), Duplicates: e.dups.Load(),
 		Redelivered: e.redelivered.Load(), Dead: e.dead.Load(), Failed: e.failed.Load(),
-		Verified: e.verified.Load(), Mismatches: e.mismatches.Load()}
+		Verified: e.verified.Load(), Mismatches: e.mismatches.Load(),
+		Rechecked: e.rechecked.Load(), Tainted: e.tainted.Load()}
 }
 
 // Workers returns the workers heard from, by name.
@@ -292,7 +385,8 @@ func (e *Executor) onAnnounce(m *nats.Msg) {
 	}
 	now := time.Now()
 	wi := WorkerInfo{Name: a.Name, Fingerprint: a.Fingerprint, Slots: a.Slots, Busy: a.Busy,
-		Done: a.Done, Ops: a.Ops, LastSeen: now, Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name]}
+		Done: a.Done, Ops: a.Ops, LastSeen: now, Matches: a.Fingerprint == e.cfg.Fingerprint, Quarantined: e.mu.quar[a.Name],
+		Refused: a.Refused}
 	if prev, ok := e.mu.workers[a.Name]; ok && a.Ops >= prev.Ops && now.After(prev.LastSeen) {
 		wi.OpsPerSec = float64(a.Ops-prev.Ops) / now.Sub(prev.LastSeen).Seconds()
 	}
@@ -327,7 +421,14 @@ func (e *Executor) onMaxDeliveries(m *nats.Msg) {
 }
 
 // receive takes results until ctx ends. Results are consumed as they come
-// (a Fetch of several would wait for the batch to fill).
+// (a Fetch of several would wait for the batch to fill) and handled by
+// resultHandlers goroutines, each the results of a shard of job
+// identities: two results of one job (a redelivery) carry the same object
+// name when their bits agree, and the duplicate's delete must not overtake
+// the first one's read, so they are handled in order; everything handlers
+// share is locked (the spot checks' runner by its queue's checkMu).
+// BenchmarkCoordinator, 64 workers: one handler ≈ 165 jobs/s, four
+// 355-459 on this loaded machine.
 func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 	defer e.wg.Done()
 	for ctx.Err() == nil {
@@ -345,25 +446,61 @@ func (e *Executor) receive(ctx context.Context, cons jetstream.Consumer) {
 			case <-stopped:
 			}
 		}()
+		// Handlers by shard of the job identity: results of one job (a
+		// redelivery) are handled in order, others at once.
+		var handlers sync.WaitGroup
+		shards := make([]chan resultIn, resultHandlers)
+		for i := range shards {
+			shards[i] = make(chan resultIn, 4)
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				for r := range shards[i] {
+					e.handleResult(ctx, r.m, r.rm)
+				}
+			}()
+		}
 		for {
 			m, err := it.Next()
 			if err != nil {
 				break
 			}
-			e.handleResult(ctx, m)
+			var rm resultMsg
+			if err := msgpack.Unmarshal(m.Data(), &rm); err != nil {
+				e.log.Error("undecodable result dropped", "err", err)
+				_ = m.Term()
+				continue
+			}
+			shards[shardOf(rm.Job.ID())] <- resultIn{m, rm}
 		}
+		for _, c := range shards {
+			close(c)
+		}
+		handlers.Wait()
 		close(stopped)
 		it.Stop()
 	}
 }
 
-func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
-	var rm resultMsg
-	if err := msgpack.Unmarshal(m.Data(), &rm); err != nil {
-		e.log.Error("undecodable result dropped", "err", err)
-		_ = m.Term()
-		return
-	}
+// resultHandlers is how many results are handled at once. Each holds a
+// decoded vector, so the number stays small (DESIGN §7's memory bound
+// counts model-sized vectors).
+const resultHandlers = 4
+
+// resultIn is a result message and its decoding.
+type resultIn struct {
+	m  jetstream.Msg
+	rm resultMsg
+}
+
+// shardOf is the handler of a job's results.
+func shardOf(id scheduler.JobID) int {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00%d", id.Run, id.Generation, id.Segment, id.Step, id.Side)
+	return int(h.Sum32() % resultHandlers)
+}
+
+func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg, rm resultMsg) {
 	e.results.Add(1)
 	if rm.Delivery > 1 {
 		e.redelivered.Add(1)
@@ -392,21 +529,37 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg) {
 		e.failed.Add(1)
 		res.Err = "worker " + rm.Worker + ": " + rm.Err
 	}
+	if rm.Theta == "" && rm.Vec != nil {
+		var err error
+		if res.Theta, err = decodeVec(rm.Vec, q.x.Config.Dim); err != nil {
+			e.log.Error("undecodable result dropped", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
+			q.forget(rm.Job)
+			_ = m.Term()
+			return
+		}
+	}
 	if rm.Theta != "" {
 		b, err := e.obj.GetBytes(ctx, rm.Theta)
 		if err == nil {
 			res.Theta, err = decodeVec(b, q.x.Config.Dim)
 		}
 		if err != nil {
-			// Not acked: redelivered after AckWait, by when the
-			// object store may answer again.
+			// Handed back: redelivered in a second, by when the object
+			// store may answer again (a worker's second put of the same
+			// name, a redelivery, can make one read fail).
 			q.forget(rm.Job)
 			e.log.Warn("result vector unreadable", "run", rm.Job.Run, "step", rm.Job.Step, "err", err)
+			_ = m.NakWithDelay(time.Second)
 			return
 		}
 	}
-	if res.Err == "" && !res.Cancelled && !rm.Job.Memo && e.shouldCheck(rm.Worker, id) {
-		res = e.check(ctx, q, rm.Worker, res)
+	if res.Err == "" && !res.Cancelled && !rm.Job.Memo {
+		if e.shouldCheck(rm.Worker, id) || !e.noteUnverified(q, rm.Worker, res) {
+			var quarantined bool
+			if res, quarantined = e.check(ctx, q, rm.Worker, res); quarantined {
+				e.recheck(ctx, rm.Worker)
+			}
+		}
 	}
 	e.mu.Lock()
 	for seq, sj := range e.mu.seqs {
@@ -442,11 +595,20 @@ type queue struct {
 	wg      sync.WaitGroup
 	cfgKey  string
 	inputs  map[string]bool   // input objects this queue holds (publish goroutine; Close after it ended)
-	local   *scheduler.Runner // spot checks, used by the receiving goroutine only
+	checkMu sync.Mutex        // serialises the spot checks' use of local
+	local   *scheduler.Runner // spot checks, under checkMu
+	// unverified are the results handed to the loop without a spot check,
+	// by worker (under e.mu, with the quarantine flags): re-executed if the
+	// worker is quarantined later.
+	unverified map[string][]unverified
+	forgot     map[string]bool // by worker: some were forgotten (maxUnverified), under e.mu
 
 	mu      sync.Mutex
 	done    map[scheduler.JobID]bool          // results handed to the loop
 	pending map[scheduler.JobID]scheduler.Job // taken from the loop, no result handed back yet
+	// tainted, once set, fails the run at its next job: a stored result
+	// came from a worker later found faulty.
+	tainted string
 }
 
 func (q *queue) Jobs() chan<- scheduler.Job       { return q.jobs }
@@ -491,14 +653,17 @@ func (q *queue) Close() {
 			delete(q.e.mu.seqs, seq)
 		}
 	}
+	delete(q.e.mu.dir, q)
+	delete(q.e.mu.stuck, q)
 	q.e.mu.Unlock()
+	q.e.kickDirectory()
 	close(q.closed)
 	q.wg.Wait()
 	// Nobody wants the loop's jobs any more: take them off the queue, and
 	// the input vectors no other open queue uses off the object store.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	subj := fmt.Sprintf("%s.%s.%s", jobSubject, q.e.fp, token(q.x.Name))
+	subj := jobSubjectOf(q.e.fp, q.x.Config.DataHash, q.x.Name)
 	if err := q.e.jobs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
 		q.e.log.Debug("purge the jobs of a closed loop", "run", q.x.Name, "err", err)
 	}
@@ -564,7 +729,14 @@ func (q *queue) publish() {
 		case j := <-q.jobs:
 			q.mu.Lock()
 			q.pending[j.ID()] = j
+			tainted := q.tainted
 			q.mu.Unlock()
+			if tainted != "" {
+				if q.first(j.ID()) {
+					q.deliver(scheduler.Result{Job: j, Err: tainted})
+				}
+				continue
+			}
 			if err := q.send(ctx, j); err != nil {
 				if ctx.Err() != nil {
 					return
@@ -588,10 +760,20 @@ func (q *queue) send(ctx context.Context, j scheduler.Job) error {
 			return fmt.Errorf("encode run config: %w", err)
 		}
 		key := "cfg-" + hashHex(b)
+		// The consumer first: a worker binds to it once the directory
+		// names it.
+		cc := jobConsumer(e.fp, q.x.Config.DataHash, e.cfg.AckWait, e.cfg.MaxDeliver)
+		if _, err := retry(ctx, func() (jetstream.Consumer, error) { return e.jobs.CreateOrUpdateConsumer(ctx, cc) }); err != nil {
+			return fmt.Errorf("create the workers' consumer: %w", err)
+		}
 		if _, err := retry(ctx, func() (jetstream.KeyValueEntry, error) { _, err := e.kv.Put(ctx, key, b); return nil, err }); err != nil {
 			return fmt.Errorf("put run config: %w", err)
 		}
 		q.cfgKey = key
+		e.mu.Lock()
+		e.mu.dir[q] = dirEntry{Run: q.x.Name, Config: key, DataHash: q.x.Config.DataHash, Consumer: cc.Durable}
+		e.mu.Unlock()
+		e.kickDirectory()
 	}
 	jm := jobMsg{Job: j, Config: q.cfgKey}
 	var v []float32
@@ -633,7 +815,7 @@ func (q *queue) send(ctx context.Context, j scheduler.Job) error {
 	if err != nil {
 		return fmt.Errorf("encode job: %w", err)
 	}
-	subj := fmt.Sprintf("%s.%s.%s", jobSubject, e.fp, token(j.Run))
+	subj := jobSubjectOf(e.fp, q.x.Config.DataHash, j.Run)
 	ack, err := retry(ctx, func() (*jetstream.PubAck, error) { return e.js.Publish(ctx, subj, data) })
 	if err != nil {
 		return fmt.Errorf("publish job: %w", err)

@@ -69,23 +69,34 @@ func (h *harness) fetchJob() (jetstream.Msg, jobMsg) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	cons, err := h.js.Consumer(ctx, jobStream, "workers-"+FingerprintID("test"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	// Fetch(1): the channel yields at most one message, then closes.
-	if m, ok := <-batch.Messages(); ok {
-		var jm jobMsg
-		if err := msgpack.Unmarshal(m.Data(), &jm); err != nil {
+	// The executor makes the consumer before it publishes the run's
+	// first job.
+	var cons jetstream.Consumer
+	waitFor(h.t, "the jobs' consumer", func() bool {
+		c, err := h.js.Consumer(ctx, jobStream, consumerName(FingerprintID("test"), ""))
+		cons = c
+		return err == nil
+	})
+	// A pull right after the consumer appeared may find no responder yet
+	// (seen under -race on a loaded machine): pull again until the guard.
+	var last error
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchContext(ctx))
+		if err != nil {
 			h.t.Fatal(err)
 		}
-		return m, jm
+		// Fetch(1): the channel yields at most one message, then closes.
+		if m, ok := <-batch.Messages(); ok {
+			var jm jobMsg
+			if err := msgpack.Unmarshal(m.Data(), &jm); err != nil {
+				h.t.Fatal(err)
+			}
+			return m, jm
+		}
+		last = batch.Error()
+		time.Sleep(10 * time.Millisecond)
 	}
-	h.t.Fatalf("no job message: %v", batch.Error())
+	h.t.Fatalf("no job message: %v", last)
 	return nil, jobMsg{}
 }
 
@@ -132,10 +143,13 @@ func TestDuplicateResultDropped(t *testing.T) {
 	theta := []float32{4, 5, 6}
 	b := encodeVec(theta)
 	name := resultName(testJob.ID(), b)
+	// Put once: a second put of the name while the executor reads the
+	// first would make that read fail (then retried, and the count of
+	// results would depend on timing).
+	if _, err := obj.PutBytes(ctx, name, b); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
-		if _, err := obj.PutBytes(ctx, name, b); err != nil {
-			t.Fatal(err)
-		}
 		data, _ := msgpack.Marshal(resultMsg{Job: testJob, Theta: name, Worker: "w", Applied: 5})
 		if _, err := h.js.Publish(ctx, resultSubject+".x", data); err != nil {
 			t.Fatal(err)
@@ -174,7 +188,7 @@ func TestMaxDeliveriesFailsJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		cons, err := h.js.Consumer(ctx, jobStream, "workers-"+FingerprintID("test"))
+		cons, err := h.js.Consumer(ctx, jobStream, consumerName(FingerprintID("test"), ""))
 		if err != nil {
 			return
 		}
@@ -217,5 +231,25 @@ func TestCancelReturnsPendingJobs(t *testing.T) {
 	case res := <-h.q.Results():
 		t.Fatalf("late result delivered: %+v", res)
 	default:
+	}
+}
+
+// A small result comes inside its message (no object put, get and
+// delete: the coordinator's cost per job, BenchmarkCoordinator) and is
+// delivered as one through the object store would be.
+func TestInlineResult(t *testing.T) {
+	h := newHarness(t, 5)
+	h.q.Jobs() <- testJob
+	m, _ := h.fetchJob()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	data, _ := msgpack.Marshal(resultMsg{Job: testJob, Vec: encodeVec([]float32{7, 8, 9}), Worker: "w", Applied: 5})
+	if _, err := h.js.Publish(ctx, resultSubject+".x", data); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Ack()
+	res := h.result()
+	if res.Job != testJob || len(res.Theta) != 3 || res.Theta[0] != 7 || res.Theta[2] != 9 || res.Applied != 5 {
+		t.Fatalf("result %+v", res)
 	}
 }

@@ -20,6 +20,9 @@ var (
 	descWorkers     = prometheus.NewDesc("replay_remote_workers", "Workers heard from in the last heartbeat timeout.", []string{"fingerprint_matches"}, nil)
 	descWorkerDone  = prometheus.NewDesc("replay_remote_worker_jobs_done", "Jobs a worker reports done.", []string{"worker"}, nil)
 	descWorkerOps   = prometheus.NewDesc("replay_remote_worker_ops", "Operator applications a worker reports done.", []string{"worker"}, nil)
+	descRechecked   = prometheus.NewDesc("replay_remote_rechecked_total", "Earlier unchecked results of quarantined workers re-executed and found equal.", nil, nil)
+	descTainted     = prometheus.NewDesc("replay_remote_tainted_total", "Earlier unchecked results of quarantined workers re-executed and found different (their run fails).", nil, nil)
+	descStuck       = prometheus.NewDesc("replay_remote_runs_refused", "Runs with jobs queued that every live worker refuses (their data set differs on each).", nil, nil)
 )
 
 var _ prometheus.Collector = (*Executor)(nil)
@@ -27,7 +30,7 @@ var _ prometheus.Collector = (*Executor)(nil)
 // Describe implements prometheus.Collector.
 func (e *Executor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descInFlight, descResults, descDuplicates, descRedelivered,
-		descDead, descVerified, descMismatches, descConnected, descQuarantined, descWorkers, descWorkerDone, descWorkerOps} {
+		descDead, descVerified, descMismatches, descConnected, descQuarantined, descWorkers, descWorkerDone, descWorkerOps, descStuck, descRechecked, descTainted} {
 		ch <- d
 	}
 }
@@ -45,8 +48,16 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	counter(descDead, st.Dead)
 	counter(descVerified, st.Verified)
 	counter(descMismatches, st.Mismatches)
+	counter(descRechecked, st.Rechecked)
+	counter(descTainted, st.Tainted)
 	e.mu.Lock()
 	inflight, quar := len(e.mu.seqs), len(e.mu.quar)
+	stuck := 0
+	for _, s := range e.mu.stuck {
+		if s {
+			stuck++
+		}
+	}
 	var match, other int
 	type w struct {
 		name      string
@@ -67,6 +78,7 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(inflight))
 	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.GaugeValue, float64(quar))
+	ch <- prometheus.MustNewConstMetric(descStuck, prometheus.GaugeValue, float64(stuck))
 	connected := 0.0
 	if e.nc.IsConnected() {
 		connected = 1

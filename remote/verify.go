@@ -2,7 +2,9 @@ package remote
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 	"math"
 
@@ -38,20 +40,17 @@ func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
 // check re-executes res's job locally (the pool's code, the daemon's
 // inputs) and returns the result to deliver: res when bitwise equal, else
 // the local one, and the worker is quarantined. A result that cannot be
-// re-executed here is delivered as it is (logged).
-func (e *Executor) check(ctx context.Context, q *queue, worker string, res scheduler.Result) scheduler.Result {
-	if q.local == nil {
-		r, err := e.comp.NewRunner(ctx, q.x.Config, q.x.Inputs, 0)
-		if err != nil {
-			e.log.Error("spot check impossible: result accepted unverified", "run", q.x.Name, "err", err)
-			return res
-		}
-		q.local = r
+// re-executed here is delivered as it is (logged). quarantined reports
+// that this check quarantined the worker (the caller then rechecks its
+// earlier results).
+func (e *Executor) check(ctx context.Context, q *queue, worker string, res scheduler.Result) (_ scheduler.Result, quarantined bool) {
+	local, ok := q.compute(ctx, res.Job)
+	if !ok {
+		return res, false
 	}
-	local := q.local.Compute(ctx, res.Job)
 	if local.Err != "" || local.Cancelled {
 		e.log.Warn("spot check failed", "run", q.x.Name, "step", res.Job.Step, "err", local.Err)
-		return res
+		return res, false
 	}
 	if sameBits(local.Theta, res.Theta) && sameMetrics(local.Metrics, res.Metrics) {
 		e.mu.Lock()
@@ -60,7 +59,7 @@ func (e *Executor) check(ctx context.Context, q *queue, worker string, res sched
 		if !quar {
 			e.verified.Add(1)
 		}
-		return res
+		return res, false
 	}
 	e.mismatches.Add(1)
 	e.mu.Lock()
@@ -75,7 +74,148 @@ func (e *Executor) check(ctx context.Context, q *queue, worker string, res sched
 		e.log.Error("worker quarantined: a result differs from the daemon's re-execution; its results are recomputed here",
 			"worker", worker, "run", q.x.Name, "step", res.Job.Step)
 	}
-	return local
+	return local, first
+}
+
+// compute computes j with the queue's own runner (made on first use); ok
+// is false when the run cannot be computed here (logged).
+func (q *queue) compute(ctx context.Context, j scheduler.Job) (scheduler.Result, bool) {
+	q.checkMu.Lock()
+	defer q.checkMu.Unlock()
+	if q.local == nil {
+		r, err := q.e.comp.NewRunner(ctx, q.x.Config, q.x.Inputs, 0)
+		if err != nil {
+			q.e.log.Error("spot check impossible: result accepted unverified", "run", q.x.Name, "err", err)
+			return scheduler.Result{}, false
+		}
+		q.local = r
+	}
+	return q.local.Compute(ctx, j), true
+}
+
+// unverified is a result handed to a loop without a spot check: its job
+// and a digest of its numbers (not the vector: a run may have many).
+type unverified struct {
+	job    scheduler.Job
+	digest [32]byte
+}
+
+// maxUnverified bounds the results remembered per worker and run; older
+// ones are forgotten (and logged as such if the worker is quarantined).
+const maxUnverified = 1 << 18
+
+// noteUnverified remembers res, accepted from worker without a check, and
+// returns true; false if the worker is quarantined (meanwhile: results are
+// handled concurrently), when res must be checked instead. The quarantine
+// flag and the lists share e.mu, so that recheck, which takes the lists
+// after the flag is set, misses none.
+func (e *Executor) noteUnverified(q *queue, worker string, res scheduler.Result) bool {
+	d := digest(res)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.quar[worker] {
+		return false
+	}
+	if q.unverified == nil {
+		q.unverified = map[string][]unverified{}
+	}
+	l := q.unverified[worker]
+	if len(l) >= maxUnverified {
+		l = l[1:]
+		if q.forgot == nil {
+			q.forgot = map[string]bool{}
+		}
+		q.forgot[worker] = true
+	}
+	q.unverified[worker] = append(l, unverified{job: res.Job, digest: d})
+	return true
+}
+
+// recheck re-executes here every result worker delivered unchecked to an
+// open loop before it was quarantined. Equal ones are counted
+// (Stats.Rechecked); a different one means a stored number came from the
+// faulty worker: its run fails at its next job, with the worker and the
+// step in the reason (the loop has committed the result; only the
+// scheduler writes the store, and a failed run's numbers are not taken
+// for right).
+func (e *Executor) recheck(ctx context.Context, worker string) {
+	type work struct {
+		q      *queue
+		l      []unverified
+		forgot bool
+	}
+	var todo []work
+	e.mu.Lock()
+	for _, q := range e.mu.queues {
+		if l := q.unverified[worker]; len(l) > 0 || q.forgot[worker] {
+			todo = append(todo, work{q, l, q.forgot[worker]})
+		}
+		delete(q.unverified, worker)
+		delete(q.forgot, worker)
+	}
+	e.mu.Unlock()
+	for _, wk := range todo {
+		q, l := wk.q, wk.l
+		bad := -1
+		for _, u := range l {
+			local, ok := q.compute(ctx, u.job)
+			if !ok {
+				q.taint(fmt.Sprintf("worker %s was quarantined and its %d earlier results cannot be re-executed here", worker, len(l)))
+				break
+			}
+			if local.Err != "" || local.Cancelled || digest(local) != u.digest {
+				e.tainted.Add(1)
+				if bad < 0 || u.job.Step < bad {
+					bad = u.job.Step
+				}
+				continue
+			}
+			e.rechecked.Add(1)
+		}
+		e.log.Info("earlier results of a quarantined worker re-executed", "worker", worker, "run", q.x.Name, "results", len(l), "wrong_from_step", bad)
+		if bad >= 0 {
+			q.taint(fmt.Sprintf("remote worker %s, quarantined by a spot check, had delivered a wrong result at step %d that is stored: the run's numbers from there on are not trustworthy (create it again)", worker, bad))
+		} else if wk.forgot {
+			q.taint(fmt.Sprintf("remote worker %s was quarantined, and more of its earlier results than can be re-executed were stored", worker))
+		}
+	}
+}
+
+// taint fails the run at its next job (at once if a job is in flight).
+func (q *queue) taint(reason string) {
+	q.e.log.Error("run fails: a stored result came from a faulty worker", "run", q.x.Name, "reason", reason)
+	q.mu.Lock()
+	q.tainted = reason
+	var j scheduler.Job
+	found := false
+	for _, p := range q.pending {
+		if !found || p.Generation > j.Generation {
+			j, found = p, true
+		}
+	}
+	q.mu.Unlock()
+	if found && q.first(j.ID()) {
+		q.deliver(scheduler.Result{Job: j, Err: reason})
+	}
+}
+
+// digest is a result's numbers: θ̃'s bits and the measures.
+func digest(res scheduler.Result) [32]byte {
+	h := sha256.New()
+	h.Write(encodeVec(res.Theta))
+	m := res.Metrics
+	var b [8]byte
+	for _, x := range []float64{m.Loss, m.TestLoss, m.TestAcc, m.ParamNorm, m.StepDist} {
+		binary.LittleEndian.PutUint64(b[:], math.Float64bits(x))
+		h.Write(b[:])
+	}
+	for _, n := range []int{m.Step, m.Anchor, m.Segment, res.Applied} {
+		binary.LittleEndian.PutUint64(b[:], uint64(n))
+		h.Write(b[:])
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
 
 func sameBits(a, b []float32) bool {

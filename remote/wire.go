@@ -26,6 +26,7 @@ const (
 	runBucket     = "replay-runs"
 	cancelSubject = "replay.cancel"
 	workerSubject = "replay.workers"
+	dirSubject    = "replay.runs"
 	daemonDurable = "daemon"
 )
 
@@ -49,11 +50,36 @@ type resultMsg struct {
 	Err     string
 	// Cancelled: the job's generation was cancelled while it ran.
 	Cancelled bool
-	// Theta names θ̃ in vectorBucket ("" when cancelled or failed).
-	Theta  string
+	// Theta names θ̃ in vectorBucket ("" when cancelled or failed, or
+	// when θ̃ is small enough to come in Vec).
+	Theta string
+	// Vec is θ̃'s bytes when they are at most inlineMax: a small model's
+	// result costs one message instead of an object put, get and delete.
+	Vec    []byte
 	Worker string
 	// Delivery is how many times the job message had been delivered.
 	Delivery uint64
+}
+
+// directory is the daemon's list of the runs whose jobs are queued, on
+// dirSubject every heartbeatEvery and whenever a run is added: a worker
+// binds to a run's consumer only after it has checked that its own data
+// set is the run's (DataHash), so a worker whose data differs never
+// receives a job of the run.
+type directory struct {
+	Runs []dirEntry
+}
+
+// dirEntry is one run of a directory.
+type dirEntry struct {
+	Run string
+	// Config is the run config's key in runBucket.
+	Config string
+	// DataHash is the run's (ckpt.RunConfig.DataHash, "" when unknown).
+	DataHash string
+	// Consumer is the durable consumer of the run's jobs: one per
+	// fingerprint and data hash (consumerName).
+	Consumer string
 }
 
 // cancelMsg is a loop's Cancel.
@@ -71,7 +97,14 @@ type announce struct {
 	Ops         int64
 	Busy        int
 	Stopping    bool
+	// Refused lists the run configs (keys in runBucket) whose data set
+	// differs on the worker: it takes none of their jobs.
+	Refused []string
 }
+
+// inlineMax is the largest result vector sent inside its message (NATS
+// messages are ≤ 1 MiB by default; a model's vector is MBs).
+const inlineMax = 64 << 10
 
 // encodeVec is v's little-endian bytes.
 func encodeVec(v []float32) []byte {
@@ -106,6 +139,25 @@ func inputName(b []byte) string { return "in-" + hashHex(b) }
 // that two deliveries of one job never clash with another job's result.
 func resultName(id scheduler.JobID, b []byte) string {
 	return fmt.Sprintf("res-%s-%x-%d-%d-%d-%s", token(id.Run), id.Generation, id.Segment, id.Step, id.Side, hashHex(b)[:16])
+}
+
+// dataToken is a data hash as one subject token ("unhashed" for runs
+// recorded without one, which every worker takes).
+func dataToken(dataHash string) string {
+	if dataHash == "" {
+		return "unhashed"
+	}
+	return hashHex([]byte(dataHash))[:16]
+}
+
+// consumerName is the durable consumer of the jobs of fingerprint token fp
+// and data hash dataHash: workers of fingerprint fp bind to it once their
+// data hash is dataHash.
+func consumerName(fp, dataHash string) string { return "workers-" + fp + "-" + dataToken(dataHash) }
+
+// jobSubjectOf is the subject of run's jobs for fingerprint token fp.
+func jobSubjectOf(fp, dataHash, run string) string {
+	return fmt.Sprintf("%s.%s.%s.%s", jobSubject, fp, dataToken(dataHash), token(run))
 }
 
 // token is a run name as one subject token (run names may hold dots).

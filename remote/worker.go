@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,9 +54,21 @@ type Worker struct {
 		sync.Mutex
 		cancelled map[string]uint64 // run → generations below are unwanted
 		running   map[*running]struct{}
+		// consumers are the bound consumers, by name: those of the
+		// directory's runs whose data set is this worker's.
+		consumers map[string]jetstream.Consumer
+		changed   chan struct{} // closed when consumers change
+		verdicts  map[string]verdict
 	}
+	dirCh   chan directory // the latest directory, for bindLoop
 	cacheMu sync.Mutex
 	cache   map[string][]float32 // input vectors by name
+}
+
+// verdict is whether the worker takes a run config's jobs.
+type verdict struct {
+	take bool
+	why  string // of a refusal
 }
 
 type running struct {
@@ -76,6 +90,10 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	w.mu.cancelled = map[string]uint64{}
 	w.mu.running = map[*running]struct{}{}
+	w.mu.consumers = map[string]jetstream.Consumer{}
+	w.mu.changed = make(chan struct{})
+	w.mu.verdicts = map[string]verdict{}
+	w.dirCh = make(chan directory, 1)
 	w.comp = scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(cfg.Families...).WithDataDir(cfg.DataPath).WithLogger(w.log))
 	nc, err := connect(cfg.URL, cfg.Token, "replayd worker "+cfg.Name, w.log)
 	if err != nil {
@@ -99,22 +117,27 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe %s: %w", cancelSubject, err)
 	}
 	defer sub.Unsubscribe()
-	cons, err := w.consumer(ctx)
+	dsub, err := w.nc.Subscribe(dirSubject, w.onDirectory)
 	if err != nil {
-		return err
+		return fmt.Errorf("subscribe %s: %w", dirSubject, err)
 	}
+	defer dsub.Unsubscribe()
 	w.log.Info("worker started", "name", w.cfg.Name, "jobs", w.cfg.Jobs, "fingerprint", w.cfg.Fingerprint, "nats", w.nc.ConnectedUrl())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		w.announceLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		w.bindLoop(ctx)
 	}()
 	for i := 0; i < w.cfg.Jobs; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.loop(ctx, cons)
+			w.loop(ctx)
 		}()
 	}
 	wg.Wait()
@@ -126,31 +149,151 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// consumer binds to the durable consumer of the worker's fingerprint,
-// creating it (and waiting for the daemon's streams) if needed.
-func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	fp := FingerprintID(w.cfg.Fingerprint)
+// onDirectory hands the daemon's latest directory to bindLoop (the
+// newest wins: each one lists every open run).
+func (w *Worker) onDirectory(m *nats.Msg) {
+	var d directory
+	if msgpack.Unmarshal(m.Data, &d) != nil {
+		return
+	}
 	for {
-		s, err := w.js.Stream(ctx, jobStream)
-		if err == nil {
-			c, cerr := s.Consumer(ctx, "workers-"+fp)
-			if cerr == nil {
-				return c, nil
-			}
-			// Not made by a daemon of this fingerprint: make it with the
-			// defaults, so that the worker is ready when such a run comes.
-			c, cerr = s.CreateOrUpdateConsumer(ctx, jobConsumer(fp, DefaultAckWait, DefaultMaxDeliver))
-			if cerr == nil {
-				return c, nil
-			}
-			err = cerr
+		select {
+		case w.dirCh <- d:
+			return
+		default:
 		}
-		w.log.Info("waiting for the daemon's job stream", "err", err)
-		sleepCtx(ctx, time.Second)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		select {
+		case <-w.dirCh:
+		default:
 		}
 	}
+}
+
+// bindLoop binds the worker to the consumers of the runs it can compute,
+// as directories come.
+func (w *Worker) bindLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d := <-w.dirCh:
+			w.bind(ctx, d)
+		}
+	}
+}
+
+// bind makes the bound consumers those of d's runs of the worker's
+// fingerprint whose data set is the worker's (a run it refuses is never
+// pulled from, so its jobs go to other workers).
+func (w *Worker) bind(ctx context.Context, d directory) {
+	prefix := "workers-" + FingerprintID(w.cfg.Fingerprint) + "-"
+	want := map[string]bool{}
+	for _, de := range d.Runs {
+		if strings.HasPrefix(de.Consumer, prefix) && w.judge(ctx, de) {
+			want[de.Consumer] = true
+		}
+	}
+	w.mu.Lock()
+	next := make(map[string]jetstream.Consumer, len(want))
+	for name := range want {
+		if c, ok := w.mu.consumers[name]; ok {
+			next[name] = c
+		}
+	}
+	w.mu.Unlock()
+	for name := range want {
+		if next[name] != nil {
+			continue
+		}
+		c, err := w.js.Consumer(ctx, jobStream, name)
+		if err != nil {
+			w.log.Debug("bind to the jobs' consumer", "consumer", name, "err", err)
+			continue // the next directory tries again
+		}
+		next[name] = c
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	same := len(next) == len(w.mu.consumers)
+	for name := range next {
+		if _, ok := w.mu.consumers[name]; !ok {
+			same = false
+		}
+	}
+	if !same {
+		w.mu.consumers = next
+		close(w.mu.changed)
+		w.mu.changed = make(chan struct{})
+	}
+}
+
+// judge decides, once per run config, whether the worker takes the run's
+// jobs: when the run records no data hash, or when the data set loaded
+// here hashes to the run's. A refusal is logged once, in one line.
+func (w *Worker) judge(ctx context.Context, de dirEntry) bool {
+	w.mu.Lock()
+	v, ok := w.mu.verdicts[de.Config]
+	w.mu.Unlock()
+	if ok {
+		return v.take
+	}
+	cfg, err := w.runConfig(ctx, de.Config)
+	if err != nil {
+		w.log.Debug("run config", "run", de.Run, "err", err)
+		return false // not judged: the next directory tries again
+	}
+	cfg = w.localConfig(cfg)
+	v = verdict{take: true}
+	if cfg.DataHash != "" {
+		h, err := w.comp.DataHash(ctx, cfg)
+		switch {
+		case ctx.Err() != nil:
+			return false
+		case err != nil:
+			v = verdict{why: err.Error()}
+			w.log.Error("refusing the run's jobs: its data set cannot be loaded here", "run", cfg.Name, "dataset", cfg.Dataset, "data_path", cfg.DataPath, "err", err)
+		case h != cfg.DataHash:
+			v = verdict{why: "data set differs"}
+			w.log.Error("refusing the run's jobs: its data set differs here", "run", cfg.Name, "dataset", cfg.Dataset,
+				"data_path", cfg.DataPath, "data_hash", h, "run_data_hash", cfg.DataHash)
+		}
+	}
+	if v.take {
+		w.log.Info("taking the run's jobs", "run", cfg.Name, "dataset", cfg.Dataset, "data_hash", cfg.DataHash)
+	}
+	w.mu.Lock()
+	if len(w.mu.verdicts) >= 256 {
+		clear(w.mu.verdicts) // runs come and go; judge again rather than grow
+	}
+	w.mu.verdicts[de.Config] = v
+	w.mu.Unlock()
+	return v.take
+}
+
+// localConfig is cfg with this machine's data path (--data-path) for the
+// data sets read from files.
+func (w *Worker) localConfig(cfg ckpt.RunConfig) ckpt.RunConfig {
+	if w.cfg.DataPath != "" && cfg.Dataset == "fashion-mnist" {
+		cfg.DataPath = w.cfg.DataPath
+	}
+	return cfg
+}
+
+// bound returns the bound consumers, in name order, and a channel closed
+// when they change.
+func (w *Worker) bound() ([]jetstream.Consumer, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names := make([]string, 0, len(w.mu.consumers))
+	for name := range w.mu.consumers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out := make([]jetstream.Consumer, len(names))
+	for i, name := range names {
+		out[i] = w.mu.consumers[name]
+	}
+	return out, w.mu.changed
 }
 
 func (w *Worker) onCancel(m *nats.Msg) {
@@ -184,16 +327,45 @@ func (w *Worker) announceLoop(ctx context.Context) {
 }
 
 func (w *Worker) announce(stopping bool) {
+	var refused []string
+	w.mu.Lock()
+	for key, v := range w.mu.verdicts {
+		if !v.take {
+			refused = append(refused, key)
+		}
+	}
+	w.mu.Unlock()
 	b, _ := msgpack.Marshal(announce{Name: w.cfg.Name, Fingerprint: w.cfg.Fingerprint, Slots: w.cfg.Jobs,
-		Done: w.done.Load(), Ops: w.ops.Load(), Busy: int(w.busy.Load()), Stopping: stopping})
+		Done: w.done.Load(), Ops: w.ops.Load(), Busy: int(w.busy.Load()), Stopping: stopping, Refused: refused})
 	_ = w.nc.Publish(workerSubject, b)
 }
 
-// loop is one job slot: it fetches one job at a time (no prefetch).
-func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
+// loop is one job slot: it fetches one job at a time (no prefetch), from
+// the bound consumers in turn.
+func (w *Worker) loop(ctx context.Context) {
+	// As the in-process pool's workers do (scheduler/procs.go): a slot
+	// spends its time in cgo BLAS calls, which lose their P otherwise.
+	for _, f := range w.cfg.Families {
+		if r, ok := f.(family.ProcReserver); ok {
+			defer r.ReserveProc()()
+			break
+		}
+	}
 	runners := map[string]*runnerEntry{}
-	for ctx.Err() == nil {
-		batch, err := fetch(ctx, cons, 1, 2*time.Second)
+	for turn := 0; ctx.Err() == nil; turn++ {
+		all, changed := w.bound()
+		if len(all) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		cons := all[turn%len(all)]
+		// One consumer: a long poll. Several: a short one each, so that
+		// no run waits long behind an idle one.
+		wait := max(100*time.Millisecond, 2*time.Second/time.Duration(len(all)))
+		batch, err := fetch(ctx, cons, 1, wait)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Debug("fetch jobs", "err", err)
@@ -291,6 +463,12 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 	if res.Theta != nil {
 		corrupt(res.Theta)
 		b := encodeVec(res.Theta)
+		rm.Vec = b
+	}
+	if len(rm.Vec) > inlineMax {
+		// A model's vector (MBs) goes through the object store.
+		b := rm.Vec
+		rm.Vec = nil
 		rm.Theta = resultName(j.ID(), b)
 		if _, err := retry(pctx, func() (*jetstream.ObjectInfo, error) {
 			return objectStore(pctx, w.js, func(o jetstream.ObjectStore) (*jetstream.ObjectInfo, error) { return o.PutBytes(pctx, rm.Theta, b) })
@@ -332,6 +510,7 @@ func objectStore[T any](ctx context.Context, js jetstream.JetStream, f func(jets
 
 // compute runs the job; an error means it was not computed here.
 func (w *Worker) compute(ctx context.Context, jm jobMsg, runners map[string]*runnerEntry) (scheduler.Result, error) {
+	slow(ctx) // fault injection (build tag replayfault): a long job
 	if ctx.Err() != nil {
 		return scheduler.Result{Job: jm.Job, Cancelled: true}, nil
 	}
@@ -341,9 +520,7 @@ func (w *Worker) compute(ctx context.Context, jm jobMsg, runners map[string]*run
 		if err != nil {
 			return scheduler.Result{}, err
 		}
-		if w.cfg.DataPath != "" && cfg.Dataset == "fashion-mnist" {
-			cfg.DataPath = w.cfg.DataPath
-		}
+		cfg = w.localConfig(cfg)
 		in := &msgInputs{w: w, dim: cfg.Dim}
 		r, err := w.comp.NewRunner(ctx, cfg, in, w.cfg.MemoBudget)
 		if err != nil {

@@ -3,9 +3,11 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
 )
 
 // This file is the seam for executors outside the package (remote/: jobs
@@ -67,6 +69,36 @@ func NewComputer(opts Options) *Computer {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return &Computer{s: s}
+}
+
+// DataHash is the content hash of cfg's data set as loaded here (from
+// cfg.DataPath, else the Computer's DataDir), or "" when its family has no
+// family.DataHasher: what a worker compares with the run's
+// RunConfig.DataHash before it takes the run's jobs.
+func (c *Computer) DataHash(ctx context.Context, cfg ckpt.RunConfig) (string, error) {
+	f, _, err := c.s.opts.sizeOf(cfg)
+	if err != nil {
+		return "", err
+	}
+	d, err := c.s.loadData(ctx, f, cfg)
+	if err != nil {
+		return "", err
+	}
+	return dataHash(f, familySpec(cfg), d)
+}
+
+// dataHash is f's hash of the loaded data d, "" when f cannot hash (the
+// run's workers then take its jobs unchecked).
+func dataHash(f family.Family, spec family.Spec, d family.Data) (string, error) {
+	h, ok := f.(family.DataHasher)
+	if !ok {
+		return "", nil
+	}
+	sum, err := h.DataHash(spec, d)
+	if err != nil {
+		return "", fmt.Errorf("hash data set %s: %w", spec.Dataset, err)
+	}
+	return sum, nil
 }
 
 // Runner computes the jobs of one run configuration, one at a time, with

@@ -276,6 +276,10 @@ func (s *Scheduler) create(spec api.RunSpec) (api.RunStatus, error) {
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	// Remote workers refuse the run if their copy of the data differs.
+	if cfg.DataHash, err = dataHash(f, familySpec(cfg), d); err != nil {
+		return api.RunStatus{}, err
+	}
 	theta0 := make([]float32, m.Dim())
 	if err := m.Init(theta0); err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)

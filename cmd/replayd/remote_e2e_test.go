@@ -52,8 +52,14 @@ func startWorker(t *testing.T, url, name string, env ...string) *worker {
 
 func startWorkerBin(t *testing.T, bin, url, name string, env ...string) *worker {
 	t.Helper()
+	return startWorkerArgs(t, bin, url, name, nil, env...)
+}
+
+// startWorkerArgs starts `bin worker` with args added to its flags.
+func startWorkerArgs(t *testing.T, bin, url, name string, args []string, env ...string) *worker {
+	t.Helper()
 	w := &worker{t: t, name: name, log: &lockedBuffer{}, exited: make(chan struct{})}
-	w.cmd = exec.Command(bin, "worker", "--nats", url, "--name", name, "--log-level", "debug")
+	w.cmd = exec.Command(bin, append([]string{"worker", "--nats", url, "--name", name, "--log-level", "debug"}, args...)...)
 	w.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	if err := w.cmd.Start(); err != nil {
@@ -114,8 +120,8 @@ func remoteSpec() api.RunSpec {
 }
 
 // TestRemoteWorkersBitwise: the daemon with the embedded NATS server and no
-// in-process worker, two `replayd worker` processes, one SIGKILLed in the
-// middle of the run and started again, then the daemon SIGKILLed and
+// in-process worker, two `replayd worker` processes, each SIGKILLed twice
+// in the middle of the run and started again, then the daemon SIGKILLed and
 // restarted: the trajectories and the exported
 // parameters equal an in-process run's byte for byte, and SIGTERM stops a
 // worker cleanly.
@@ -132,17 +138,21 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "2s")
 	url := d.natsURL()
-	w1 := startWorker(t, url, "w1")
-	startWorker(t, url, "w2")
+	ws := []*worker{startWorker(t, url, "w1"), startWorker(t, url, "w2")}
 	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
 		t.Fatal(err)
 	}
 	// With --workers 0 only the workers compute: the frontier moving
-	// proves jobs went through them. Kill one mid-run: its job is
-	// redelivered after AckWait (or computed by the other).
-	waitBackward(d, spec.Name, 60)
-	w1.stop(syscall.SIGKILL)
-	w1 = startWorker(t, url, "w1")
+	// proves jobs went through them. Kill them mid-run, one after the
+	// other, several times: a killed worker's job is redelivered after
+	// AckWait (or computed by the other).
+	for i, at := range []int{40, 70, 100, 130} {
+		waitBackward(d, spec.Name, at)
+		k := i % 2
+		ws[k].stop(syscall.SIGKILL)
+		ws[k] = startWorker(t, url, ws[k].name)
+	}
+	w1 := ws[0]
 	waitBackward(d, spec.Name, 150)
 	// The daemon SIGKILLed while the workers hold jobs, restarted on the
 	// same NATS address: the workers reconnect, the new epoch's jobs

@@ -1,0 +1,269 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/nnfamily"
+	"github.com/replay-sgd/replay/replay"
+	"github.com/replay-sgd/replay/scheduler"
+)
+
+// Benchmarks of the remote path (DESIGN §7). Run them alone, with a small
+// -benchtime (each op is at least one whole backward job):
+//
+//	go test ./remote/ -run '^$' -bench 'OneWorker' -benchtime 4x
+//	go test ./remote/ -run '^$' -bench 'Coordinator' -benchtime 4x
+
+// benchJob is job i of a window of w steps from the anchor start (segment
+// 0): w operator applications, a distinct identity each.
+func benchJob(run string, i, w int) scheduler.Job {
+	return scheduler.Job{Run: run, Generation: 1 << 32, Segment: 0, AnchorStep: i, StartStep: i, Step: i + w, Strategy: "window"}
+}
+
+// remoteRig is an embedded nats-server, an Executor and n in-process
+// Workers (one slot each, their own connections) computing with fams.
+type remoteRig struct {
+	ex *Executor
+	q  scheduler.Queue
+}
+
+func newRemoteRig(b *testing.B, cfg ckpt.RunConfig, in scheduler.JobInputs, n int, daemonFams, workerFams []family.Family) *remoteRig {
+	b.Helper()
+	emb, err := StartEmbedded("127.0.0.1:0", b.TempDir(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(emb.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	ex, err := Dial(ctx, Config{URL: emb.URL(), VerifyShare: 0, Families: daemonFams})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(ex.Close)
+	wctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	b.Cleanup(func() { stop(); wg.Wait() })
+	for i := range n {
+		w, err := NewWorker(WorkerConfig{URL: emb.URL(), Name: fmt.Sprintf("w%d", i), Jobs: 1, Families: workerFams})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Run(wctx) }()
+	}
+	q := ex.OpenRemote(scheduler.ExecRun{Name: cfg.Name, Epoch: 1, Config: cfg, Inputs: in, Flight: 2 * n})
+	b.Cleanup(q.Close)
+	return &remoteRig{ex: ex, q: q}
+}
+
+// run sends jobs first..first+count−1 and waits for their results.
+func (r *remoteRig) run(b *testing.B, run string, first, count, w int) {
+	go func() {
+		for i := range count {
+			r.q.Jobs() <- benchJob(run, first+i, w)
+		}
+	}()
+	for range count {
+		select {
+		case res := <-r.q.Results():
+			if res.Err != "" || res.Cancelled {
+				b.Fatalf("job %d: %+v", res.Job.Step, res)
+			}
+		case <-time.After(hangGuard):
+			b.Fatal("no result")
+		}
+	}
+}
+
+// BenchmarkOneWorker: one backward job of mlp:500x5 on Fashion-MNIST with
+// W = 256 (256 SGD steps, batch 8) computed by one in-process worker
+// (scheduler.Runner, the pool's code) and by one remote worker through an
+// embedded nats-server (the job message, the cached anchor start, the
+// 5.6 MB θ̃ through the object store and back). ns/op is per job; the
+// target is remote ≤ 1.1 × local.
+func BenchmarkOneWorker(b *testing.B) {
+	const w = 256
+	fams := []family.Family{nnfamily.New()}
+	cfg, err := scheduler.Resolve(fams, api.RunSpec{Name: "b", Dataset: "fashion-mnist", Model: "mlp:500x5", LR: 0.001, Batch: 8,
+		Steps: 100000, Window: w}, w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.DataPath = ""
+	f := fams[0]
+	spec := family.Spec{Model: cfg.Model, Init: cfg.Init, Loss: cfg.Loss, Dataset: cfg.Dataset, LR: cfg.LR, Batch: cfg.Batch, Seed: cfg.Seed, EvalSize: cfg.EvalSize}
+	d, err := f.LoadData(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := f.Open(spec, d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Dim = m.Dim()
+	if cfg.DataHash, err = f.(family.DataHasher).DataHash(spec, d); err != nil {
+		b.Fatal(err)
+	}
+	theta0 := make([]float32, cfg.Dim)
+	if err := m.Init(theta0); err != nil {
+		b.Fatal(err)
+	}
+	in := fakeInputs{theta0}
+	ctx := context.Background()
+	b.Run("local", func(b *testing.B) {
+		comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
+		r, err := comp.NewRunner(ctx, cfg, in, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release := nnfamily.New().ReserveProc() // as the pool's workers do
+		defer release()
+		r.Compute(ctx, benchJob(cfg.Name, 0, w)) // warm
+		b.ResetTimer()
+		for i := range b.N {
+			if res := r.Compute(ctx, benchJob(cfg.Name, 1+i, w)); res.Err != "" {
+				b.Fatal(res.Err)
+			}
+		}
+	})
+	b.Run("remote", func(b *testing.B) {
+		rig := newRemoteRig(b, cfg, in, 1, fams, fams)
+		rig.run(b, cfg.Name, 0, 1, w) // warm: binds the worker, loads its data, spot-checks its first result
+		b.ResetTimer()
+		rig.run(b, cfg.Name, 1, b.N, w)
+	})
+}
+
+// cpuTime is the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runqWait sums the run-queue wait of the process's threads
+// (/proc/self/task/*/schedstat, second field; 0 where unavailable).
+func runqWait() time.Duration {
+	paths, _ := filepath.Glob("/proc/self/task/*/schedstat")
+	var sum time.Duration
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
+}
+
+// sleepFamily is a model family whose operator takes a fixed time and
+// computes (almost) nothing: the cost of a job is known, so that a
+// benchmark measures the coordinator, not the cores (benchmark only).
+type sleepFamily struct{ d time.Duration }
+
+const sleepDim = 8
+
+func (sleepFamily) Name() string            { return "sleep" }
+func (sleepFamily) Knows(model string) bool { return model == "sleep" }
+func (sleepFamily) Resolve(*family.Spec) (family.Size, []string) {
+	return family.Size{Params: sleepDim, Train: 1000, Test: 10, Outputs: 1}, nil
+}
+func (sleepFamily) DataKey(family.Spec) string                { return "sleep" }
+func (sleepFamily) LoadData(family.Spec) (family.Data, error) { return struct{}{}, nil }
+func (f sleepFamily) Open(family.Spec, family.Data) (family.Model, error) {
+	return sleepModel(f), nil
+}
+func (sleepFamily) Sampler(n, batch int, seed uint64) family.Sampler { return sleepSampler{n} }
+
+type sleepSampler struct{ n int }
+
+func (s sleepSampler) StepsPerEpoch() int { return s.n }
+func (s sleepSampler) Batch(step int, dst []int32) {
+	dst[0] = int32((step - 1) % s.n)
+}
+
+type sleepModel sleepFamily
+
+func (sleepModel) Dim() int      { return sleepDim }
+func (sleepModel) ThetaDim() int { return sleepDim }
+func (sleepModel) Layout() []family.Tensor {
+	return []family.Tensor{{Name: "w", Shape: []int{sleepDim}}}
+}
+func (sleepModel) Init(dst []float32) error {
+	clear(dst)
+	return nil
+}
+func (m sleepModel) Operators(family.Batches) (family.Operators, error) { return sleepOps(m), nil }
+func (sleepModel) Measurer() family.Measurer                            { return sleepMeasurer{} }
+
+type sleepOps sleepModel
+
+func (sleepOps) Dim() int { return sleepDim }
+func (o sleepOps) Apply(k int, theta []float32) {
+	time.Sleep(o.d)
+	theta[k%sleepDim] += 1
+}
+func (o sleepOps) Clone() family.Operators              { return o }
+func (o sleepOps) Step(theta []float32, _ []int32)      { o.Apply(1, theta) }
+func (sleepOps) Affine() (replay.AffineOperators, bool) { return nil, false }
+
+type sleepMeasurer struct{}
+
+func (sleepMeasurer) Measure([]float32) (float64, float64, float64) { return 0, 0, 0 }
+
+// BenchmarkCoordinator: n remote workers (in-process, one NATS connection
+// each) on jobs of a fixed simulated cost (10 applications of 10 ms:
+// 100 ms a job). One op is one round of n jobs, so ns/op stays at 100 ms
+// while the coordinator keeps up: the speedup over one worker is
+// n × (ns/op of 1) / (ns/op of n), target ≥ 0.9 n. jobs/s is what the
+// daemon committed.
+func BenchmarkCoordinator(b *testing.B) {
+	const w, d = 10, 10 * time.Millisecond
+	fams := []family.Family{sleepFamily{d}}
+	cfg := ckpt.RunConfig{Name: "s", Model: "sleep", Dataset: "sleep", Batch: 1, Steps: 1 << 30, Window: w, Strategy: "window",
+		CheckpointEvery: 1000, Dim: sleepDim}
+	in := fakeInputs{make([]float32, sleepDim)}
+	for _, n := range []int{1, 4, 16, 64} {
+		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
+			// The daemon gets no family: its spot check of each worker's
+			// first result is skipped (unverified), so that it does not
+			// add n local jobs to the measure.
+			rig := newRemoteRig(b, cfg, in, n, nil, fams)
+			rig.run(b, cfg.Name, 0, 2*n, w) // warm: every worker bound
+			b.ResetTimer()
+			start, cpu0, wait0 := time.Now(), cpuTime(), runqWait()
+			rig.run(b, cfg.Name, 2*n, b.N*n, w)
+			b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "jobs/s")
+			// The CPU time of the process (daemon side, embedded server
+			// and the workers' NATS clients) per job: on a loaded machine
+			// the share of the cores this process gets, divided by it, is
+			// the ceiling in jobs/s.
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N*n), "cpu-ms/job")
+			// The time its threads were runnable but waited for a core
+			// (schedstat): large against cpu-ms/job, the process is
+			// starved by the machine's load, not waiting on itself.
+			b.ReportMetric(float64(runqWait()-wait0)/float64(time.Millisecond)/float64(b.N*n), "runq-ms/job")
+		})
+	}
+}
