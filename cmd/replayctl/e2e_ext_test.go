@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,15 +83,15 @@ func anchorArgs(anchors []int) []string {
 
 // verifyOK runs replayctl verify on the run: ok, every step re-executed,
 // against at least the checkpoints every 16 steps give.
-func verifyOK(t *testing.T, e *extDaemon, run string) {
+func verifyOK(t *testing.T, e *extDaemon, run string, steps int) {
 	t.Helper()
 	out := e.ctl("verify", "--run", run, "-o", "json").ok(t, "verify "+run)
 	var rep api.VerifyReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("verify json: %v\n%s", err, out)
 	}
-	if !rep.OK || rep.Steps != torchSteps || rep.Checkpoints < torchSteps/16 || len(rep.Problems) != 0 {
-		t.Fatalf("verify %s: %+v, want ok over %d steps and ≥ %d checkpoints", run, rep, torchSteps, torchSteps/16)
+	if !rep.OK || rep.Steps != steps || rep.Checkpoints < steps/16 || len(rep.Problems) != 0 {
+		t.Fatalf("verify %s: %+v, want ok over %d steps and ≥ %d checkpoints", run, rep, steps, steps/16)
 	}
 	table := e.ctl("verify", "--run", run).ok(t, "verify "+run)
 	if !strings.HasSuffix(strings.TrimSpace(table), ": ok") {
@@ -189,7 +190,7 @@ func TestE2EExtCNN(t *testing.T) {
 	t.Logf("checked at %v", time.Since(t0).Round(time.Millisecond))
 
 	for _, run := range []string{"full", "window"} {
-		verifyOK(t, e, run)
+		verifyOK(t, e, run, torchSteps)
 	}
 	t.Logf("verified at %v", time.Since(t0).Round(time.Millisecond))
 }
@@ -296,6 +297,117 @@ func TestE2EExtBatchNorm(t *testing.T) {
 	}
 	t.Logf("with the initial statistics: %s", lastLine(got))
 
-	verifyOK(t, e, "bn")
+	verifyOK(t, e, "bn", torchSteps)
 	t.Logf("verified at %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// killSteps is the length of TestE2EExtKill's run: long enough that a kill
+// at a third of it and another after the restart land in the middle.
+const killSteps = 96
+
+// killRun is TestE2EExtKill's run: the window strategy with a reset from
+// the backward state, checkpoints every 16 steps.
+func killRun() []string {
+	return []string{"run", "start", "--name", "k", "--model", "ext:cnn", "--lr", "0.1", "--batch", "8",
+		"--steps", strconv.Itoa(killSteps), "--eval-every", "16", "--eval-size", "100", "--checkpoint-every", "16", "--seed", "5",
+		"--strategy", "window", "--window", "16", "--reset-at", "56", "--reset-from", "backward"}
+}
+
+// killOutputs is what TestE2EExtKill compares: the trajectories as
+// replayctl prints them (JSON) and the bytes of exports.
+type killOutputs map[string][]byte
+
+func collectKillRun(t *testing.T, e *extDaemon) killOutputs {
+	t.Helper()
+	o := killOutputs{}
+	for _, kind := range []string{"forward", "backward"} {
+		out := e.ctl("trajectory", "--run", "k", "--kind", kind, "-o", "json").ok(t, "trajectory")
+		var pts []api.Point
+		if err := json.Unmarshal([]byte(out), &pts); err != nil || len(pts) != killSteps || pts[len(pts)-1].Step != killSteps {
+			t.Fatalf("%s trajectory: %v, %d points, want %d", kind, err, len(pts), killSteps)
+		}
+		o[kind+" trajectory"] = []byte(out)
+	}
+	x := exporter{e: e, run: "k", dir: t.TempDir()}
+	files := []string{x.export("batches.npy", "--batches")}
+	// Checkpoints (0, 48, 96) and steps between them (recomputed from the
+	// checkpoint before), under each anchor.
+	for _, n := range []int{0, 37, 48, 61, killSteps} {
+		files = append(files, x.iterate("forward", n))
+	}
+	for _, n := range []int{1, 16, 17, 56, 57, 71, killSteps} {
+		files = append(files, x.iterate("backward", n))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o[filepath.Base(f)] = b
+	}
+	return o
+}
+
+// TestE2EExtKill: a run of examples/cnn_fmnist.py whose daemon is SIGKILLed
+// at a third of it and restarted, then whose Python children are SIGKILLed
+// while it goes on, ends with trajectories and exports bitwise equal to an
+// uninterrupted run's. The SIGKILLed daemon's children exit by themselves
+// (no orphan keeps computing); the daemon notices its killed children and
+// retries their requests on fresh ones (its log says so).
+func TestE2EExtKill(t *testing.T) {
+	t0 := time.Now()
+	since := func() time.Duration { return time.Since(t0).Round(time.Millisecond) }
+	cnn := examplePath(t, "cnn_fmnist.py")
+	// --max-lag 8 keeps the trainer close to the backward frontier, so
+	// that a kill finds both at work. It changes no number.
+	args := []string{"--torch-model", "cnn=" + cnn, "--max-lag", "8"}
+
+	ref := newExtDaemon(t, extEnv, args...)
+	ref.ctl(killRun()...).ok(t, "run start")
+	ref.waitDone("k")
+	want := collectKillRun(t, ref)
+	t.Logf("uninterrupted run collected at %v", since())
+
+	e := newExtDaemon(t, extEnv, args...)
+	e.ctl(killRun()...).ok(t, "run start")
+	st := e.waitFor("k", "at a third", func(st api.RunStatus) bool { return st.ForwardStep >= killSteps/3 })
+	kids := e.children()
+	e.kill()
+	if st.State != "running" || st.BackwardStep >= killSteps || len(kids) == 0 {
+		t.Fatalf("killed the daemon at %+v with children %v: not mid-run", st, kids)
+	}
+	t.Logf("%v: daemon SIGKILLed at forward %d, backward %d; its children %v", since(), st.ForwardStep, st.BackwardStep, kids)
+	waitGone(t, kids, "the SIGKILLed daemon's children")
+
+	e.start()
+	// Past every step that may have been computed before the kill: the
+	// restarted daemon is at work.
+	at := st.ForwardStep + 2
+	st = e.waitFor("k", "resumed", func(st api.RunStatus) bool { return st.BackwardStep > at && len(e.children()) > 0 })
+	kids = e.children()
+	for _, pid := range kids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill child %d: %v", pid, err)
+		}
+	}
+	if st.State != "running" || st.BackwardStep >= killSteps {
+		t.Fatalf("killed the children at %+v: not mid-run", st)
+	}
+	t.Logf("%v: restarted; children %v SIGKILLed at forward %d, backward %d", since(), kids, st.ForwardStep, st.BackwardStep)
+	e.waitDone("k")
+	if !strings.Contains(e.log.String(), "retrying on a fresh child") {
+		t.Fatalf("the daemon's log does not say that a request was retried on a fresh child:\n%s", tail(e.log.String(), 40))
+	}
+	got := collectKillRun(t, e)
+	t.Logf("interrupted run collected at %v", since())
+
+	if len(got) != len(want) {
+		t.Fatalf("collected %d outputs, the uninterrupted run %d", len(got), len(want))
+	}
+	for k, w := range want {
+		if !bytes.Equal(got[k], w) {
+			t.Errorf("%s differs from the uninterrupted run's", k)
+		}
+	}
+	verifyOK(t, e, "k", killSteps)
 }
