@@ -250,6 +250,24 @@ func waitGone(t *testing.T, pids []int, what string) {
 	}
 }
 
+// waitReaped waits until pids no longer exist: their parent has reaped
+// them (so it knows they are dead).
+func waitReaped(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for _, p := range pids {
+		for {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d not reaped a minute after SIGKILL", p)
+			}
+			time.Sleep(5 * time.Millisecond) // polling interval of a condition with a deadline
+		}
+	}
+}
+
 // exporter writes a run's exports through replayctl into dir.
 type exporter struct {
 	e        *extDaemon

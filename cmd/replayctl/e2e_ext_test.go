@@ -193,6 +193,22 @@ func TestE2EExtCNN(t *testing.T) {
 		verifyOK(t, e, run, torchSteps)
 	}
 	t.Logf("verified at %v", time.Since(t0).Round(time.Millisecond))
+
+	// Every child SIGKILLed while idle (from outside: an operator, the
+	// OOM killer). The two runs' trainers and the worker had up to three
+	// at once, as many as a request has attempts: the next requests must
+	// still find a fresh child, not spend their attempts on the dead.
+	kids := e.children()
+	for _, pid := range kids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill child %d: %v", pid, err)
+		}
+	}
+	waitReaped(t, kids)
+	for _, run := range []string{"full", "window"} {
+		verifyOK(t, e, run, torchSteps)
+	}
+	t.Logf("%d idle children SIGKILLed, verified again at %v", len(kids), time.Since(t0).Round(time.Millisecond))
 }
 
 // bnBuffers are the BatchNorm buffers of examples/bn_mlp.py, the state
