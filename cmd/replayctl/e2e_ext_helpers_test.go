@@ -220,6 +220,19 @@ func parentOf(pid int) int {
 	return p
 }
 
+// computing tells whether pid is running or runnable (state R in
+// /proc/PID/stat): a worker waiting for its next request sleeps in read
+// (S), one computing a request is R.
+func computing(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && strings.HasPrefix(s[i+1:], " R")
+}
+
 // isWorker tells whether pid is alive (not a zombie) and runs replay_worker.
 func isWorker(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

@@ -410,11 +410,17 @@ func TestE2EExtKill(t *testing.T) {
 
 	e.start()
 	t.Logf("%v: restarted", since())
-	// Past every step that may have been computed before the kill: the
-	// restarted daemon is at work.
+	// Past every step that may have been computed before the kill (the
+	// restarted daemon is at work), and one of its children computing (a
+	// request in flight, most likely; it may be sending its reply).
 	at := st.ForwardStep + 2
-	st = e.waitFor("k", "resumed", func(st api.RunStatus) bool { return st.BackwardStep > at && len(e.children()) > 0 })
-	kids = e.children()
+	st = e.waitFor("k", "resumed, a child computing", func(st api.RunStatus) bool {
+		if st.BackwardStep <= at {
+			return false
+		}
+		kids = e.children()
+		return slices.ContainsFunc(kids, computing)
+	})
 	for _, pid := range kids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill child %d: %v", pid, err)
@@ -430,6 +436,9 @@ func TestE2EExtKill(t *testing.T) {
 	// noticed, and says so.
 	if log := e.log.String(); !strings.Contains(log, "retrying on a fresh child") && !strings.Contains(log, "died while idle") {
 		t.Fatalf("the daemon's log does not say that it noticed its killed children:\n%s", tail(log, 40))
+	} else {
+		t.Logf("the daemon's log: %d requests retried on a fresh child, %d children found dead while idle",
+			strings.Count(log, "retrying on a fresh child"), strings.Count(log, "died while idle"))
 	}
 	got := collectKillRun(t, e)
 	t.Logf("interrupted run collected at %v", since())
