@@ -453,3 +453,52 @@ func TestE2EExtKill(t *testing.T) {
 	}
 	verifyOK(t, e, "k", killSteps)
 }
+
+// driftModel is a model file whose steps are not a pure function of their
+// inputs: its loss is scaled by a random factor drawn from os.urandom (not
+// from torch's generator, which the worker seeds before every step), so a
+// replayed chain of 8 steps gives the stored bits with probability 256^-8.
+const driftModel = `"""A model whose training is not reproducible (a test's: verify must say so)."""
+import os
+
+import torch
+
+
+def datasets():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 4, generator=g)
+    y = (x.sum(dim=1) > 2).to(torch.int64)
+    return (x, y), (x[:16], y[:16])
+
+
+def model():
+    return torch.nn.Linear(4, 2)
+
+
+def loss(out, y):
+    return torch.nn.functional.cross_entropy(out, y) * (1 + 1e-3 * (1 + os.urandom(1)[0]))
+`
+
+// TestE2EExtVerifyMismatch: replayctl verify of an ext run is not a
+// formality: for a model whose steps depend on the child's history, the
+// re-executed checkpoint intervals differ from the stored checkpoints and
+// verify says so (exit 1, the checkpoint named), where the shipped models'
+// runs verify ok (TestE2EExtCNN, TestE2EExtBatchNorm, TestE2EExtKill).
+func TestE2EExtVerifyMismatch(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "drift.py")
+	if err := os.WriteFile(file, []byte(driftModel), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newExtDaemon(t, nil, "--torch-model", "drift="+file)
+	e.ctl("run", "start", "--name", "d", "--model", "ext:drift", "--lr", "0.1", "--batch", "4", "--steps", "24",
+		"--window", "8", "--eval-every", "0", "--checkpoint-every", "8", "--seed", "1").ok(t, "run start")
+	e.waitDone("d")
+	r := e.ctl("verify", "--run", "d")
+	t.Logf("verify: exit %d, %s", r.code, strings.TrimSpace(r.stderr))
+	// Every checkpoint after 0 differs from its replay: the report lists
+	// the three, the error line names the first.
+	if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "checkpoint 8 differs from the replay of steps 1..8") ||
+		!strings.Contains(r.stdout, "24 steps re-executed: 3 problem(s)") {
+		t.Fatalf("verify of a non-reproducible run: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+}
