@@ -103,7 +103,8 @@ func verifyOK(t *testing.T, e *extDaemon, run string, steps int) {
 // run with the full strategy and one with the window strategy and a reset;
 // θ_0, the batch log and forward and backward iterates at several steps
 // exported through replayctl are recomputed by plain PyTorch (replay_ref
-// --model-file), bitwise; replayctl verify says ok for both runs.
+// --model-file), bitwise; replayctl verify says ok for both runs, and
+// again after every (idle) child was SIGKILLed.
 func TestE2EExtCNN(t *testing.T) {
 	t0 := time.Now()
 	cnn := examplePath(t, "cnn_fmnist.py")
