@@ -20,7 +20,9 @@
 // with the request's id, or announces a frame over MaxFrame is SIGKILLed
 // (with its process group) and the request fails with its last stderr lines
 // (every stderr line also goes to the log prefixed "[NAME] "); the request is
-// then retried on a fresh child, up to Options.Attempts times in a row. An
+// then retried on a fresh child, up to Options.Attempts times in a row (an
+// idle child found dead when taken from the pool is dropped without costing
+// an attempt: it failed no request). An
 // `"ok": false` reply is not retried. A request whose context ends returns at
 // once; its child finishes in the background within Options.CancelGrace (or
 // is killed) and goes back to the pool only if its reply was well-formed,

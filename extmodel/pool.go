@@ -62,6 +62,17 @@ func (p *pool) get(ctx context.Context) (*child, error) {
 			c := p.mu.idle[k-1]
 			p.mu.idle = p.mu.idle[:k-1]
 			p.mu.Unlock()
+			select {
+			case <-c.exited:
+				// It died while idle (killed from outside): no request's
+				// failure, and no attempt of this one, or a few dead
+				// idle children would use up every attempt without a
+				// fresh child ever being tried.
+				p.log.Warn("external model child died while idle; starting a fresh one", "model", p.name, "pid", c.cmd.Process.Pid)
+				p.drop(c)
+				continue
+			default:
+			}
 			return c, nil
 		}
 		if p.mu.n < p.opts.MaxChildren {
