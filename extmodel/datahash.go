@@ -9,13 +9,15 @@ import (
 	"github.com/replay-sgd/replay/family"
 )
 
-// DataHash is the content hash of an external model's "data": what its
-// child announced at hello — the state layout, the data set sizes and, of
-// the fingerprint, the hashes of the model file and the data set when the
-// child reports them (the Python worker's model_sha256 and data_sha256)
-// with torch's version, threads and device, else the whole fingerprint. Runs and workers whose children differ in any
-// of these compute different numbers. It has the signature of the
-// scheduler's optional data-hash capability of families.
+var _ family.DataHasher = (*Family)(nil)
+
+// DataHash implements family.DataHasher: the content hash of an external
+// model's "data", what its child announced at hello — the state layout,
+// the data set sizes and, of the fingerprint, the hashes of the model file
+// and the data set when the child reports them (the Python worker's
+// model_sha256 and data_sha256) with torch's version, threads and device,
+// else the whole fingerprint. Runs and workers whose children differ in
+// any of these compute different numbers, so a remote worker refuses them.
 func (f *Family) DataHash(s family.Spec, d family.Data) (string, error) {
 	r, ok := d.(*registered)
 	if !ok {
