@@ -319,7 +319,7 @@ func (o ops) MomentumAffine() (replay.MomentumAffineOperators, bool) {
 	if (c.Name != nn.OptimMomentum && c.Name != nn.OptimNesterov) || !o.Optim.SGD().IsAffine() {
 		return nil, false
 	}
-	return replay.AsMomentumAffine(momentumOps{o.Optim})
+	return replay.AsMomentumAffine(momentumOps(o))
 }
 
 // momentumOps is nn.Optim seen as replay.MomentumAffineOperators: the

@@ -213,8 +213,7 @@ type Optim struct {
 	LR, Momentum, Dampening, Beta1, Beta2, Eps, WeightDecay float32
 
 	g   []float32
-	u   []float64 // MomentumStep's scaled copies
-	off []float64
+	off []float64 // MomentumStep's scaled offset
 }
 
 var _ replay.MomentumAffineOperators = (*Optim)(nil)
