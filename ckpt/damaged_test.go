@@ -75,9 +75,34 @@ func crashedStore(t *testing.T) string {
 
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
+	// A copy of an open store is a crash image; its background compaction
+	// may delete a table between the listing and the read, which no crash
+	// image could show (a crash sees one instant). Copy again until no file
+	// vanished on the way.
+	for attempt := 0; ; attempt++ {
+		err := copyOnce(from, to)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, fs.ErrNotExist) || attempt == 50 {
+			t.Fatal(err)
+		}
+	}
+}
+
+func copyOnce(from, to string) error {
+	old, err := os.ReadDir(to)
+	if err != nil {
+		return err
+	}
+	for _, e := range old {
+		if err := os.Remove(filepath.Join(to, e.Name())); err != nil {
+			return err
+		}
+	}
 	ents, err := os.ReadDir(from)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	for _, e := range ents {
 		if !e.Type().IsRegular() {
@@ -85,12 +110,13 @@ func copyDir(t *testing.T, from, to string) {
 		}
 		b, err := os.ReadFile(filepath.Join(from, e.Name()))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
+	return nil
 }
 
 // dirDigest is every file's name, mode and content hash.

@@ -166,7 +166,7 @@ func (s *Store) noteMarker(force bool) error {
 	}
 	runs, err := s.Runs()
 	if err == nil {
-		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.db.MaxVersion(), false, s.marker.gc, s.marker.m)
+		s.marker.m, err = writeMarker(s.opts.Dir, len(runs), s.lastVersion(), false, s.marker.gc, s.marker.m)
 	}
 	if err == nil {
 		err = private(s.opts.Dir, s.log) // files Badger created since
@@ -177,6 +177,19 @@ func (s *Store) noteMarker(force bool) error {
 	}
 	s.marker.at = time.Now()
 	return nil
+}
+
+// lastVersion is the version (commit timestamp) of the last committed
+// write: what the marker records as the store's last sequence. It is the
+// read timestamp of a fresh read-only transaction, which Badger's oracle
+// gives under its lock once every commit up to it is applied; DB.MaxVersion
+// would give the same number but reads the memtable's counter without the
+// lock its writer holds (a data race with concurrent writes, seen by the
+// race detector between the GC loop's marker update and a write).
+func (s *Store) lastVersion() uint64 {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	return txn.ReadTs()
 }
 
 // markGC records in the marker that value-log GC may delete files (on) or
@@ -322,7 +335,7 @@ func (s *Store) finishDeletes() error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		runs, rerr := s.Runs()
-		seq := s.db.MaxVersion()
+		seq := s.lastVersion()
 		s.mu.Lock()
 		s.mu.closed = true
 		s.mu.Unlock()
