@@ -158,7 +158,7 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 		}
 	}
 	for _, r := range runs {
-		if !r.Bitwise {
+		if r.Spec.Fingerprint == api.FingerprintAny {
 			fmt.Fprintf(e.stdout, "%s: not bitwise (fingerprint %s: remote workers of every machine kind compute it, unchecked)\n", r.Name, orUnknown(r.Spec.Fingerprint))
 		}
 	}
