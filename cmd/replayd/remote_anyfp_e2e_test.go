@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,4 +82,49 @@ func TestRemoteFingerprintAny(t *testing.T) {
 	if strings.Contains(same.log.String(), "done=0") {
 		t.Errorf("the matching worker did not compute the bitwise run:\n%s", tail(same.log.String(), 5))
 	}
+}
+
+// TestRemoteFingerprintAnyQuarantined: a worker returning wrong numbers
+// (replayfault) is quarantined by a bitwise run's spot check; on a run of
+// fingerprint any afterwards, whose results are not compared, it is not
+// trusted either: its results are recomputed by the daemon, and the run's
+// final parameters equal an in-process run's byte for byte.
+func TestRemoteFingerprintAnyQuarantined(t *testing.T) {
+	bin, err := faultBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := remoteSpec()
+	spec.Steps, spec.ResetAt = 100, nil
+	ref := startDaemon(t, t.TempDir(), "--workers", "1")
+	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	ref.waitDone(spec.Name)
+	wantParams := ref.params(spec.Name, "backward", spec.Steps)
+	ref.stop(syscall.SIGTERM)
+
+	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", "0")
+	w := startWorkerBin(t, bin, d.natsURL(), "faulty", "REPLAY_FAULT_CORRUPT=1")
+	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	d.waitDone(spec.Name)
+	anySpec := spec
+	anySpec.Name, anySpec.Fingerprint = "a", api.FingerprintAny
+	if _, err := d.c.CreateRun(ctx(t), anySpec); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.waitDone("a"); st.Bitwise {
+		t.Error("the any run's status says bitwise")
+	}
+	if !bytes.Equal(d.params("a", "backward", spec.Steps), wantParams) {
+		t.Error("the any run's final backward parameters differ from the in-process run's: the quarantined worker's results were taken")
+	}
+	// Only the bitwise run's results were compared (each one of the
+	// quarantined worker's): the any run's add no mismatch.
+	if m := d.raw("/metrics"); !strings.Contains(m, fmt.Sprintf("replay_remote_mismatches_total %d\n", spec.Steps)) {
+		t.Errorf("metrics: want %d mismatches (the bitwise run's):\n%s", spec.Steps, grepLines(m, "replay_remote_"))
+	}
+	w.stop(syscall.SIGTERM)
 }
