@@ -45,7 +45,19 @@ type RunSpec struct {
 	Beta2       *float64 `json:"beta2,omitempty"`
 	Eps         *float64 `json:"eps,omitempty"`
 	WeightDecay *float64 `json:"weight_decay,omitempty"`
+
+	// Fingerprint is which remote workers may compute the run's backward
+	// jobs: "" (the default) only those whose fingerprint is the daemon's,
+	// so that every stored number is bitwise reproducible; "any" every
+	// worker whatever its BLAS kernel or CPU, and the run is then not
+	// bitwise (RunStatus.Bitwise false; its remote results are not spot
+	// checked, since honest machines differ in the last bits).
+	Fingerprint string `json:"fingerprint,omitempty"` // "" | any
 }
+
+// FingerprintAny is RunSpec.Fingerprint for a run that accepts every
+// worker's fingerprint.
+const FingerprintAny = "any"
 
 // Ptr returns a pointer to v, for the optional fields of RunSpec:
 // RunSpec{EvalEvery: api.Ptr(0)}.
@@ -76,6 +88,9 @@ type RunStatus struct {
 	ForwardLoss  *float64   `json:"forward_loss,omitempty"`
 	BackwardLoss *float64   `json:"backward_loss,omitempty"`
 	PendingReset []int      `json:"pending_resets,omitempty"`
+	// Bitwise: the run is computed only by workers of the daemon's
+	// fingerprint (false for a run with fingerprint "any").
+	Bitwise bool `json:"bitwise"`
 }
 
 // RunList is the body of GET /v1/runs.

@@ -44,6 +44,10 @@ type RunConfig struct {
 	// differs.
 	DataHash string
 
+	// Fingerprint is the run's api.RunSpec.Fingerprint: "" (bitwise: the
+	// daemon's workers only) or "any".
+	Fingerprint string
+
 	Dim int
 }
 

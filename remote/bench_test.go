@@ -1,9 +1,12 @@
 package remote
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +28,7 @@ import (
 //
 //	go test ./remote/ -run '^$' -bench 'OneWorker' -benchtime 4x
 //	go test ./remote/ -run '^$' -bench 'Coordinator' -benchtime 4x
+//	go test ./remote/ -run '^$' -bench 'TwoWorkers' -benchtime 1x
 
 // benchJob is job i of a window of w steps from the anchor start (segment
 // 0): w operator applications, a distinct identity each.
@@ -96,6 +100,36 @@ func (r *remoteRig) run(b *testing.B, run string, first, count, w int) {
 // target is remote ≤ 1.1 × local.
 func BenchmarkOneWorker(b *testing.B) {
 	const w = 256
+	cfg, in, fams := paperRun(b, w)
+	ctx := context.Background()
+	b.Run("local", func(b *testing.B) {
+		comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
+		r, err := comp.NewRunner(ctx, cfg, in, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release := nnfamily.New().ReserveProc() // as the pool's workers do
+		defer release()
+		r.Compute(ctx, benchJob(cfg.Name, 0, w)) // warm
+		b.ResetTimer()
+		for i := range b.N {
+			if res := r.Compute(ctx, benchJob(cfg.Name, 1+i, w)); res.Err != "" {
+				b.Fatal(res.Err)
+			}
+		}
+	})
+	b.Run("remote", func(b *testing.B) {
+		rig := newRemoteRig(b, cfg, in, 1, fams, fams)
+		rig.run(b, cfg.Name, 0, 1, w) // warm: binds the worker, loads its data, spot-checks its first result
+		b.ResetTimer()
+		rig.run(b, cfg.Name, 1, b.N, w)
+	})
+}
+
+// paperRun is the configuration of the paper's run (mlp:500x5 on
+// Fashion-MNIST, batch 8, window w) resolved, with its θ_0 as every input.
+func paperRun(b *testing.B, w int) (ckpt.RunConfig, fakeInputs, []family.Family) {
+	b.Helper()
 	fams := []family.Family{nnfamily.New()}
 	cfg, err := scheduler.Resolve(fams, api.RunSpec{Name: "b", Dataset: "fashion-mnist", Model: "mlp:500x5", LR: 0.001, Batch: 8,
 		Steps: 100000, Window: w}, w)
@@ -121,30 +155,233 @@ func BenchmarkOneWorker(b *testing.B) {
 	if err := m.Init(theta0); err != nil {
 		b.Fatal(err)
 	}
-	in := fakeInputs{theta0}
-	ctx := context.Background()
-	b.Run("local", func(b *testing.B) {
-		comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
-		r, err := comp.NewRunner(ctx, cfg, in, 0)
+	return cfg, fakeInputs{theta0}, fams
+}
+
+// BenchmarkTwoWorkers: two remote worker processes against one on the
+// paper's run (mlp:500x5, W = 256: one job is 256 SGD steps), through an
+// embedded nats-server, with the 2-core ceiling measured in the same run:
+// the operator loop (one SGD operator after another, as scheduler's
+// BenchmarkBackwardFashionMNIST measures it) in one child process alone
+// and in two at once. A ceiling round comes before the 1-worker
+// measurement, between the two and after the 2-worker one, so that the
+// machine's load, which drifts, weighs on both alike:
+//
+//	go test ./remote/ -run '^$' -bench TwoWorkers -benchtime 1x
+//
+// It reports the operator applications per second of one and two workers
+// (r1, r2; jobs × 256 over the wall time from the first job sent to the
+// last result received), of the one and two processes of the loop (p1,
+// p2), r2/r1, the ceiling p2/p1, and r2/r1 ÷ p2/p1 (what the remote path
+// keeps of the ceiling). The workers are processes of this test binary
+// (REMOTE_HELPER=worker); the daemon side has no family, so that its spot
+// check of each worker's first result is skipped and computes nothing in
+// this process.
+//
+// Measured 2026-12-02 under load (load average 13-15 on the 2 vCPUs, the
+// other helpers' builds and tests): r2/r1 1.23 (176 → 217 ops/s), ceiling
+// p2/p1 1.22 (158 → 192 ops/s), of-ceiling 1.01 — the remote path keeps
+// the ceiling; the ceiling itself is the machine's load, not the code.
+func BenchmarkTwoWorkers(b *testing.B) {
+	const w, jobsPerWorker, window = 256, 12, 3 * time.Second
+	cfg, in, _ := paperRun(b, w)
+	kids := startOperatorLoops(b, 2)
+	defer kids.close(b)
+	var p1, p2 []float64
+	round := func() {
+		p1 = append(p1, kids.run(b, 1, window))
+		p2 = append(p2, kids.run(b, 2, window))
+	}
+	var ops, wall [3]float64
+	next := 0 // the next job's index: every job distinct
+	for range b.N {
+		round()
+		for n := 1; n <= 2; n++ {
+			rig := newProcRig(b, cfg, in, n)
+			// Warm: every worker process has its data set loaded, its
+			// runner built and one result delivered.
+			for deadline := time.Now().Add(hangGuard); !rig.allDone(n); {
+				if time.Now().After(deadline) {
+					b.Fatalf("%d worker processes: not all delivered a result after %v: %+v", n, hangGuard, rig.ex.Workers())
+				}
+				rig.run(b, cfg.Name, next, n, w)
+				next += n
+			}
+			count := jobsPerWorker * n
+			t0 := time.Now()
+			rig.run(b, cfg.Name, next, count, w)
+			wall[n] += time.Since(t0).Seconds()
+			ops[n] += float64(count * w)
+			next += count
+			rig.close()
+			round()
+		}
+	}
+	r1, r2 := ops[1]/wall[1], ops[2]/wall[2]
+	mp1, mp2 := mean(p1), mean(p2)
+	b.ReportMetric(r1, "r1-ops/s")
+	b.ReportMetric(r2, "r2-ops/s")
+	b.ReportMetric(r2/r1, "r2/r1")
+	b.ReportMetric(mp1, "p1-ops/s")
+	b.ReportMetric(mp2, "p2-ops/s")
+	b.ReportMetric(mp2/mp1, "ceiling-p2/p1")
+	b.ReportMetric((r2/r1)/(mp2/mp1), "of-ceiling")
+	b.Logf("2 remote worker processes %.2f× 1 (%.0f → %.0f ops/s); ceiling in this run, 2 processes of the operator loop: %.2f× 1 (%.0f → %.0f ops/s; rounds p1 %.0f, p2 %.0f)",
+		r2/r1, r1, r2, mp2/mp1, mp1, mp2, p1, p2)
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// procRig is a remoteRig whose workers are processes.
+type procRig struct {
+	remoteRig
+	emb   *Embedded
+	procs []*exec.Cmd
+	ins   []io.WriteCloser
+	done  bool
+}
+
+// newProcRig starts an embedded nats-server, an Executor without families
+// and n worker processes (one slot each).
+func newProcRig(b *testing.B, cfg ckpt.RunConfig, in scheduler.JobInputs, n int) *procRig {
+	b.Helper()
+	emb, err := StartEmbedded("127.0.0.1:0", b.TempDir(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &procRig{emb: emb}
+	b.Cleanup(r.close)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if r.ex, err = Dial(ctx, Config{URL: emb.URL(), VerifyShare: 0}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "REMOTE_HELPER=worker", "REMOTE_HELPER_URL="+emb.URL(), fmt.Sprintf("REMOTE_HELPER_NAME=p%d", i))
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			b.Fatal(err)
 		}
-		release := nnfamily.New().ReserveProc() // as the pool's workers do
-		defer release()
-		r.Compute(ctx, benchJob(cfg.Name, 0, w)) // warm
-		b.ResetTimer()
-		for i := range b.N {
-			if res := r.Compute(ctx, benchJob(cfg.Name, 1+i, w)); res.Err != "" {
-				b.Fatal(res.Err)
-			}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
 		}
-	})
-	b.Run("remote", func(b *testing.B) {
-		rig := newRemoteRig(b, cfg, in, 1, fams, fams)
-		rig.run(b, cfg.Name, 0, 1, w) // warm: binds the worker, loads its data, spot-checks its first result
-		b.ResetTimer()
-		rig.run(b, cfg.Name, 1, b.N, w)
-	})
+		r.procs, r.ins = append(r.procs, cmd), append(r.ins, stdin)
+	}
+	r.q = r.ex.OpenRemote(scheduler.ExecRun{Name: cfg.Name, Epoch: 1, Config: cfg, Inputs: in, Flight: 2 * n})
+	return r
+}
+
+// allDone reports whether n workers have announced a job done.
+func (r *procRig) allDone(n int) bool {
+	k := 0
+	for _, w := range r.ex.Workers() {
+		if w.Done > 0 {
+			k++
+		}
+	}
+	return k >= n
+}
+
+// close stops the worker processes (EOF on stdin), the queue, the
+// executor and the server, once.
+func (r *procRig) close() {
+	if r.done {
+		return
+	}
+	r.done = true
+	for _, in := range r.ins {
+		in.Close()
+	}
+	for _, cmd := range r.procs {
+		_ = cmd.Wait()
+	}
+	if r.q != nil {
+		r.q.Close()
+	}
+	if r.ex != nil {
+		r.ex.Close()
+	}
+	r.emb.Shutdown()
+}
+
+// operatorLoops are child processes of the operator loop
+// (REMOTE_HELPER=oploop), each warm, waiting for a line on its stdin to
+// apply operators for one window.
+type operatorLoops []struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startOperatorLoops(b *testing.B, n int) operatorLoops {
+	kids := make(operatorLoops, n)
+	for i := range kids {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "REMOTE_HELPER=oploop")
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		kids[i].cmd, kids[i].in, kids[i].out = cmd, in, bufio.NewReader(out)
+	}
+	for _, k := range kids {
+		if line, err := k.out.ReadString('\n'); err != nil || line != "ready\n" {
+			b.Fatalf("operator loop child: %q, %v", line, err)
+		}
+	}
+	return kids
+}
+
+// run has the first n children apply operators over the same window d
+// and returns their total operator applications per second.
+func (kids operatorLoops) run(b *testing.B, n int, d time.Duration) float64 {
+	for _, k := range kids[:n] {
+		if _, err := fmt.Fprintf(k.in, "%g\n", d.Seconds()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var total float64
+	for _, k := range kids[:n] {
+		line, err := k.out.ReadString('\n')
+		var ops int
+		var secs float64
+		if err == nil {
+			_, err = fmt.Sscanf(line, "ops %d secs %g", &ops, &secs)
+		}
+		if err != nil {
+			b.Fatalf("operator loop child: %q: %v", line, err)
+		}
+		total += float64(ops) / secs
+	}
+	return total
+}
+
+// close ends the children (EOF on their stdin) and waits for them.
+func (kids operatorLoops) close(b *testing.B) {
+	for _, k := range kids {
+		k.in.Close()
+	}
+	for _, k := range kids {
+		if err := k.cmd.Wait(); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // cpuTime is the process's user and system CPU time.

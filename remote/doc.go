@@ -22,6 +22,11 @@
 //     stale past AckWait), from the bound consumers in turn, explicit
 //     acks, AckWait and MaxDeliver bounding redelivery; a long job sends
 //     InProgress every AckWait/3.
+//     A run of fingerprint any (api.FingerprintAny, `replayctl run start
+//     --fingerprint any`) has the token "any" in place of the daemon's
+//     fingerprint, and its consumer "workers-any-<data-hash>" is bound by
+//     workers of every fingerprint (the data hash still must match); while
+//     such a run is open, every live worker counts in Slots.
 //   - Stream REPLAY_RESULTS (work queue, replay.results.<run-hash>), pulled
 //     by the daemon's durable consumer and handled resultHandlers at once
 //     (the results of one job in order): the outcome of a job and the name of its θ̃ in the object
@@ -45,12 +50,21 @@
 // by a hash of the job identity; a result that differs in any bit
 // quarantines its worker, and the daemon's own result is delivered in its
 // place (memo jobs are not checked: their evaluator's state is the
-// worker's). The results a worker delivered unchecked before its
+// worker's; nor are a run's of fingerprint any, below). The results a worker delivered unchecked before its
 // quarantine (remembered as job and digest, per open run) are then
 // re-executed too: if one differs, a stored number came from the faulty
 // worker, and its run fails with the worker and the step in the reason
 // (the daemon's loop has committed it, and the store is the scheduler's to
 // write). A run whose loop has closed is not rechecked.
+//
+// Runs of fingerprint any are not spot checked: a worker of another BLAS
+// kernel or CPU computes other last bits honestly, so a bitwise check would
+// quarantine it, and how far those rounding differences grow along a chain
+// of W (or, for full, n) operator applications depends on the run's
+// contraction, so no fixed tolerance would both spare honest workers and
+// catch wrong ones. Their status says "not bitwise" (RunStatus.Bitwise
+// false). A worker quarantined by a bitwise run's check is not trusted on
+// them either: its results there are recomputed by the daemon.
 //
 // Clean-up: results are deleted once handed to the loop; when a loop
 // closes, its jobs still queued are purged and the input vectors no other

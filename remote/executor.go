@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/scheduler"
 )
@@ -302,7 +303,7 @@ func (e *Executor) checkRefused() {
 	for q, de := range e.mu.dir {
 		var live, refused []string
 		for _, w := range e.mu.workers {
-			if !w.Matches || time.Since(w.LastSeen) >= workerTimeout {
+			if !w.Matches && !q.anyFP() || time.Since(w.LastSeen) >= workerTimeout {
 				continue
 			}
 			live = append(live, w.Name)
@@ -360,9 +361,15 @@ func (e *Executor) Workers() []WorkerInfo {
 func (e *Executor) Slots() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// While a run with fingerprint any is open, every worker can compute
+	// some of the daemon's jobs.
+	anyOpen := false
+	for _, q := range e.mu.queues {
+		anyOpen = anyOpen || q.anyFP()
+	}
 	n := 0
 	for _, w := range e.mu.workers {
-		if w.Matches && time.Since(w.LastSeen) < workerTimeout {
+		if (w.Matches || anyOpen) && time.Since(w.LastSeen) < workerTimeout {
 			n += w.Slots
 		}
 	}
@@ -553,7 +560,22 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg, rm resultM
 			return
 		}
 	}
-	if res.Err == "" && !res.Cancelled && !rm.Job.Memo {
+	switch {
+	case res.Err != "" || res.Cancelled || rm.Job.Memo:
+	case q.anyFP():
+		// A run of fingerprint any is not compared: an honest worker of
+		// another BLAS kernel or CPU differs in the last bits, and how
+		// far rounding differences grow along a chain of W (or n)
+		// applications depends on the run's contraction, so no tolerance
+		// would both spare honest workers and catch a wrong one. Only a
+		// worker already quarantined (by a bitwise run's check) is not
+		// trusted here either: its result is recomputed.
+		if e.quarantined(rm.Worker) {
+			if local, ok := q.compute(ctx, res.Job); ok && local.Err == "" && !local.Cancelled {
+				res = local
+			}
+		}
+	default:
 		if e.shouldCheck(rm.Worker, id) || !e.noteUnverified(q, rm.Worker, res) {
 			var quarantined bool
 			if res, quarantined = e.check(ctx, q, rm.Worker, res); quarantined {
@@ -663,7 +685,7 @@ func (q *queue) Close() {
 	// the input vectors no other open queue uses off the object store.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	subj := jobSubjectOf(q.e.fp, q.x.Config.DataHash, q.x.Name)
+	subj := jobSubjectOf(q.fpToken(), q.x.Config.DataHash, q.x.Name)
 	if err := q.e.jobs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
 		q.e.log.Debug("purge the jobs of a closed loop", "run", q.x.Name, "err", err)
 	}
@@ -681,6 +703,25 @@ func (q *queue) Close() {
 	for _, name := range drop {
 		_ = q.e.obj.Delete(ctx, name)
 	}
+}
+
+// anyFP reports whether the run accepts workers of every fingerprint.
+func (q *queue) anyFP() bool { return q.x.Config.Fingerprint == api.FingerprintAny }
+
+// fpToken is the fingerprint token of the run's subjects and consumer:
+// the daemon's, or anyToken.
+func (q *queue) fpToken() string {
+	if q.anyFP() {
+		return anyToken
+	}
+	return q.e.fp
+}
+
+// quarantined reports whether a spot check found a result of worker wrong.
+func (e *Executor) quarantined(worker string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.mu.quar[worker]
 }
 
 // first records that id's result goes to the loop; false if one did.
@@ -762,7 +803,7 @@ func (q *queue) send(ctx context.Context, j scheduler.Job) error {
 		key := "cfg-" + hashHex(b)
 		// The consumer first: a worker binds to it once the directory
 		// names it.
-		cc := jobConsumer(e.fp, q.x.Config.DataHash, e.cfg.AckWait, e.cfg.MaxDeliver)
+		cc := jobConsumer(q.fpToken(), q.x.Config.DataHash, e.cfg.AckWait, e.cfg.MaxDeliver)
 		if _, err := retry(ctx, func() (jetstream.Consumer, error) { return e.jobs.CreateOrUpdateConsumer(ctx, cc) }); err != nil {
 			return fmt.Errorf("create the workers' consumer: %w", err)
 		}
@@ -815,7 +856,7 @@ func (q *queue) send(ctx context.Context, j scheduler.Job) error {
 	if err != nil {
 		return fmt.Errorf("encode job: %w", err)
 	}
-	subj := jobSubjectOf(e.fp, q.x.Config.DataHash, j.Run)
+	subj := jobSubjectOf(q.fpToken(), q.x.Config.DataHash, j.Run)
 	ack, err := retry(ctx, func() (*jetstream.PubAck, error) { return e.js.Publish(ctx, subj, data) })
 	if err != nil {
 		return fmt.Errorf("publish job: %w", err)

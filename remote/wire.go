@@ -172,6 +172,11 @@ func Fingerprint() string {
 		nn.BLASBackend(), os.Getenv("OPENBLAS_CORETYPE"), runtime.Version(), runtime.GOOS, runtime.GOARCH, cpuModel())
 }
 
+// anyToken is the fingerprint token of runs with fingerprint any, whose
+// jobs workers of every fingerprint take (FingerprintID's tokens are hex,
+// so it names no real fingerprint).
+const anyToken = "any"
+
 // FingerprintID is fingerprint's subject token.
 func FingerprintID(fingerprint string) string { return hashHex([]byte(fingerprint))[:16] }
 

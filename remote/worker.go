@@ -183,13 +183,14 @@ func (w *Worker) bindLoop(ctx context.Context) {
 }
 
 // bind makes the bound consumers those of d's runs of the worker's
-// fingerprint whose data set is the worker's (a run it refuses is never
-// pulled from, so its jobs go to other workers).
+// fingerprint, or of fingerprint any, whose data set is the worker's (a run
+// it refuses is never pulled from, so its jobs go to other workers).
 func (w *Worker) bind(ctx context.Context, d directory) {
-	prefix := "workers-" + FingerprintID(w.cfg.Fingerprint) + "-"
+	own := "workers-" + FingerprintID(w.cfg.Fingerprint) + "-"
+	anyFP := "workers-" + anyToken + "-"
 	want := map[string]bool{}
 	for _, de := range d.Runs {
-		if strings.HasPrefix(de.Consumer, prefix) && w.judge(ctx, de) {
+		if (strings.HasPrefix(de.Consumer, own) || strings.HasPrefix(de.Consumer, anyFP)) && w.judge(ctx, de) {
 			want[de.Consumer] = true
 		}
 	}

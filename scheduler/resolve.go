@@ -322,6 +322,9 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 	if s.CheckpointEvery < 1 {
 		bad("checkpoint_every %d: must be ≥ 1", s.CheckpointEvery)
 	}
+	if s.Fingerprint != "" && s.Fingerprint != api.FingerprintAny {
+		bad("fingerprint %q: want any, or none for the daemon's (bitwise)", echo.Clip(s.Fingerprint))
+	}
 	if len(problems) > 0 {
 		return ckpt.RunConfig{}, fmt.Errorf("run spec: %s: %w", strings.Join(problems, "; "), ErrInvalid)
 	}
@@ -334,6 +337,7 @@ func Resolve(families []family.Family, spec api.RunSpec, defaultWindow int) (ckp
 		CheckpointEvery: s.CheckpointEvery, Dim: dim,
 		Optimizer: opt.Name, Momentum: opt.Momentum, Dampening: opt.Dampening,
 		Beta1: opt.Beta1, Beta2: opt.Beta2, Eps: opt.Eps, WeightDecay: opt.WeightDecay,
+		Fingerprint: s.Fingerprint,
 	}, nil
 }
 
@@ -509,6 +513,7 @@ func overlay(base, over api.RunSpec) api.RunSpec {
 	setF(&s.Beta2, over.Beta2)
 	setF(&s.Eps, over.Eps)
 	setF(&s.WeightDecay, over.WeightDecay)
+	setS(&s.Fingerprint, over.Fingerprint)
 	// A preset's reset at 1000 does not fit a shorter run: drop the resets
 	// the override of Steps pushed out of range unless they were explicit.
 	if over.ResetAt == nil && over.Steps != 0 {
@@ -531,6 +536,7 @@ func specOf(cfg ckpt.RunConfig, preset string) api.RunSpec {
 		Window: cfg.Window, Strategy: cfg.Strategy, ResetAt: resets, ResetFrom: cfg.ResetFrom,
 		ResetPolicy: cfg.ResetPolicy, ResetHorizon: cfg.ResetHorizon, BackwardFrom: api.Ptr(cfg.BackwardFrom),
 		EvalEvery: api.Ptr(cfg.EvalEvery), EvalSize: api.Ptr(cfg.EvalSize), CheckpointEvery: cfg.CheckpointEvery,
+		Fingerprint: cfg.Fingerprint,
 	}
 	// The optimizer with every setting that applies to it; a record from
 	// before optimizers ("") is plain SGD.

@@ -246,6 +246,7 @@ func (r *run) status() api.RunStatus {
 		Steps: r.cfg.Steps, ForwardStep: st.ForwardStep, BackwardStep: st.BackwardStep,
 		Anchor: r.mu.anchor, Window: r.cfg.Window, Strategy: r.cfg.Strategy,
 		ForwardLoss: r.mu.fwdLoss, BackwardLoss: r.mu.bwdLoss,
+		Bitwise: r.cfg.Fingerprint != api.FingerprintAny,
 	}
 	if r.mu.full != nil && st.State == ckpt.StateRunning {
 		// A loop waits for space (whileFull): paused, though the stored

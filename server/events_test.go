@@ -140,7 +140,7 @@ func TestEventStreamWire(t *testing.T) {
 	}
 	want := []string{
 		"id: b1-8", "event: progress",
-		`data: {"id":"b1-8","run":"r1","kind":"progress","status":{"name":"r1","state":"running","spec":{},"steps":0,"forward_step":3,"backward_step":0,"anchor":{"segment":0,"step":0,"from":""},"window":0,"strategy":"","ops_per_sec":0,"eta_seconds":0,"backward_loss":0.25}}`,
+		`data: {"id":"b1-8","run":"r1","kind":"progress","status":{"name":"r1","state":"running","spec":{},"steps":0,"forward_step":3,"backward_step":0,"anchor":{"segment":0,"step":0,"from":""},"window":0,"strategy":"","ops_per_sec":0,"eta_seconds":0,"backward_loss":0.25,"bitwise":false}}`,
 		"",
 		"id: b1-9", "event: failed",
 		`data: {"id":"b1-9","run":"r1","kind":"failed","fields":{"reason":"a \"b\"\nc <d>","step":"3"}}`,

@@ -13,13 +13,14 @@ var runStartCmd = command{
 		"                         [--seed N] [--window N] [--strategy S] [--reset-at N|none] [--reset-from forward|backward]\n" +
 		"                         [--reset-policy fixed|improve] [--backward-from N] [--eval-every N] [--eval-size N]\n" +
 		"                         [--checkpoint-every N] [--optimizer sgd|momentum|nesterov|adam|adamw] [--momentum F]\n" +
-		"                         [--dampening F] [--beta1 F] [--beta2 F] [--eps F] [--weight-decay F]",
+		"                         [--dampening F] [--beta1 F] [--beta2 F] [--eps F] [--weight-decay F] [--fingerprint any]",
 	summary: "create and start a run; explicit flags override the preset's values",
 	example: "replayctl run start --preset fmnist-mlp --name fmnist --steps 5000 --window 256\n" +
 		"replayctl run start --preset quadratic --lr 0.05 --reset-at 100 --reset-at 200\n" +
 		"replayctl run start --preset fmnist-mlp --reset-at none --eval-every 0\n" +
 		"replayctl run start --preset fmnist-mlp --optimizer adam --lr 0.0001\n" +
-		"replayctl run start --preset quadratic --optimizer momentum --momentum 0.9",
+		"replayctl run start --preset quadratic --optimizer momentum --momentum 0.9\n" +
+		"replayctl run start --preset fmnist-mlp --fingerprint any   # remote workers of every machine kind; not bitwise",
 	run: runRunStart,
 }
 
@@ -50,6 +51,7 @@ func runRunStart(e *env, c *command, args []string) error {
 	fs.IntVar(&evalEvery, "eval-every", 0, "evaluate losses and accuracy every N steps and at the last (0: at the last step only)")
 	fs.IntVar(&evalSize, "eval-size", 0, "size of the fixed evaluation subsets (0: the whole splits)")
 	fs.IntVar(&spec.CheckpointEvery, "checkpoint-every", 0, "store a forward checkpoint every N steps")
+	fs.StringVar(&spec.Fingerprint, "fingerprint", "", "any: remote workers of every fingerprint may compute the run (not bitwise); default: the daemon's only")
 	fs.StringVar(&spec.Optimizer, "optimizer", "", "optimizer (torch.optim's): sgd, momentum, nesterov, adam, adamw")
 	optFlags := []struct {
 		name, usage string
@@ -116,6 +118,9 @@ func runRunStart(e *env, c *command, args []string) error {
 		return usagef("run start: --lr %g: must be positive", spec.LR)
 	}
 	if err := oneOf("run start", "reset-from", spec.ResetFrom, "", "forward", "backward"); err != nil {
+		return err
+	}
+	if err := oneOf("run start", "fingerprint", spec.Fingerprint, "", api.FingerprintAny); err != nil {
 		return err
 	}
 	if err := oneOf("run start", "reset-policy", spec.ResetPolicy, "", "fixed", "improve"); err != nil {

@@ -125,11 +125,11 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 	case "csv":
 		w := csv.NewWriter(e.stdout)
 		w.Write([]string{"name", "state", "steps", "forward_step", "backward_step", "anchor_step", "anchor_from",
-			"window", "strategy", "ops_per_sec", "eta_seconds", "forward_loss", "backward_loss", "reason"})
+			"window", "strategy", "ops_per_sec", "eta_seconds", "forward_loss", "backward_loss", "reason", "bitwise"})
 		for _, r := range runs {
 			w.Write([]string{r.Name, r.State, itoa(r.Steps), itoa(r.ForwardStep), itoa(r.BackwardStep),
 				itoa(r.Anchor.Step), r.Anchor.From, itoa(r.Window), r.Strategy, ftoa(r.OpsPerSec),
-				ftoa(r.ETASeconds), optFloat(r.ForwardLoss), optFloat(r.BackwardLoss), r.Reason})
+				ftoa(r.ETASeconds), optFloat(r.ForwardLoss), optFloat(r.BackwardLoss), r.Reason, strconv.FormatBool(r.Bitwise)})
 		}
 		w.Flush()
 		return w.Error()
@@ -155,6 +155,11 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 	for _, r := range runs {
 		if o := optimizerLine(r.Spec); o != "" {
 			fmt.Fprintf(e.stdout, "%s: %s\n", r.Name, o)
+		}
+	}
+	for _, r := range runs {
+		if r.Spec.Fingerprint == api.FingerprintAny {
+			fmt.Fprintf(e.stdout, "%s: not bitwise (fingerprint %s: remote workers of every machine kind compute it, unchecked)\n", r.Name, orUnknown(r.Spec.Fingerprint))
 		}
 	}
 	for _, r := range runs {

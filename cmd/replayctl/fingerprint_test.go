@@ -1,0 +1,53 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/replay-sgd/replay/api"
+)
+
+// TestStatusNotBitwise: a run of fingerprint any gets a "not bitwise" line
+// under the table and bitwise false in CSV; a bitwise run neither.
+func TestStatusNotBitwise(t *testing.T) {
+	a, b := sampleRun("anyfp"), sampleRun("bits")
+	a.Spec.Fingerprint, a.Bitwise = api.FingerprintAny, false
+	b.Bitwise = true
+	f := newFake(t, a, b)
+	out, _, err := f.cli("status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "\nanyfp: not bitwise") || strings.Contains(out, "bits: not bitwise") {
+		t.Errorf("status: want the any run (only) noted not bitwise:\n%s", out)
+	}
+	out, _, err = f.cli("status", "-o", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], ",bitwise") || !strings.HasSuffix(lines[1], ",false") || !strings.HasSuffix(lines[2], ",true") {
+		t.Errorf("status -o csv: want a bitwise column, false then true:\n%s", out)
+	}
+}
+
+// TestRunStartFingerprint: --fingerprint any is sent; another value is a
+// usage error that changes nothing.
+func TestRunStartFingerprint(t *testing.T) {
+	f := newFake(t)
+	if _, _, err := f.cli("run", "start", "--preset", "quadratic", "--fingerprint", "bogus"); !errors.Is(err, errUsage) {
+		t.Errorf("--fingerprint bogus: %v, want a usage error", err)
+	}
+	if f.mutated() != 0 {
+		t.Errorf("a refused --fingerprint changed the daemon %d times", f.mutated())
+	}
+	if _, _, err := f.cli("run", "start", "--preset", "quadratic", "--name", "q", "--fingerprint", "any"); err != nil {
+		t.Fatal(err)
+	}
+	var spec api.RunSpec
+	if len(f.bodies) != 1 || json.Unmarshal([]byte(f.bodies[0]), &spec) != nil || spec.Fingerprint != api.FingerprintAny {
+		t.Errorf("sent %q, want fingerprint any", f.bodies)
+	}
+}
