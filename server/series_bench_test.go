@@ -16,40 +16,44 @@ import (
 
 // seriesRun trains a quadratic run of n forward steps (no backward
 // iterates: backward_from n) in a real scheduler over a real Badger store
-// and returns it.
-func seriesRun(b *testing.B, n int) *scheduler.Scheduler {
-	b.Helper()
-	store, err := ckpt.Open(ckpt.DefaultOptions(b.TempDir()).WithGCInterval(0))
+// and returns it once its forward step is n (within ten minutes).
+func seriesRun(tb testing.TB, n int) *scheduler.Scheduler {
+	tb.Helper()
+	store, err := ckpt.Open(ckpt.DefaultOptions(tb.TempDir()).WithGCInterval(0))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { store.Close() })
+	tb.Cleanup(func() { store.Close() })
 	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(nnfamily.New()).WithWorkers(1))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- sched.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-ran })
+	tb.Cleanup(func() { cancel(); <-ran })
 	t0 := time.Now()
 	if _, err := sched.Create(api.RunSpec{Preset: "quadratic", Name: "q", Steps: n, BackwardFrom: api.Ptr(n - 1), EvalEvery: api.Ptr(10)}); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	deadline := t0.Add(10 * time.Minute)
 	for {
 		st, err := sched.Status("q")
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if st.ForwardStep == n {
 			break
 		}
 		if st.State == "failed" {
-			b.Fatal(st.Reason)
+			tb.Fatal(st.Reason)
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			tb.Fatalf("forward step %d of %d after %v", st.ForwardStep, n, time.Since(t0))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
 	}
-	b.Logf("%d forward steps trained in %v", n, time.Since(t0))
+	tb.Logf("%d forward steps trained in %v", n, time.Since(t0))
 	return sched
 }
 
