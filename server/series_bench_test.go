@@ -60,10 +60,12 @@ func seriesRun(tb testing.TB, n int) *scheduler.Scheduler {
 // BenchmarkSeriesStore measures GET /series of a forward series of 10⁵
 // and 10⁶ steps from a real scheduler and Badger store, as the page asks
 // for it (about 1200 buckets, the width on the 64-step block grid):
-// cold is the first request to a fresh server (every point read and its
-// block summaries built), warm a later one over the whole run (summaries),
+// cold is the first request to a fresh server (its block summaries read
+// from the store's), cold-points the same reading every point (a store
+// without summaries), warm a later one over the whole run (the cache),
 // update a live update (the last bucket); the ema- ones the same with
-// smooth=ema:0.9.
+// smooth=ema:0.9 (whose cold request reads every point: the store keeps
+// no EMA state).
 //
 //	go test ./server/ -run '^$' -bench BenchmarkSeriesStore -benchtime 5x
 func BenchmarkSeriesStore(b *testing.B) {
@@ -83,6 +85,14 @@ func BenchmarkSeriesStore(b *testing.B) {
 			b.Run("cold", func(b *testing.B) {
 				for b.Loop() {
 					get(New(sched, Options{}), 1)
+				}
+			})
+			// cold-points: the same over a backend without the store's
+			// block summaries (every point read, as before the store
+			// kept them, and as for a run stored without them).
+			b.Run("cold-points", func(b *testing.B) {
+				for b.Loop() {
+					get(New(pointsOnly{sched}, Options{}), 1)
 				}
 			})
 			h := New(sched, Options{})

@@ -19,10 +19,16 @@ import (
 // forward step, and answers a bucket made of whole blocks from them: a
 // request whose buckets are aligned on blocks (width a multiple of
 // seriesBlock, from ≡ 1 mod seriesBlock — the page asks so) costs
-// O(buckets + seriesBlock) rather than O(steps). The summaries are built
+// O(buckets + seriesBlock) rather than O(steps). The summaries are filled
 // on the first request that needs them, from the first block not yet
-// summarised on, and extended by later ones: a run's forward points are
-// read once per daemon lifetime (and per EMA weight, below).
+// summarised on, and extended by later ones. The store writes the same
+// summary (blocksum.Summary, the same function) of every complete block
+// with the block's last step (ckpt/blocks.go), and a backend with
+// ForwardBlocks (BlockBackend) hands them over, so the raw entries are
+// filled from those, O(blocks), reading points only for blocks the store
+// has no summary of (runs stored before it kept them); without that
+// capability, and for EMA entries, a run's forward points are read once
+// per daemon lifetime (and per EMA weight, below).
 //
 // With smooth=ema:K the summaries of (run, K) also hold the min, max and
 // last of the smoothed values of each block and the EMA's state at each
