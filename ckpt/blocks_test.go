@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/replay-sgd/replay/internal/blocksum"
 	"github.com/replay-sgd/replay/internal/testseed"
 )
@@ -148,5 +150,31 @@ func TestBlockRecord(t *testing.T) {
 	}
 	if _, err := decodeBlock(b, 2); !errors.Is(err, errLayout) {
 		t.Errorf("the summary of block 1 under the key of block 2: %v, want a layout error", err)
+	}
+}
+
+// TestForwardBlocksCorruptMetrics: a corrupt metrics record among a
+// block's earlier steps never fails the append that completes the block;
+// that block gets no summary (a reader falls back to the metrics and
+// meets the corruption, as without summaries), the next ones do.
+func TestForwardBlocksCorruptMetrics(t *testing.T) {
+	s, err := Open(testOptions(t.TempDir())) // not openTest: its final Verify would report the damage
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateRun(testConfig("r", 10), testTheta0(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	appendSteps(t, s, "r", 1, 1, 30)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(runKey("r", kindFwdMetrics, 10), []byte{0xc1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	appendSteps(t, s, "r", 1, 31, 200)
+	got := storedBlocks(t, s, "r")
+	if _, ok := got[0]; ok || len(got) != 2 {
+		t.Errorf("blocks %v stored, want 1 and 2 (not 0, whose step 10 is corrupt)", got)
 	}
 }
