@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replay-sgd/replay/internal/blocksum"
 	"github.com/replay-sgd/replay/internal/testseed"
 )
 
@@ -331,6 +333,26 @@ func checkCrashed(t *testing.T, seed uint64, kills int, dir string, ack, back in
 	})
 	if err != nil || n != st.BackwardStep {
 		fail("backward results through %d: %d found, %v", st.BackwardStep, n, err)
+	}
+	// Block summaries: written with the block's last step, so exactly the
+	// complete blocks have one, each the summary of the stored metrics.
+	nb := 0
+	err = s.ForwardBlocks(crashRun, 0, math.MaxInt, func(i int, sum blocksum.Summary) error {
+		var want blocksum.Summary
+		if err := s.ForwardMetrics(crashRun, i*blocksum.Steps+1, (i+1)*blocksum.Steps, func(m Metrics) error {
+			want.Add(m.Step, measures(&m))
+			return nil
+		}); err != nil {
+			return err
+		}
+		if i != nb || !sameSummary(sum, want) {
+			return fmt.Errorf("block %d (position %d): stored %+v, metrics give %+v", i, nb, sum, want)
+		}
+		nb++
+		return nil
+	})
+	if err != nil || nb != st.ForwardStep/blocksum.Steps {
+		fail("block summaries through forward step %d: %d found, %v", st.ForwardStep, nb, err)
 	}
 	rep, err := s.Verify(crashRun, testReplay)
 	if err != nil || !rep.OK() {

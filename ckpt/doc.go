@@ -30,6 +30,9 @@
 //	r R 0 'a' seg            anchor record (msgpack map)
 //	r R 0 'b' step           batch of a forward step (blob of int32)
 //	r R 0 'f' step           forward metrics (msgpack array)
+//	r R 0 'g' block          summary of the forward metrics of steps
+//	                         [1+64·block, 64·(block+1)] (msgpack array;
+//	                         derived, written with the block's last step)
 //	r R 0 'k' step           forward checkpoint (blob of float32)
 //	r R 0 'l' step           backward metrics of the highest segment at step
 //	r R 0 'm' seg step       backward metrics of one segment
@@ -61,7 +64,8 @@
 //     checkpoint is lost (a checkpoint is durable no later than the state
 //     that depends on it). Appends too large for one transaction are split
 //     into consecutive transactions, each with a state ending at its last
-//     step.
+//     step. The summary of a block of 64 forward steps ('g') is written in
+//     the transaction that logs the block's last step.
 //   - PutBackward writes kept parameters first (WriteBatch, then a sync),
 //     then the metrics and the state in one transaction, so BackwardStep never
 //     counts a result that is not stored.

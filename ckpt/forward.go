@@ -131,6 +131,11 @@ func (s *Store) appendForward(name string, steps []ForwardStep, st RunState, fin
 				}
 			}
 		}
+		// The summaries of the blocks these steps complete, in the same
+		// transaction (blocks.go).
+		if err := putBlocks(txn, name, steps); err != nil {
+			return err
+		}
 		next := cur
 		if final {
 			next = st
@@ -230,31 +235,36 @@ func (s *Store) scanMetrics(name string, prefix []byte, from, to int, fn func(Me
 		if _, err := readConfig(txn, name); err != nil {
 			return err
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Seek(withNum(prefix, from)); it.Valid(); it.Next() {
-			item := it.Item()
-			step := keyNum(item.Key(), len(prefix), 0)
-			if step > to {
-				break
-			}
-			var m Metrics
-			err := readValue(item, name, "metrics", step, func(v []byte) error {
-				var err error
-				if m, err = decodeMetrics(v); err == nil && m.Step != step {
-					err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if err := fn(m); err != nil {
-				return err
-			}
-		}
-		return nil
+		return scanMetricsTxn(txn, name, prefix, from, to, fn)
 	})
+}
+
+// scanMetricsTxn is scanMetrics inside txn.
+func scanMetricsTxn(txn *badger.Txn, name string, prefix []byte, from, to int, fn func(Metrics) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Seek(withNum(prefix, from)); it.Valid(); it.Next() {
+		item := it.Item()
+		step := keyNum(item.Key(), len(prefix), 0)
+		if step > to {
+			break
+		}
+		var m Metrics
+		err := readValue(item, name, "metrics", step, func(v []byte) error {
+			var err error
+			if m, err = decodeMetrics(v); err == nil && m.Step != step {
+				err = fmt.Errorf("%w: metrics of step %d under the key of step %d", errLayout, m.Step, step)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutCheckpoint stores the forward parameters θ_step and syncs the store.

@@ -17,6 +17,7 @@ const (
 	kindAnchor     = 'a' // + seg
 	kindBatch      = 'b' // + step
 	kindFwdMetrics = 'f' // + step
+	kindFwdBlock   = 'g' // + block index: summary of forward metrics (blocks.go)
 	kindCheckpoint = 'k' // + step
 	kindLatestBwd  = 'l' // + step: metrics of the highest segment at step
 	kindBwdMetrics = 'm' // + seg + step

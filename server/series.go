@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/internal/blocksum"
 )
 
 // Bucketed series: GET /v1/runs/{name}/series is what the web view draws.
@@ -28,7 +29,9 @@ const (
 	maxSeriesAnchors = 10_000
 )
 
-// seriesMeasures are the measures of a Point, in the answer's order.
+// seriesMeasures are the measures of a Point, in the answer's order, which
+// is blocksum.Names' (the order of the stored block summaries; checked by
+// TestSeriesMeasuresOrder).
 var seriesMeasures = [...]struct {
 	name string
 	get  func(api.Point) float64
@@ -40,27 +43,30 @@ var seriesMeasures = [...]struct {
 	{"param_norm", func(p api.Point) float64 { return p.ParamNorm }},
 }
 
-// bucket accumulates the points of one bucket.
+// bucket accumulates the points of one bucket: the raw values' min, max,
+// last and counts as a blocksum.Summary (the type the store's block
+// summaries have, so that a bucket merges them as its own points), and
+// the smoothed values' min, max and last (series_smooth.go), over the
+// points whose smoothed value exists; NaN when none does.
 type bucket struct {
-	start, last, n int
-	min, max, end  [len(seriesMeasures)]float64
-	count          [len(seriesMeasures)]int // measured (non-NaN) values
-	// The smoothed values' min, max and last (series_smooth.go), over
-	// the points whose smoothed value exists; NaN when none does.
+	start int
+	blocksum.Summary
 	smin, smax, send [len(seriesMeasures)]float64
 }
 
 // add folds p into b. NaN means "not measured at this step" (losses are
 // evaluated every eval_every steps; a regression has no accuracy): min, max
 // and last skip it, so last is the bucket's last measured value, and NaN
-// only when the bucket has none.
+// only when the bucket has none (blocksum.Summary.Add).
 func (b *bucket) add(p api.Point, sm *[len(seriesMeasures)]float64) {
-	for i, m := range seriesMeasures {
-		v := m.get(p)
-		if b.n == 0 {
-			b.min[i], b.max[i] = math.NaN(), math.NaN()
+	if b.N == 0 {
+		for i := range seriesMeasures {
 			b.smin[i], b.smax[i], b.send[i] = math.NaN(), math.NaN(), math.NaN()
 		}
+	}
+	var v [len(seriesMeasures)]float64
+	for i, m := range seriesMeasures {
+		v[i] = m.get(p)
 		if sm != nil && !math.IsNaN(sm[i]) {
 			u := sm[i]
 			if math.IsNaN(b.smin[i]) || u < b.smin[i] {
@@ -71,21 +77,8 @@ func (b *bucket) add(p api.Point, sm *[len(seriesMeasures)]float64) {
 			}
 			b.send[i] = u
 		}
-		if !math.IsNaN(v) {
-			b.count[i]++
-			if math.IsNaN(b.min[i]) || v < b.min[i] {
-				b.min[i] = v
-			}
-			if math.IsNaN(b.max[i]) || v > b.max[i] {
-				b.max[i] = v
-			}
-		}
-		if !math.IsNaN(v) || b.n == 0 {
-			b.end[i] = v
-		}
 	}
-	b.last = p.Step
-	b.n++
+	b.Summary.Add(p.Step, &v)
 }
 
 // series answers GET /v1/runs/{name}/series?kind=forward|backward
@@ -171,7 +164,7 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 	into := func(start, step int) (*bucket, error) {
 		if len(buckets) == 0 || buckets[len(buckets)-1].start != start {
 			if len(buckets) > 0 && start < buckets[len(buckets)-1].start {
-				return nil, fmt.Errorf("server: series: step %d after step %d (backend out of order)", step, buckets[len(buckets)-1].last)
+				return nil, fmt.Errorf("server: series: step %d after step %d (backend out of order)", step, buckets[len(buckets)-1].Last)
 			}
 			buckets = append(buckets, bucket{start: start})
 		}
@@ -243,8 +236,8 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 		b = append(b, ']')
 	}
 	ints("start", func(bk bucket) int { return bk.start })
-	ints("last_step", func(bk bucket) int { return bk.last })
-	ints("n", func(bk bucket) int { return bk.n })
+	ints("last_step", func(bk bucket) int { return int(bk.Last) })
+	ints("n", func(bk bucket) int { return int(bk.N) })
 	for mi, m := range seriesMeasures {
 		b = append(b, `,"`+m.name+`":{`...)
 		for j, part := range [...]string{"min", "max", "last"} {
@@ -256,7 +249,7 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 				if i > 0 {
 					b = append(b, ',')
 				}
-				v := [...]*[len(seriesMeasures)]float64{&buckets[i].min, &buckets[i].max, &buckets[i].end}[j][mi]
+				v := [...]*[len(seriesMeasures)]float64{&buckets[i].Min, &buckets[i].Max, &buckets[i].End}[j][mi]
 				b = appendFinite(b, v)
 			}
 			b = append(b, ']')
@@ -268,7 +261,7 @@ func (s *server) series(w http.ResponseWriter, r *http.Request) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = strconv.AppendInt(b, int64(buckets[i].count[mi]), 10)
+			b = strconv.AppendInt(b, int64(buckets[i].Count[mi]), 10)
 		}
 		b = append(b, ']')
 		if sp.how != "" {

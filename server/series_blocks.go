@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/internal/blocksum"
 )
 
 // Block summaries of forward series. A forward point, once stored, never
@@ -18,10 +19,16 @@ import (
 // forward step, and answers a bucket made of whole blocks from them: a
 // request whose buckets are aligned on blocks (width a multiple of
 // seriesBlock, from ≡ 1 mod seriesBlock — the page asks so) costs
-// O(buckets + seriesBlock) rather than O(steps). The summaries are built
+// O(buckets + seriesBlock) rather than O(steps). The summaries are filled
 // on the first request that needs them, from the first block not yet
-// summarised on, and extended by later ones: a run's forward points are
-// read once per daemon lifetime (and per EMA weight, below).
+// summarised on, and extended by later ones. The store writes the same
+// summary (blocksum.Summary, the same function) of every complete block
+// with the block's last step (ckpt/blocks.go), and a backend with
+// ForwardBlocks (BlockBackend) hands them over, so the raw entries are
+// filled from those, O(blocks), reading points only for blocks the store
+// has no summary of (runs stored before it kept them); without that
+// capability, and for EMA entries, a run's forward points are read once
+// per daemon lifetime (and per EMA weight, below).
 //
 // With smooth=ema:K the summaries of (run, K) also hold the min, max and
 // last of the smoothed values of each block and the EMA's state at each
@@ -42,8 +49,9 @@ import (
 // recently used entries first out.
 
 const (
-	// seriesBlock is the steps per block summary.
-	seriesBlock = 64
+	// seriesBlock is the steps per block summary: the store's
+	// (blocksum.Steps), so that its summaries fill the cache.
+	seriesBlock = blocksum.Steps
 	// seriesCacheBytes bounds the summaries kept: ≈ 14 runs of 10⁶ steps
 	// without smoothing, 6 with.
 	seriesCacheBytes = 32 << 20
@@ -56,51 +64,33 @@ const (
 
 const nMeasures = len(seriesMeasures)
 
-// summary is the bucket of one block's points: raw values, and the
-// smoothed ones' min, max, last when the entry is smoothed.
+// summary is the bucket of one block's points: raw values (the
+// blocksum.Summary the store also keeps per block), and the smoothed ones'
+// min, max, last when the entry is smoothed.
 type summary struct {
-	last, n          int32
-	min, max, end    [nMeasures]float64
-	count            [nMeasures]int32
+	blocksum.Summary
 	smin, smax, send [nMeasures]float64
 }
 
 func summarise(b *bucket) summary {
-	s := summary{last: int32(b.last), n: int32(b.n), min: b.min, max: b.max, end: b.end,
-		smin: b.smin, smax: b.smax, send: b.send}
-	for i, c := range b.count {
-		s.count[i] = int32(c)
-	}
-	return s
+	return summary{Summary: b.Summary, smin: b.smin, smax: b.smax, send: b.send}
 }
 
 // merge folds a block summary into b, as b.add would fold its points
 // (smoothed values too when smoothed).
 func (b *bucket) merge(s *summary, smoothed bool) {
-	if s.n == 0 {
+	if s.N == 0 {
 		return
 	}
-	for i := range seriesMeasures {
-		if b.n == 0 {
-			b.min[i], b.max[i], b.end[i] = s.min[i], s.max[i], s.end[i]
-			b.smin[i], b.smax[i], b.send[i] = math.NaN(), math.NaN(), math.NaN()
-			if smoothed {
-				b.smin[i], b.smax[i], b.send[i] = s.smin[i], s.smax[i], s.send[i]
+	if b.N == 0 {
+		b.smin, b.smax, b.send = s.smin, s.smax, s.send
+		if !smoothed {
+			for i := range seriesMeasures {
+				b.smin[i], b.smax[i], b.send[i] = math.NaN(), math.NaN(), math.NaN()
 			}
-			b.count[i] = int(s.count[i])
-			continue
 		}
-		if !math.IsNaN(s.min[i]) && (math.IsNaN(b.min[i]) || s.min[i] < b.min[i]) {
-			b.min[i] = s.min[i]
-		}
-		if !math.IsNaN(s.max[i]) && (math.IsNaN(b.max[i]) || s.max[i] > b.max[i]) {
-			b.max[i] = s.max[i]
-		}
-		if s.count[i] > 0 {
-			b.end[i] = s.end[i]
-		}
-		b.count[i] += int(s.count[i])
-		if smoothed {
+	} else if smoothed {
+		for i := range seriesMeasures {
 			if !math.IsNaN(s.smin[i]) && (math.IsNaN(b.smin[i]) || s.smin[i] < b.smin[i]) {
 				b.smin[i] = s.smin[i]
 			}
@@ -112,8 +102,7 @@ func (b *bucket) merge(s *summary, smoothed bool) {
 			}
 		}
 	}
-	b.last = int(s.last)
-	b.n += int(s.n)
+	b.Summary.Merge(&s.Summary)
 }
 
 // emaState is the EMA smoother's state between two points.
@@ -265,14 +254,80 @@ func (s *server) forwardBlocks(ctx context.Context, st api.RunStatus, sp smoothi
 		b, e := cut(have, states)
 		return b, e, nil
 	}
-	from := len(have)*seriesBlock + 1
-	to := want * seriesBlock
-	add := make([]summary, 0, want-len(have))
+	var add []summary
 	var addStates []emaState
-	var sm *smoother
-	if sp.how != "" {
-		sm = states[len(have)].smoother(sp)
+	var err error
+	if bb, ok := s.b.(BlockBackend); ok && sp.how == "" {
+		add, err = s.storedBlocks(ctx, bb, st.Name, len(have), want)
+	} else {
+		var sm *smoother
+		if sp.how != "" {
+			sm = states[len(have)].smoother(sp)
+		}
+		add, addStates, err = s.scanBlocks(ctx, st.Name, sm, len(have), want)
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	s.blocks.add(rb, add, addStates)
+	blocks := append(have[:len(have):len(have)], add...)
+	if sp.how != "" {
+		states = append(states[:len(states):len(states)], addStates...)
+	}
+	return blocks, states, nil
+}
+
+// BlockBackend is an optional capability of a Backend (checked by type
+// assertion; *scheduler.Scheduler has it): the summaries the store keeps
+// of the forward series' blocks of seriesBlock steps, so that a cold
+// server fills its cache from them, O(blocks), instead of reading every
+// point. It calls fn in order for the blocks in [from, to) that have a
+// summary and skips the others (not complete, or stored before the store
+// kept summaries), whose points the server then reads.
+type BlockBackend interface {
+	ForwardBlocks(ctx context.Context, name string, from, to int, fn func(i int, sum blocksum.Summary) error) error
+}
+
+// storedBlocks returns the raw summaries of blocks [lo, hi): the stored
+// ones, and for the blocks without one, the summaries of their points.
+func (s *server) storedBlocks(ctx context.Context, bb BlockBackend, name string, lo, hi int) ([]summary, error) {
+	out := make([]summary, 0, hi-lo)
+	type gap struct{ lo, hi, at int } // blocks [lo, hi) go to out[at:]
+	var gaps []gap
+	if err := bb.ForwardBlocks(ctx, name, lo, hi, func(i int, sum blocksum.Summary) error {
+		if i < lo+len(out) || i >= hi {
+			return fmt.Errorf("server: series: block summary %d after %d (backend out of order)", i, lo+len(out)-1)
+		}
+		if next := lo + len(out); i > next {
+			gaps = append(gaps, gap{next, i, len(out)})
+			out = append(out, make([]summary, i-next)...)
+		}
+		out = append(out, summary{Summary: sum})
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if next := lo + len(out); next < hi {
+		gaps = append(gaps, gap{next, hi, len(out)})
+		out = append(out, make([]summary, hi-next)...)
+	}
+	for _, g := range gaps {
+		b, _, err := s.scanBlocks(ctx, name, nil, g.lo, g.hi)
+		if err != nil {
+			return nil, err
+		}
+		copy(out[g.at:], b)
+	}
+	return out, nil
+}
+
+// scanBlocks reads the forward points of blocks [lo, hi) and returns their
+// summaries and, when sm is not nil (smoothing from the state before block
+// lo), the EMA's state after each block.
+func (s *server) scanBlocks(ctx context.Context, name string, sm *smoother, lo, hi int) ([]summary, []emaState, error) {
+	from, to := lo*seriesBlock+1, hi*seriesBlock
+	add := make([]summary, 0, hi-lo)
+	var addStates []emaState
 	var cur bucket
 	cur.start = from
 	closeBlock := func() {
@@ -282,7 +337,7 @@ func (s *server) forwardBlocks(ctx context.Context, st api.RunStatus, sp smoothi
 		}
 		cur = bucket{start: cur.start + seriesBlock}
 	}
-	err := s.b.Trajectory(ctx, st.Name, "forward", from, to, 1, func(p api.Point) error {
+	err := s.b.Trajectory(ctx, name, "forward", from, to, 1, func(p api.Point) error {
 		if p.Kind != "forward" || p.Step < from || p.Step > to {
 			return nil
 		}
@@ -291,7 +346,7 @@ func (s *server) forwardBlocks(ctx context.Context, st api.RunStatus, sp smoothi
 			closeBlock()
 		}
 		if start < cur.start {
-			return fmt.Errorf("server: series: forward step %d after step %d (backend out of order)", p.Step, cur.last)
+			return fmt.Errorf("server: series: forward step %d after step %d (backend out of order)", p.Step, cur.Last)
 		}
 		var sv *[nMeasures]float64
 		if sm != nil {
@@ -307,12 +362,7 @@ func (s *server) forwardBlocks(ctx context.Context, st api.RunStatus, sp smoothi
 	for cur.start <= to {
 		closeBlock()
 	}
-	s.blocks.add(rb, add, addStates)
-	blocks := append(have[:len(have):len(have)], add...)
-	if sm != nil {
-		states = append(states[:len(states):len(states)], addStates...)
-	}
-	return blocks, states, nil
+	return add, addStates, nil
 }
 
 // forwardSeries feeds the forward points of [from, to] to the buckets:
@@ -336,7 +386,7 @@ func (s *server) forwardSeries(ctx context.Context, st api.RunStatus, sp smoothi
 	for step := from; step <= to; {
 		i := (step - 1) / seriesBlock
 		if step == i*seriesBlock+1 && whole(i) {
-			if b := &blocks[i]; b.n > 0 {
+			if b := &blocks[i]; b.N > 0 {
 				bk, err := into(bucketAt(step), step)
 				if err != nil {
 					return err
