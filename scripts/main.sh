@@ -21,5 +21,5 @@ if "$BIN/replayctl" wait; then
 	echo "the run is done; the daemon keeps serving until Ctrl-C"
 	wait "$daemon"
 else
-	"$BIN/replayctl" status || true
+	"$BIN/replayctl" status 2>/dev/null || true # the daemon may have stopped with us (Ctrl-C reaches the group)
 fi
