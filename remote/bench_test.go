@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/family"
+	"github.com/replay-sgd/replay/internal/oploop"
 	"github.com/replay-sgd/replay/nnfamily"
 	"github.com/replay-sgd/replay/replay"
 	"github.com/replay-sgd/replay/scheduler"
@@ -185,12 +185,12 @@ func paperRun(b *testing.B, w int) (ckpt.RunConfig, fakeInputs, []family.Family)
 func BenchmarkTwoWorkers(b *testing.B) {
 	const w, jobsPerWorker, window = 256, 12, 3 * time.Second
 	cfg, in, _ := paperRun(b, w)
-	kids := startOperatorLoops(b, 2)
-	defer kids.close(b)
+	kids := oploop.Start(b, "REMOTE_HELPER=oploop", 2)
+	defer kids.Close(b)
 	var p1, p2 []float64
 	round := func() {
-		p1 = append(p1, kids.run(b, 1, window))
-		p2 = append(p2, kids.run(b, 2, window))
+		p1 = append(p1, kids.Run(b, 1, window))
+		p2 = append(p2, kids.Run(b, 2, window))
 	}
 	var ops, wall [3]float64
 	next := 0 // the next job's index: every job distinct
@@ -310,78 +310,6 @@ func (r *procRig) close() {
 		r.ex.Close()
 	}
 	r.emb.Shutdown()
-}
-
-// operatorLoops are child processes of the operator loop
-// (REMOTE_HELPER=oploop), each warm, waiting for a line on its stdin to
-// apply operators for one window.
-type operatorLoops []struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-}
-
-func startOperatorLoops(b *testing.B, n int) operatorLoops {
-	kids := make(operatorLoops, n)
-	for i := range kids {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "REMOTE_HELPER=oploop")
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		kids[i].cmd, kids[i].in, kids[i].out = cmd, in, bufio.NewReader(out)
-	}
-	for _, k := range kids {
-		if line, err := k.out.ReadString('\n'); err != nil || line != "ready\n" {
-			b.Fatalf("operator loop child: %q, %v", line, err)
-		}
-	}
-	return kids
-}
-
-// run has the first n children apply operators over the same window d
-// and returns their total operator applications per second.
-func (kids operatorLoops) run(b *testing.B, n int, d time.Duration) float64 {
-	for _, k := range kids[:n] {
-		if _, err := fmt.Fprintf(k.in, "%g\n", d.Seconds()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var total float64
-	for _, k := range kids[:n] {
-		line, err := k.out.ReadString('\n')
-		var ops int
-		var secs float64
-		if err == nil {
-			_, err = fmt.Sscanf(line, "ops %d secs %g", &ops, &secs)
-		}
-		if err != nil {
-			b.Fatalf("operator loop child: %q: %v", line, err)
-		}
-		total += float64(ops) / secs
-	}
-	return total
-}
-
-// close ends the children (EOF on their stdin) and waits for them.
-func (kids operatorLoops) close(b *testing.B) {
-	for _, k := range kids {
-		k.in.Close()
-	}
-	for _, k := range kids {
-		if err := k.cmd.Wait(); err != nil {
-			b.Error(err)
-		}
-	}
 }
 
 // cpuTime is the process's user and system CPU time.

@@ -1,18 +1,15 @@
 package scheduler
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/internal/oploop"
 	"github.com/replay-sgd/replay/nn"
 )
 
@@ -40,12 +37,12 @@ var benchSteps = flag.Int("bench-steps", 256, "steps of the Fashion-MNIST benchm
 // ops/s ÷ 128.5.
 func BenchmarkBackwardFashionMNIST(b *testing.B) {
 	const window = 3 * time.Second
-	kids := startOperatorLoops(b, 2)
-	defer kids.close(b)
+	kids := oploop.Start(b, "SCHED_HELPER=oploop", 2)
+	defer kids.Close(b)
 	var p1, p2 []float64
 	round := func() {
-		p1 = append(p1, kids.run(b, 1, window))
-		p2 = append(p2, kids.run(b, 2, window))
+		p1 = append(p1, kids.Run(b, 1, window))
+		p2 = append(p2, kids.Run(b, 2, window))
 	}
 	var w [3]struct{ iters, ops, busy, wall float64 }
 	for range b.N {
@@ -119,136 +116,6 @@ func backwardRun(b *testing.B, workers, steps int) (wall, busy float64) {
 	return wall, float64(h.s.met.busy.Load()) / 1e9
 }
 
-// operatorLoops are child processes of the operator loop (TestMain's
-// SCHED_HELPER=oploop), each with the data set loaded and warm, waiting
-// for a line on its stdin to apply operators for one window.
-type operatorLoops []struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-}
-
-func startOperatorLoops(b *testing.B, n int) operatorLoops {
-	kids := make(operatorLoops, n)
-	for i := range kids {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "SCHED_HELPER=oploop")
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		kids[i].cmd, kids[i].in, kids[i].out = cmd, in, bufio.NewReader(out)
-	}
-	for _, k := range kids {
-		if line, err := k.out.ReadString('\n'); err != nil || line != "ready\n" {
-			b.Fatalf("operator loop child: %q, %v", line, err)
-		}
-	}
-	return kids
-}
-
-// run has the first n children apply operators over the same window d
-// and returns their total operator applications per second.
-func (kids operatorLoops) run(b *testing.B, n int, d time.Duration) float64 {
-	for _, k := range kids[:n] {
-		if _, err := fmt.Fprintf(k.in, "%g\n", d.Seconds()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var total float64
-	for _, k := range kids[:n] {
-		line, err := k.out.ReadString('\n')
-		var ops int
-		var secs float64
-		if err == nil {
-			_, err = fmt.Sscanf(line, "ops %d secs %g", &ops, &secs)
-		}
-		if err != nil {
-			b.Fatalf("operator loop child: %q: %v", line, err)
-		}
-		total += float64(ops) / secs
-	}
-	return total
-}
-
-// close ends the children (EOF on their stdin) and waits for them.
-func (kids operatorLoops) close(b *testing.B) {
-	for _, k := range kids {
-		k.in.Close()
-	}
-	for _, k := range kids {
-		if err := k.cmd.Wait(); err != nil {
-			b.Error(err)
-		}
-	}
-}
-
-// operatorLoopChild is the body of a child of startOperatorLoops: it
-// builds the paper's operator and reports "ready"; then, for every line on
-// in (a window in seconds), applies operators for that long and reports
-// how many. It returns at EOF.
-func operatorLoopChild(in io.Reader, out io.Writer) error {
-	sgd, m, err := paperOperator(256)
-	if err != nil {
-		return err
-	}
-	th := make([]float32, m.Dim())
-	if err := m.Init(th, "he", 1); err != nil {
-		return err
-	}
-	sgd.Apply(1, th) // size the scratch space
-	fmt.Fprintln(out, "ready")
-	sc := bufio.NewScanner(in)
-	k := 0
-	for sc.Scan() {
-		var secs float64
-		if _, err := fmt.Sscanf(sc.Text(), "%g", &secs); err != nil {
-			return err
-		}
-		d := time.Duration(secs * float64(time.Second))
-		t0 := time.Now()
-		n := 0
-		for time.Since(t0) < d {
-			sgd.Apply(k%256+1, th)
-			k++
-			n++
-		}
-		if _, err := fmt.Fprintf(out, "ops %d secs %.6f\n", n, time.Since(t0).Seconds()); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
-// paperOperator returns the paper's SGD operator (mlp:500x5 on
-// Fashion-MNIST, batch 8, η = 0.001) over steps logged batches.
-func paperOperator(steps int) (*nn.SGD, *nn.Model, error) {
-	train, _, err := nn.LoadDataset("fashion-mnist", "", 1)
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := nn.NewModel("mlp:500x5", train.In, train.Out)
-	if err != nil {
-		return nil, nil, err
-	}
-	log := make(nn.BatchLog, steps)
-	s := nn.NewSampler(train.N, 8, 1)
-	for i := range log {
-		log[i] = make([]int32, 8)
-		s.Batch(i+1, log[i])
-	}
-	sgd, err := nn.NewSGD(m, nn.CrossEntropy, train, 0.001, log)
-	return sgd, m, err
-}
-
 // BenchmarkStopLatency measures how long Run takes to return after its
 // context is cancelled in the middle of the paper-fig3 run (full strategy:
 // jobs of hundreds of operator applications are in flight).
@@ -282,7 +149,7 @@ func BenchmarkStopLatency(b *testing.B) {
 // applications per second.
 func BenchmarkRawOperators(b *testing.B) {
 	const steps = 64
-	sgd, m, err := paperOperator(steps)
+	sgd, m, err := oploop.PaperOperator(steps)
 	if err != nil {
 		b.Fatal(err)
 	}

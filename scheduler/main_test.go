@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"github.com/replay-sgd/replay/internal/oploop"
 	"os"
 	"testing"
 )
@@ -14,7 +15,7 @@ func TestMain(m *testing.M) {
 	case "":
 		os.Exit(m.Run())
 	case "oploop":
-		if err := operatorLoopChild(os.Stdin, os.Stdout); err != nil {
+		if err := oploop.Child(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "oploop:", err)
 			os.Exit(1)
 		}
