@@ -187,6 +187,13 @@ func (l *LeastSquares) Unpack(dst []float32, m []float64) {
 
 // AffineStep implements replay.AffineOperators.
 func (l *LeastSquares) AffineStep(k int) ([]float64, int, float64, []float64) {
+	return l.affineStep(k, float64(l.LR))
+}
+
+// affineStep is the affine form of scale times the gradient step of batch
+// k: U = X̃_b, c = scale·2/(b·Out), C = c Yᵀ X̃_b (AffineStep at scale η,
+// GradStep at 1).
+func (l *LeastSquares) affineStep(k int, scale float64) ([]float64, int, float64, []float64) {
 	b := l.Batches.Batch(k)
 	cols := l.In + 1
 	if cap(l.u) < len(b)*cols {
@@ -199,7 +206,7 @@ func (l *LeastSquares) AffineStep(k int) ([]float64, int, float64, []float64) {
 		}
 		u[s*cols+l.In] = 1
 	}
-	c := float64(l.LR) * 2 / float64(len(b)*l.Out)
+	c := scale * 2 / float64(len(b)*l.Out)
 	if l.off == nil {
 		l.off = make([]float64, l.Out*cols)
 	}

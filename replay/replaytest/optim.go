@@ -97,32 +97,7 @@ func (l *LeastSquares) Grad(k int, dst, theta []float32) {
 
 // GradStep implements AffineGradient: U = X̃_b, c = 2/(b·Out), C = c Yᵀ X̃_b.
 func (l *LeastSquares) GradStep(k int) ([]float64, int, float64, []float64) {
-	b := l.Batches.Batch(k)
-	cols := l.In + 1
-	if cap(l.u) < len(b)*cols {
-		l.u = make([]float64, len(b)*cols)
-	}
-	u := l.u[:len(b)*cols]
-	for s, i := range b {
-		for j := 0; j < l.In; j++ {
-			u[s*cols+j] = float64(l.X[int(i)*l.In+j])
-		}
-		u[s*cols+l.In] = 1
-	}
-	c := 2 / float64(len(b)*l.Out)
-	if l.off == nil {
-		l.off = make([]float64, l.Out*cols)
-	}
-	clear(l.off)
-	for s, i := range b {
-		for o := 0; o < l.Out; o++ {
-			y := c * float64(l.Y[int(i)*l.Out+o])
-			for j := 0; j < cols; j++ {
-				l.off[o*cols+j] += y * u[s*cols+j]
-			}
-		}
-	}
-	return u, len(b), c, l.off
+	return l.affineStep(k, 1)
 }
 
 // Grad implements Gradient: the gradient of the batch MSE of the network.
