@@ -144,7 +144,10 @@ type oracle struct {
 	fwd    [][]float32 // fwd[k] = θ_k
 }
 
-func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
+// oracleInputs is what an oracle recomputes a stored run from: its
+// configuration and state, its training data, model and loss, and its
+// batch log, all read independently of the scheduler.
+func oracleInputs(t testing.TB, store *ckpt.Store, name string) (ckpt.RunConfig, ckpt.RunState, *nn.Dataset, *nn.Model, nn.Loss, nn.BatchLog) {
 	t.Helper()
 	cfg, st, err := store.Run(name)
 	if err != nil {
@@ -163,7 +166,13 @@ func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sgd, err := nn.NewSGD(m, loss, train, cfg.LR, nn.BatchLog(b))
+	return cfg, st, train, m, loss, nn.BatchLog(b)
+}
+
+func newOracle(t testing.TB, store *ckpt.Store, name string) *oracle {
+	t.Helper()
+	cfg, st, train, m, loss, b := oracleInputs(t, store, name)
+	sgd, err := nn.NewSGD(m, loss, train, cfg.LR, b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,26 +113,10 @@ type optimOracle struct {
 
 func newOptimOracle(t *testing.T, store *ckpt.Store, name string) *optimOracle {
 	t.Helper()
-	cfg, st, err := store.Run(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	train, err := oracleData(cfg.Dataset, cfg.DataPath, cfg.Seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := nn.NewModel(cfg.Model, train.In, train.Out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, _ := nn.ParseLoss(cfg.Loss)
-	b, err := store.Batches(name, 1, st.ForwardStep)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, st, train, m, loss, b := oracleInputs(t, store, name)
 	oc := nn.OptimConfig{Name: cfg.Optimizer, Momentum: cfg.Momentum, Dampening: cfg.Dampening,
 		Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay}
-	ops, err := nn.NewOptim(m, loss, train, cfg.LR, oc, nn.BatchLog(b))
+	ops, err := nn.NewOptim(m, loss, train, cfg.LR, oc, b)
 	if err != nil {
 		t.Fatal(err)
 	}
