@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,6 +125,81 @@ func BenchmarkOneWorker(b *testing.B) {
 		b.ResetTimer()
 		rig.run(b, cfg.Name, 1, b.N, w)
 	})
+}
+
+// BenchmarkOneWorkerPaired is BenchmarkOneWorker with the two measured
+// in pairs, so that the machine's drift (on this VM a quiet core's job
+// time wanders by 25% between minutes) weighs on both alike, and with the
+// remote worker a process of its own, as `replayd worker` is. Each op is
+// a pair: jobs computed in this process by the pool's code, then as many
+// computed by the worker process through an embedded nats-server, each
+// side timed from its first job sent to its last result received. The
+// daemon side has no family, so its spot check (--verify-share) computes
+// nothing here; that share is the verify cost, reported apart.
+//
+//   - jobs=1: one job at a time, the latency of a job (nothing overlaps
+//     the object store's transfers);
+//   - jobs=4: four jobs with two in flight, as the daemon paces one
+//     worker's slot (Flight 2·slots): a run's throughput.
+//
+// Run it with
+//
+//	go test ./remote/ -run '^$' -bench OneWorkerPaired -benchtime 4x -count 3
+//
+// It reports local-s/job, remote-s/job, remote/local (of the sums) and
+// the median of the pairs' ratios.
+func BenchmarkOneWorkerPaired(b *testing.B) {
+	const w = 256
+	cfg, in, fams := paperRun(b, w)
+	ctx := context.Background()
+	comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
+	r, err := comp.NewRunner(ctx, cfg, in, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	release := nnfamily.New().ReserveProc() // as the pool's workers do
+	defer release()
+	rig := newProcRig(b, cfg, in, 1)
+	defer rig.close()
+	next := 0
+	r.Compute(ctx, benchJob(cfg.Name, next, w)) // warm both
+	next++
+	for deadline := time.Now().Add(hangGuard); !rig.allDone(1); {
+		if time.Now().After(deadline) {
+			b.Fatalf("the worker process delivered no result after %v", hangGuard)
+		}
+		rig.run(b, cfg.Name, next, 1, w)
+		next++
+	}
+	for _, k := range []int{1, 4} {
+		b.Run(fmt.Sprintf("jobs=%d", k), func(b *testing.B) {
+			var local, remote time.Duration
+			ratios := make([]float64, 0, b.N)
+			for range b.N {
+				t0 := time.Now()
+				for range k {
+					if res := r.Compute(ctx, benchJob(cfg.Name, next, w)); res.Err != "" {
+						b.Fatal(res.Err)
+					}
+					next++
+				}
+				l := time.Since(t0)
+				t0 = time.Now()
+				rig.run(b, cfg.Name, next, k, w)
+				rm := time.Since(t0)
+				next += k
+				local, remote = local+l, remote+rm
+				ratios = append(ratios, rm.Seconds()/l.Seconds())
+			}
+			slices.Sort(ratios)
+			jobs := float64(k * b.N)
+			b.ReportMetric(local.Seconds()/jobs, "local-s/job")
+			b.ReportMetric(remote.Seconds()/jobs, "remote-s/job")
+			b.ReportMetric(remote.Seconds()/local.Seconds(), "remote/local")
+			b.ReportMetric(ratios[len(ratios)/2], "median-pair-ratio")
+			b.Logf("pair ratios remote/local: %.3f", ratios)
+		})
+	}
 }
 
 // paperRun is the configuration of the paper's run (mlp:500x5 on
