@@ -145,6 +145,17 @@ type dataLoad struct {
 	done chan struct{}
 	p    family.Data
 	err  error
+
+	hashOnce sync.Once // the content hash of p, computed on first need
+	hash     string
+	hashErr  error
+}
+
+// dataHash is the content hash of the loaded data (dataHash), computed
+// once per load.
+func (l *dataLoad) dataHash(f family.Family, spec family.Spec) (string, error) {
+	l.hashOnce.Do(func() { l.hash, l.hashErr = dataHash(f, spec, l.p) })
+	return l.hash, l.hashErr
 }
 
 // loadData returns the (shared, read-only) splits of a run's data set. A
@@ -155,6 +166,15 @@ type dataLoad struct {
 // mount) keeps only its own key waiting (the built-in family opens regular
 // files only, so a FIFO is an error, not a hang).
 func (s *Scheduler) loadData(ctx context.Context, f family.Family, cfg ckpt.RunConfig) (family.Data, error) {
+	l, err := s.load(ctx, f, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return l.p, nil
+}
+
+// load is loadData's load itself, done.
+func (s *Scheduler) load(ctx context.Context, f family.Family, cfg ckpt.RunConfig) (*dataLoad, error) {
 	spec := familySpec(cfg)
 	if spec.DataPath == "" {
 		spec.DataPath = s.opts.DataDir
@@ -191,7 +211,44 @@ func (s *Scheduler) loadData(ctx context.Context, f family.Family, cfg ckpt.RunC
 	if l.err != nil {
 		return nil, fmt.Errorf("load data set %s: %w", cfg.Dataset, l.err)
 	}
-	return l.p, nil
+	return l, nil
+}
+
+// checkData refuses to compute a run on a data set other than the one it
+// was created with: RunConfig.DataHash against the hash of the data as
+// loaded now. The run's stored batches are sample indices, so on changed
+// files (a new version of the data set, an edited model file of an
+// external model) it would go on without an error and extend its
+// trajectories with numbers of another problem. A run without a recorded
+// hash (created before there was one, or of a family without
+// family.DataHasher) is not checked. On a mismatch the load is forgotten,
+// so that a later start reads the files again (restored, they are taken);
+// whoever holds the old load keeps it.
+func (s *Scheduler) checkData(f family.Family, cfg ckpt.RunConfig, l *dataLoad) error {
+	if cfg.DataHash == "" {
+		return nil
+	}
+	spec := familySpec(cfg)
+	got, err := l.dataHash(f, spec)
+	if err != nil || got == "" || got == cfg.DataHash {
+		return err
+	}
+	s.dataMu.Lock()
+	for k, v := range s.data {
+		if v == l {
+			delete(s.data, k)
+		}
+	}
+	s.dataMu.Unlock()
+	where := spec.DataPath
+	if where == "" {
+		where = s.opts.DataDir
+	}
+	if where == "" {
+		where = "its default location"
+	}
+	return fmt.Errorf("%w: the data set %s (%s) hashes to %s here, the run was created on %s: restore the files it was created with and resume it, or start a new run on these",
+		ErrDataChanged, echo.Clip(cfg.Dataset), echo.Clip(where), got, cfg.DataHash)
 }
 
 // newEnv builds the environment a run computes in. It checks the run
@@ -216,11 +273,14 @@ func (s *Scheduler) buildEnv(ctx context.Context, cfg ckpt.RunConfig) (*runEnv, 
 	if cfg.Dim <= 0 || int64(cfg.Dim) != size.Params {
 		return nil, fmt.Errorf("run %q has %d parameters, its model %s %d: %w", echo.Clip(cfg.Name), cfg.Dim, echo.Clip(cfg.Model), size.Params, ErrInvalid)
 	}
-	d, err := s.loadData(ctx, f, cfg)
+	l, err := s.load(ctx, f, cfg)
 	if err != nil {
 		return nil, err
 	}
-	m, err := f.Open(familySpec(cfg), d)
+	if err := s.checkData(f, cfg, l); err != nil {
+		return nil, err
+	}
+	m, err := f.Open(familySpec(cfg), l.p)
 	if err != nil {
 		return nil, err
 	}

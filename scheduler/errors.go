@@ -30,6 +30,12 @@ var (
 	// memory or disk estimate exceeds the scheduler's limits. It wraps
 	// ErrInvalid: the request cannot succeed as written under these limits.
 	ErrTooLarge = fmt.Errorf("%w: too large", ErrInvalid)
+	// ErrDataChanged reports a run whose data set, as loaded now, is not
+	// the one it was created with (RunConfig.DataHash): it is not
+	// computed on (or queried by recomputation) until the files are
+	// restored. It wraps ErrConflict (409): the request clashes with what
+	// is on disk, not with its own wording.
+	ErrDataChanged = fmt.Errorf("%w: data set changed", ErrConflict)
 	// ErrBusy reports that every slot for recomputations on behalf of a
 	// query (Params, Verify) is taken: try again later (the server answers
 	// 503 with Retry-After). Matches api.ErrBusy.

@@ -80,11 +80,11 @@ func (c *Computer) DataHash(ctx context.Context, cfg ckpt.RunConfig) (string, er
 	if err != nil {
 		return "", err
 	}
-	d, err := c.s.loadData(ctx, f, cfg)
+	l, err := c.s.load(ctx, f, cfg)
 	if err != nil {
 		return "", err
 	}
-	return dataHash(f, familySpec(cfg), d)
+	return l.dataHash(f, familySpec(cfg))
 }
 
 // dataHash is f's hash of the loaded data d, "" when f cannot hash (the

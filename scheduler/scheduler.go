@@ -268,16 +268,18 @@ func (s *Scheduler) create(spec api.RunSpec) (api.RunStatus, error) {
 	if err != nil {
 		return api.RunStatus{}, err
 	}
-	d, err := s.loadData(ctx, f, cfg)
+	l, err := s.load(ctx, f, cfg)
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	m, err := f.Open(familySpec(cfg), d)
+	m, err := f.Open(familySpec(cfg), l.p)
 	if err != nil {
 		return api.RunStatus{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	// Remote workers refuse the run if their copy of the data differs.
-	if cfg.DataHash, err = dataHash(f, familySpec(cfg), d); err != nil {
+	// Remote workers refuse the run if their copy of the data differs, and
+	// this daemon refuses to go on with it on other files after a restart
+	// (checkData).
+	if cfg.DataHash, err = l.dataHash(f, familySpec(cfg)); err != nil {
 		return api.RunStatus{}, err
 	}
 	theta0 := make([]float32, m.Dim())
