@@ -49,8 +49,9 @@
 // quarantined worker and a share Config.VerifyShare of the others, chosen
 // by a hash of the job identity; a result that differs in any bit
 // quarantines its worker, and the daemon's own result is delivered in its
-// place (memo jobs are not checked: their evaluator's state is the
-// worker's; nor are a run's of fingerprint any, below). The results a worker delivered unchecked before its
+// place (memo jobs too: a memoized evaluator's bits depend on the anchor
+// and the step alone, so the daemon's own memo gives the worker's; not a
+// run's of fingerprint any, below). The results a worker delivered unchecked before its
 // quarantine (remembered as job and digest, per open run) are then
 // re-executed too: if one differs, a stored number came from the faulty
 // worker, and its run fails with the worker and the step in the reason

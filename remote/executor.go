@@ -560,8 +560,17 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg, rm resultM
 			return
 		}
 	}
+	// A memo job is checked like the others: the daemon's runner keeps
+	// its own memo per side, and a memoized evaluator's bits are a
+	// function of the anchor and the step alone (the affine and momentum
+	// prefixes compose the same maps in the same order whatever came
+	// before; the coalescence memo is direct application), so the
+	// worker's history does not reach them. A check costs at most the
+	// segment's length in applications (the prefix goes on from the last
+	// check, or starts again at the anchor), as a window job's does.
 	switch {
-	case res.Err != "" || res.Cancelled || rm.Job.Memo:
+	case res.Err != "" || res.Cancelled:
+		// A failed or cancelled job has nothing to check.
 	case q.anyFP():
 		// A run of fingerprint any is not compared: an honest worker of
 		// another BLAS kernel or CPU differs in the last bits, and how
