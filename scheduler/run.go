@@ -150,6 +150,10 @@ func (r *run) work(ctx context.Context) {
 	}
 	r.setEnv(env)
 	defer r.setEnv(nil)
+	// Where a (re)start picks up: what an operator reads after a crash,
+	// and what a test compares with the steps committed from here on.
+	st := r.state()
+	r.s.log.Info("computing run", "run", r.name, "forward_step", st.ForwardStep, "backward_step", st.BackwardStep)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

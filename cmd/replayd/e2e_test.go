@@ -75,7 +75,7 @@ type daemon struct {
 	dir    string
 	sock   string
 	cmd    *exec.Cmd
-	log    *bytes.Buffer // stdout+stderr (exec copies into it)
+	log    *lockedBuffer // stdout+stderr (exec copies into it; tests read it while the process runs)
 	exited chan struct{}
 	err    error // Wait's result, valid after exited is closed
 	c      *api.Client
@@ -91,7 +91,7 @@ func startDaemon(t *testing.T, dir string, args ...string) *daemon {
 // (a failpoint build, REPLAY_FAILPOINTS) and waits until it answers /healthz.
 func startDaemonWith(t *testing.T, bin string, env []string, dir string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, api.SocketName), log: &bytes.Buffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, api.SocketName), log: &lockedBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, append([]string{"--data-dir", dir, "--log-level", "debug"}, args...)...)
 	d.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -167,6 +169,18 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 		t.Fatalf("restarted daemon's NATS URL %s, want %s", u, url)
 	}
 	d.waitDone(spec.Name)
+	// No job lost, none committed twice: the restarted daemon committed
+	// exactly the backward steps after the frontier it started from (the
+	// old epoch's late results, and redeliveries, are dropped).
+	from := regexp.MustCompile(`msg="computing run" run=` + spec.Name + ` forward_step=\d+ backward_step=(\d+)`).FindStringSubmatch(d.log.String())
+	if from == nil {
+		t.Fatalf("the restarted daemon logged no \"computing run\" line:\n%s", tail(d.log.String(), 20))
+	}
+	b0, _ := strconv.Atoi(from[1])
+	t.Logf("the restarted daemon started at backward step %d", b0)
+	if want := fmt.Sprintf("replay_steps_total{kind=\"backward\"} %d\n", spec.Steps-b0); b0 == 0 || !strings.Contains(d.raw("/metrics"), want) {
+		t.Errorf("restarted at backward step %d: want %q in the metrics:\n%s", b0, want, grepLines(d.raw("/metrics"), "replay_steps_total"))
+	}
 	// replayctl workers lists both (announcements come every 2 s: wait
 	// for the restarted daemon to have heard them).
 	deadline := time.Now().Add(hangGuard)
