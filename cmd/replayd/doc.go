@@ -8,7 +8,7 @@
 //	        [--auth-token T] [--max-lag N] [--dataset-dir DIR] [--shutdown-timeout D]
 //	        [--memory-limit MiB] [--max-run-memory SIZE] [--max-run-disk SIZE] [--query-slots N]
 //	        [--min-free-disk SIZE] [--shutdown-grace D] [--auth-token-file FILE]
-//	replayd repair --data-dir DIR [--dataset-dir DIR]
+//	replayd repair --data-dir DIR [--dataset-dir DIR] [--torch-model NAME=FILE]… [--model-cmd NAME=CMD]…
 //
 // A full disk: below --min-free-disk (default 256 MiB) writes are refused
 // before they start, and an ENOSPC of the file system is taken the same

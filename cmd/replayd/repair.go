@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,10 @@ func runRepair(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("repair: no store in %s: %w", cfg.dataDir, err2)
 		}
 	}
-	backup := dir + ".backup-" + time.Now().UTC().Format("20060102T150405Z")
+	backup, err := backupName(dir + ".backup-" + time.Now().UTC().Format("20060102T150405Z"))
+	if err != nil {
+		return fmt.Errorf("repair: back up %s: %w", dir, err)
+	}
 	if err := copyTree(dir, backup); err != nil {
 		return fmt.Errorf("repair: back up %s: %w", dir, err)
 	}
@@ -48,7 +52,16 @@ func runRepair(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("repair: open %s (backup in %s): %w", dir, backup, err)
 	}
 	defer store.Close()
-	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(modelFamilies(nil)...).WithDataDir(cfg.datasetDir).WithLogger(log))
+	// The external models given (--torch-model, --model-cmd, as to the
+	// daemon) are registered, so that their runs are verified and their
+	// missing checkpoints recomputed too; a run of a model not given
+	// cannot be verified and is named as such.
+	ext, err := startExtModels(context.Background(), cfg.ext, cfg.extModels, 2, log) // extmodels.go
+	if err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	defer ext.Close()
+	sched, err := scheduler.New(store, scheduler.DefaultOptions().WithFamilies(modelFamilies(ext)...).WithDataDir(cfg.datasetDir).WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
@@ -84,6 +97,24 @@ func repairedNote(steps []int) string {
 
 // copyTree copies the regular files of dir (the store has no
 // subdirectories) into a new directory to, each synced, mode 0600.
+// backupName is base, or base-2, base-3 … when taken: a second repair in
+// the same second (a first one without the external models, say) keeps
+// the first one's backup and makes its own.
+func backupName(base string) (string, error) {
+	for i := 1; i < 1000; i++ {
+		name := base
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		if _, err := os.Lstat(name); errors.Is(err, fs.ErrNotExist) {
+			return name, nil
+		} else if err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("%s-2 … -999 all exist", base)
+}
+
 func copyTree(dir, to string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
