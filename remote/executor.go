@@ -368,10 +368,9 @@ func (e *Executor) blockedLocked(q *queue, now time.Time) blockage {
 	return b
 }
 
-// waitingLocked is why q's run's jobs wait for a worker, "" when a live
-// worker can take them (e.mu held).
-func (e *Executor) waitingLocked(q *queue, now time.Time) string {
-	b := e.blockedLocked(q, now)
+// reason is why q's run's jobs wait for a worker given b, "" when a
+// live worker can take them.
+func (e *Executor) reason(q *queue, b blockage) string {
 	switch b.kind {
 	case blockedNoWorker:
 		tok := ""
@@ -403,33 +402,42 @@ func (e *Executor) waitingLocked(q *queue, now time.Time) string {
 func (e *Executor) Waiting(run string) string {
 	e.mu.Lock()
 	q := e.mu.queues[run]
-	why := ""
+	var b blockage
 	if q != nil {
-		why = e.waitingLocked(q, time.Now())
+		b = e.blockedLocked(q, time.Now())
 	}
 	e.mu.Unlock()
-	if why == "" || !q.waiting() {
+	if q == nil || b.kind == blockedNot || !q.waiting() { // q.mu, never under e.mu
 		return ""
 	}
-	return why
+	return e.reason(q, b)
 }
 
 // Waits is Waiting of every open run whose jobs wait for a worker, by run
 // name.
 func (e *Executor) Waits() map[string]string {
+	out := map[string]string{}
+	for q, b := range e.waits() {
+		out[q.x.Name] = e.reason(q, b)
+	}
+	return out
+}
+
+// waits are the open queues with a job out that no live worker can take,
+// and why.
+func (e *Executor) waits() map[*queue]blockage {
 	e.mu.Lock()
 	now := time.Now()
-	whys := map[*queue]string{}
+	out := map[*queue]blockage{}
 	for _, q := range e.mu.queues {
-		if why := e.waitingLocked(q, now); why != "" {
-			whys[q] = why
+		if b := e.blockedLocked(q, now); b.kind != blockedNot {
+			out[q] = b
 		}
 	}
 	e.mu.Unlock()
-	out := map[string]string{}
-	for q, why := range whys {
-		if q.waiting() {
-			out[q.x.Name] = why
+	for q := range out {
+		if !q.waiting() { // q.mu, never under e.mu
+			delete(out, q)
 		}
 	}
 	return out

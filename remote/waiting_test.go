@@ -131,8 +131,14 @@ func TestWaitingNoWorker(t *testing.T) {
 	if w := r.ex.Waits(); w["run"] != got || len(w) != 1 {
 		t.Errorf("Waits %q: want only the run, with %q", w, got)
 	}
+	if n := gauge(t, r.ex, "replay_remote_runs_waiting", "reason", "no-worker"); n != 1 {
+		t.Errorf("replay_remote_runs_waiting{reason=no-worker} %v, want 1", n)
+	}
 	r.start("good", "test", "h1")
 	r.waitReason("")
+	if n := gauge(t, r.ex, "replay_remote_runs_waiting", "reason", "no-worker"); n != 0 {
+		t.Errorf("replay_remote_runs_waiting{reason=no-worker} %v once a worker joined, want 0", n)
+	}
 	if res := r.result(); res.Err != "" || res.Cancelled || res.Job.Step != 4 {
 		t.Fatalf("result %+v: want the job computed", res)
 	}
@@ -151,6 +157,9 @@ func TestWaitingOtherFingerprint(t *testing.T) {
 	r.waitReason(`no worker of the daemon's fingerprint "test" connected`, "(1 of another fingerprint", "--fingerprint any")
 	if w := r.ex.Waits(); !strings.Contains(w["run"], "another fingerprint") {
 		t.Errorf("Waits %q: want the run", w)
+	}
+	if n := gauge(t, r.ex, "replay_remote_runs_waiting", "reason", "fingerprint"); n != 1 {
+		t.Errorf("replay_remote_runs_waiting{reason=fingerprint} %v, want 1", n)
 	}
 	r.start("same", "test", "h1")
 	r.waitReason("")
@@ -199,6 +208,9 @@ func TestWaitingRefused(t *testing.T) {
 		t.Errorf("refused runs by worker %q: want odd1 and odd2 refusing run, other none", m)
 	}
 	waitFor(t, "replay_remote_runs_refused 1", func() bool { return gauge(t, r.ex, "replay_remote_runs_refused") == 1 })
+	if n := gauge(t, r.ex, "replay_remote_runs_waiting", "reason", "refused"); n != 1 {
+		t.Errorf("replay_remote_runs_waiting{reason=refused} %v, want 1", n)
+	}
 
 	stop := r.start("good", "test", "h1")
 	r.waitReason("")
@@ -211,8 +223,9 @@ func TestWaitingRefused(t *testing.T) {
 	r.waitReason("its data set differs on every worker (odd1, odd2")
 }
 
-// gauge is the value of the executor's metric name (unlabelled).
-func gauge(t *testing.T, ex *Executor, name string) float64 {
+// gauge is the value of the executor's metric name, of the series with
+// labels (name, value pairs).
+func gauge(t *testing.T, ex *Executor, name string, labels ...string) float64 {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(ex)
@@ -221,10 +234,23 @@ func gauge(t *testing.T, ex *Executor, name string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				has := false
+				for _, l := range m.GetLabel() {
+					has = has || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !has {
+					continue metrics
+				}
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
-	t.Fatalf("no metric %s", name)
+	t.Fatalf("no metric %s%q", name, labels)
 	return 0
 }

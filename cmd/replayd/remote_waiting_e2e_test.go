@@ -58,6 +58,9 @@ func TestRemoteWaiting(t *testing.T) {
 	if st.State != "running" || st.BackwardStep >= st.ForwardStep || !strings.Contains(st.Waiting, "(data hash sha256:") {
 		t.Errorf("status: want running, backward behind forward, waiting with the data hash: %+v", st)
 	}
+	if m := d.raw("/metrics"); !strings.Contains(m, `replay_remote_runs_waiting{reason="refused"} 1`+"\n") {
+		t.Errorf("metrics: want the run counted waiting, refused:\n%s", grepLines(m, "replay_remote_runs_"))
+	}
 	if runs := ctlUntil(d, "runs", func(string) bool { return true }, "runs"); !strings.Contains(runs, "running (backward waits)") {
 		t.Errorf("replayctl runs: want the run marked waiting:\n%s", runs)
 	}
@@ -85,6 +88,9 @@ func TestRemoteWaiting(t *testing.T) {
 	out = ctlUntil(d, "both workers listed", func(out string) bool { return strings.Contains(out, "\ngood ") && strings.Contains(out, "\nodd ") }, "workers")
 	if strings.Contains(out, "backward waits") || strings.Contains(out, " f\n") {
 		t.Errorf("replayctl workers after the run finished: still a waiting run or a refused one:\n%s", out)
+	}
+	if m := d.raw("/metrics"); strings.Contains(m, `replay_remote_runs_waiting{reason="refused"} 1`) {
+		t.Errorf("metrics: the finished run still counted waiting:\n%s", grepLines(m, "replay_remote_runs_"))
 	}
 	odd.stop(syscall.SIGTERM)
 	good.stop(syscall.SIGTERM)
