@@ -451,7 +451,6 @@ func (q *queue) waiting() bool {
 	return len(q.pending) > 0
 }
 
-// Close stops receiving and disconnects.
 // Health is nil while the daemon is connected to the NATS server (the
 // engine that carries the jobs), else why not: /healthz reports it.
 func (e *Executor) Health() error {
@@ -461,6 +460,7 @@ func (e *Executor) Health() error {
 	return nil
 }
 
+// Close stops receiving and disconnects.
 func (e *Executor) Close() {
 	e.stop()
 	e.wg.Wait()
