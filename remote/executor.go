@@ -386,7 +386,7 @@ func (e *Executor) reason(q *queue, b blockage) string {
 		if b.other > 0 {
 			more = fmt.Sprintf("; %d more of another fingerprint", b.other)
 		}
-		return fmt.Sprintf("no worker can take its jobs: its data set differs on every worker (%s%s); start a worker with the run's data (data hash %s)",
+		return fmt.Sprintf("no worker can take its jobs: its data set differs (or cannot be loaded) on every worker (%s%s); start a worker with the run's data (data hash %s)",
 			strings.Join(b.refusing, ", "), more, q.x.Config.DataHash)
 	}
 	return ""
@@ -394,11 +394,11 @@ func (e *Executor) reason(q *queue, b blockage) string {
 
 // Waiting is why run's backward jobs wait for a remote worker — none
 // connected, none of the run's fingerprint, or every one refusing the run
-// (its data set differs there) — or "" when a live worker can take them,
-// when run has no job out (its loop is caught up) or no open loop here.
-// Every job of the daemon goes to the remote workers once it has an
-// Executor (the in-process pool computes none), so this holds whatever
-// --workers says.
+// (its data set differs there, or cannot be loaded) — or "" when a live
+// worker can take them, when run has no job out (its loop is caught up)
+// or no open loop here. Every job of the daemon goes to the remote
+// workers once it has an Executor (the in-process pool computes none), so
+// this holds whatever --workers says.
 func (e *Executor) Waiting(run string) string {
 	e.mu.Lock()
 	q := e.mu.queues[run]

@@ -192,7 +192,7 @@ func TestWaitingRefused(t *testing.T) {
 	r.start("odd1", "test", "h3")
 	r.start("other", "another-machine", "h1")
 	r.q.Jobs() <- benchJob("run", 0, 4)
-	got := r.waitReason("no worker can take its jobs: its data set differs on every worker (odd1, odd2; 1 more of another fingerprint)",
+	got := r.waitReason("no worker can take its jobs: its data set differs (or cannot be loaded) on every worker (odd1, odd2; 1 more of another fingerprint)",
 		"start a worker with the run's data (data hash h1)")
 	if w := r.ex.Waits(); w["run"] != got {
 		t.Errorf("Waits %q: want the run with %q", w, got)
@@ -220,7 +220,7 @@ func TestWaitingRefused(t *testing.T) {
 	// The good worker gone, the next job waits again.
 	stop()
 	r.q.Jobs() <- benchJob("run", 1, 4)
-	r.waitReason("its data set differs on every worker (odd1, odd2")
+	r.waitReason("its data set differs (or cannot be loaded) on every worker (odd1, odd2")
 }
 
 // gauge is the value of the executor's metric name, of the series with

@@ -27,7 +27,7 @@ func workersDaemon(t *testing.T, l api.WorkerList) string {
 // carries both as served.
 func TestWorkersRefuses(t *testing.T) {
 	seen := time.Now().Add(-time.Second)
-	why := "no worker can take its jobs: its data set differs on every worker (odd); start a worker with the run's data (data hash sha256:ab)"
+	why := "no worker can take its jobs: its data set differs (or cannot be loaded) on every worker (odd); start a worker with the run's data (data hash sha256:ab)"
 	addr := workersDaemon(t, api.WorkerList{Remote: true,
 		Workers: []api.WorkerStatus{
 			{Name: "good", Fingerprint: "fp", Slots: 1, Done: 3, LastSeen: seen, State: "ok"},

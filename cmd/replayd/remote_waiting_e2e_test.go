@@ -46,7 +46,7 @@ func TestRemoteWaiting(t *testing.T) {
 	ctlUntil(d, "the no-worker line", func(out string) bool { return strings.Contains(out, noWorker) }, "status", "f")
 
 	odd := startWorkerArgs(t, replaydBin, url, "odd", []string{"--data-path", changed})
-	const refused = "f: backward waits: no worker can take its jobs: its data set differs on every worker (odd); start a worker with the run's data (data hash "
+	const refused = "f: backward waits: no worker can take its jobs: its data set differs (or cannot be loaded) on every worker (odd); start a worker with the run's data (data hash "
 	out := ctlUntil(d, "the refused line", func(out string) bool { return strings.Contains(out, refused) }, "status", "f")
 	if strings.Count(out, "backward waits") != 1 {
 		t.Errorf("status f: want one waiting line:\n%s", out)
