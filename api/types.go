@@ -91,6 +91,11 @@ type RunStatus struct {
 	// Bitwise: the run is computed only by workers of the daemon's
 	// fingerprint (false for a run with fingerprint "any").
 	Bitwise bool `json:"bitwise"`
+	// Waiting is why the backward jobs wait for a remote worker (none
+	// connected, none of the daemon's fingerprint, or the run's data set
+	// differs on every one), while the run is running and its backward
+	// frontier is behind its forward step; "" otherwise.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // RunList is the body of GET /v1/runs.

@@ -20,6 +20,9 @@ type WorkerStatus struct {
 	// bitwise runs), "quarantined" (a spot check found a wrong result) or
 	// "silent" (no announcement for a while).
 	State string `json:"state"`
+	// Refuses are the open runs whose jobs the worker refuses: their data
+	// set differs on it.
+	Refuses []string `json:"refuses,omitempty"`
 }
 
 // WorkerList is the answer of GET /v1/workers; Remote is false when the
@@ -27,6 +30,15 @@ type WorkerStatus struct {
 type WorkerList struct {
 	Remote  bool           `json:"remote"`
 	Workers []WorkerStatus `json:"workers"`
+	// Stuck are the open runs whose backward jobs no live worker can take
+	// (RunStatus.Waiting says the same), by name.
+	Stuck []StuckRun `json:"stuck,omitempty"`
+}
+
+// StuckRun is an open run that no live worker can take, and why.
+type StuckRun struct {
+	Run    string `json:"run"`
+	Reason string `json:"reason"`
 }
 
 // Workers returns the daemon's remote workers.

@@ -17,7 +17,10 @@
 //     worker whose data differs refuses the run (one log line, listed in
 //     its announcements) and never receives its jobs, which go to the
 //     other workers, or stay queued while every worker refuses the run
-//     (logged by the daemon, metric replay_remote_runs_refused). One
+//     (logged by the daemon, metric replay_remote_runs_refused).
+//     Executor.Waiting says why a run's jobs wait — no live worker, none of
+//     its fingerprint, or every one refusing it — for RunStatus.Waiting and
+//     `replayctl workers` (metric replay_remote_runs_waiting). One
 //     message per fetch (a small prefetch: a pre-buffered message goes
 //     stale past AckWait), from the bound consumers in turn, explicit
 //     acks, AckWait and MaxDeliver bounding redelivery; a long job sends

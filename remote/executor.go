@@ -77,8 +77,11 @@ type WorkerInfo struct {
 	// Quarantined: a spot check found a result of it wrong; its results
 	// are recomputed by the daemon.
 	Quarantined bool
-	// Refused are the run configs whose data set differs on the worker.
-	Refused []string
+	// Refused are the run configs whose data set differs on the worker;
+	// RefusedRuns the names of the open runs among them, sorted (filled by
+	// Workers).
+	Refused     []string
+	RefusedRuns []string
 }
 
 // Executor is a scheduler.RemoteExecutor over JetStream. Close it after
@@ -300,28 +303,154 @@ func (e *Executor) publishDirectory() {
 func (e *Executor) checkRefused() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := time.Now()
 	for q, de := range e.mu.dir {
-		var live, refused []string
-		for _, w := range e.mu.workers {
-			if !w.Matches && !q.anyFP() || time.Since(w.LastSeen) >= workerTimeout {
-				continue
-			}
-			live = append(live, w.Name)
-			if slices.Contains(w.Refused, de.Config) {
-				refused = append(refused, w.Name)
-			}
-		}
-		stuck := len(live) > 0 && len(refused) == len(live)
+		b := e.blockedLocked(q, now)
+		stuck := b.kind == blockedRefused
 		if stuck && !e.mu.stuck[q] {
-			slices.Sort(refused)
 			e.log.Error("no worker can take the run's jobs: every worker refuses it, its data set differs there (the jobs stay queued for a worker with the run's data)",
-				"run", de.Run, "data_hash", de.DataHash, "workers", strings.Join(refused, ","))
+				"run", de.Run, "data_hash", de.DataHash, "workers", strings.Join(b.refusing, ","))
 		}
 		e.mu.stuck[q] = stuck
 	}
 }
 
-// Close stops receiving and disconnects.
+// Why a run's jobs can wait for a worker (blockage.kind).
+const (
+	blockedNot         = iota // a live worker can take them
+	blockedNoWorker           // no live worker at all
+	blockedFingerprint        // live workers, none of the run's fingerprint
+	blockedRefused            // every live worker of its fingerprint refuses it
+)
+
+// blockage is why no live worker takes a run's jobs.
+type blockage struct {
+	kind     int
+	refusing []string // the workers that refuse the run, sorted (blockedRefused)
+	other    int      // live workers of another fingerprint
+}
+
+// blockedLocked classifies q's run against the live workers (e.mu held).
+// A worker counts for the run when its fingerprint is the daemon's (or the
+// run's is any) and it has not refused the run's config; one that has not
+// judged it yet (it just joined, or has not loaded the data) counts, since
+// it may take the jobs. A quarantined worker counts too: it gets jobs and
+// the daemon recomputes its results, so the run does not stop.
+func (e *Executor) blockedLocked(q *queue, now time.Time) blockage {
+	de, inDir := e.mu.dir[q]
+	var b blockage
+	live, able := 0, 0
+	for _, w := range e.mu.workers {
+		if now.Sub(w.LastSeen) >= workerTimeout {
+			continue
+		}
+		live++
+		switch {
+		case !w.Matches && !q.anyFP():
+			b.other++
+		case inDir && slices.Contains(w.Refused, de.Config):
+			b.refusing = append(b.refusing, w.Name)
+		default:
+			able++
+		}
+	}
+	switch {
+	case able > 0:
+		b.kind = blockedNot
+	case live == 0:
+		b.kind = blockedNoWorker
+	case len(b.refusing) == 0:
+		b.kind = blockedFingerprint
+	default:
+		b.kind = blockedRefused
+	}
+	slices.Sort(b.refusing)
+	return b
+}
+
+// reason is why q's run's jobs wait for a worker given b, "" when a
+// live worker can take them.
+func (e *Executor) reason(q *queue, b blockage) string {
+	switch b.kind {
+	case blockedNoWorker:
+		tok := ""
+		if e.cfg.Token != "" {
+			tok = " --token TOKEN"
+		}
+		return fmt.Sprintf("no remote worker connected: start `replayd worker --nats %s%s`", e.cfg.URL, tok)
+	case blockedFingerprint:
+		return fmt.Sprintf("no worker of the daemon's fingerprint %q connected (%d of another fingerprint; a run started with `--fingerprint any` lets them compute it, not bitwise)",
+			e.cfg.Fingerprint, b.other)
+	case blockedRefused:
+		more := ""
+		if b.other > 0 {
+			more = fmt.Sprintf("; %d more of another fingerprint", b.other)
+		}
+		return fmt.Sprintf("no worker can take its jobs: its data set differs (or cannot be loaded) on every worker (%s%s); start a worker with the run's data (data hash %s)",
+			strings.Join(b.refusing, ", "), more, q.x.Config.DataHash)
+	}
+	return ""
+}
+
+// Waiting is why run's backward jobs wait for a remote worker — none
+// connected, none of the run's fingerprint, or every one refusing the run
+// (its data set differs there, or cannot be loaded) — or "" when a live
+// worker can take them, when run has no job out (its loop is caught up)
+// or no open loop here. Every job of the daemon goes to the remote
+// workers once it has an Executor (the in-process pool computes none), so
+// this holds whatever --workers says.
+func (e *Executor) Waiting(run string) string {
+	e.mu.Lock()
+	q := e.mu.queues[run]
+	var b blockage
+	if q != nil {
+		b = e.blockedLocked(q, time.Now())
+	}
+	e.mu.Unlock()
+	if q == nil || b.kind == blockedNot || !q.waiting() { // q.mu, never under e.mu
+		return ""
+	}
+	return e.reason(q, b)
+}
+
+// Waits is Waiting of every open run whose jobs wait for a worker, by run
+// name.
+func (e *Executor) Waits() map[string]string {
+	out := map[string]string{}
+	for q, b := range e.waits() {
+		out[q.x.Name] = e.reason(q, b)
+	}
+	return out
+}
+
+// waits are the open queues with a job out that no live worker can take,
+// and why.
+func (e *Executor) waits() map[*queue]blockage {
+	e.mu.Lock()
+	now := time.Now()
+	out := map[*queue]blockage{}
+	for _, q := range e.mu.queues {
+		if b := e.blockedLocked(q, now); b.kind != blockedNot {
+			out[q] = b
+		}
+	}
+	e.mu.Unlock()
+	for q := range out {
+		if !q.waiting() { // q.mu, never under e.mu
+			delete(out, q)
+		}
+	}
+	return out
+}
+
+// waiting reports whether some job of q is out with no result yet (taken
+// q.mu alone: never with e.mu).
+func (q *queue) waiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending) > 0
+}
+
 // Health is nil while the daemon is connected to the NATS server (the
 // engine that carries the jobs), else why not: /healthz reports it.
 func (e *Executor) Health() error {
@@ -331,6 +460,7 @@ func (e *Executor) Health() error {
 	return nil
 }
 
+// Close stops receiving and disconnects.
 func (e *Executor) Close() {
 	e.stop()
 	e.wg.Wait()
@@ -349,8 +479,17 @@ func (e *Executor) Stats() Stats {
 func (e *Executor) Workers() []WorkerInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	runs := make(map[string][]string, len(e.mu.dir)) // config key → open runs
+	for _, de := range e.mu.dir {
+		runs[de.Config] = append(runs[de.Config], de.Run)
+	}
 	out := make([]WorkerInfo, 0, len(e.mu.workers))
 	for _, w := range e.mu.workers {
+		w.RefusedRuns = nil
+		for _, key := range w.Refused {
+			w.RefusedRuns = append(w.RefusedRuns, runs[key]...)
+		}
+		slices.Sort(w.RefusedRuns)
 		out = append(out, w)
 	}
 	return out

@@ -23,6 +23,7 @@ var (
 	descRechecked   = prometheus.NewDesc("replay_remote_rechecked_total", "Earlier unchecked results of quarantined workers re-executed and found equal.", nil, nil)
 	descTainted     = prometheus.NewDesc("replay_remote_tainted_total", "Earlier unchecked results of quarantined workers re-executed and found different (their run fails).", nil, nil)
 	descStuck       = prometheus.NewDesc("replay_remote_runs_refused", "Runs with jobs queued that every live worker refuses (their data set differs on each).", nil, nil)
+	descWaiting     = prometheus.NewDesc("replay_remote_runs_waiting", "Runs with jobs out that no live worker can take, by why: no-worker (none connected), fingerprint (none of the run's), refused (every one refuses the run's data set).", []string{"reason"}, nil)
 )
 
 var _ prometheus.Collector = (*Executor)(nil)
@@ -30,7 +31,7 @@ var _ prometheus.Collector = (*Executor)(nil)
 // Describe implements prometheus.Collector.
 func (e *Executor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descInFlight, descResults, descDuplicates, descRedelivered,
-		descDead, descVerified, descMismatches, descConnected, descQuarantined, descWorkers, descWorkerDone, descWorkerOps, descStuck, descRechecked, descTainted} {
+		descDead, descVerified, descMismatches, descConnected, descQuarantined, descWorkers, descWorkerDone, descWorkerOps, descStuck, descWaiting, descRechecked, descTainted} {
 		ch <- d
 	}
 }
@@ -50,6 +51,13 @@ func (e *Executor) Collect(ch chan<- prometheus.Metric) {
 	counter(descMismatches, st.Mismatches)
 	counter(descRechecked, st.Rechecked)
 	counter(descTainted, st.Tainted)
+	waiting := map[int]int{}
+	for _, b := range e.waits() { // before e.mu: waits takes it
+		waiting[b.kind]++
+	}
+	for kind, label := range map[int]string{blockedNoWorker: "no-worker", blockedFingerprint: "fingerprint", blockedRefused: "refused"} {
+		ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting[kind]), label)
+	}
 	e.mu.Lock()
 	inflight, quar := len(e.mu.seqs), len(e.mu.quar)
 	stuck := 0

@@ -35,6 +35,12 @@ type RemoteExecutor interface {
 	Slots() int
 }
 
+// waiter is what the status asks of Options.Executor, if it can tell (a
+// type assertion: remote.Executor does): why run's backward jobs wait for
+// a remote worker, "" when none is missing. Safe for concurrent use;
+// called with no lock of the scheduler's held.
+type waiter interface{ Waiting(run string) string }
+
 // remoteAdapter makes a RemoteExecutor an Executor.
 type remoteAdapter struct{ r RemoteExecutor }
 

@@ -240,8 +240,19 @@ func (r *run) fail(step int, reason string) {
 	}
 }
 
-// status is the run's api.RunStatus.
+// status is the run's api.RunStatus. Waiting is asked of the executor
+// only while the run is running and its backward frontier is behind its
+// forward step (then its jobs are queued), outside r.mu.
 func (r *run) status() api.RunStatus {
+	rs := r.baseStatus()
+	if w, ok := r.s.opts.Executor.(waiter); ok && rs.State == ckpt.StateRunning && rs.BackwardStep < rs.ForwardStep {
+		rs.Waiting = w.Waiting(r.name)
+	}
+	return rs
+}
+
+// baseStatus is status without Waiting.
+func (r *run) baseStatus() api.RunStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.mu.st

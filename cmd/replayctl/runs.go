@@ -56,7 +56,13 @@ func runRuns(e *env, c *command, args []string) error {
 		if o := r.Spec.Optimizer; o != "" && o != "sgd" {
 			lr += " " + o
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%d\n", r.Name, r.State, r.Spec.Model, r.Spec.Dataset,
+		// A run no remote worker can take is marked (`replayctl status
+		// RUN` says why).
+		state := r.State
+		if r.Waiting != "" {
+			state += " (backward waits)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%d\n", r.Name, state, r.Spec.Model, r.Spec.Dataset,
 			lr, r.Spec.Batch, r.ForwardStep, r.Steps, r.BackwardStep)
 	}
 	return tw.Flush()

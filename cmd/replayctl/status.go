@@ -163,6 +163,11 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 		}
 	}
 	for _, r := range runs {
+		if r.Waiting != "" {
+			fmt.Fprintf(e.stdout, "%s: backward waits: %s\n", r.Name, r.Waiting)
+		}
+	}
+	for _, r := range runs {
 		if r.State == "failed" && r.Reason != "" {
 			fmt.Fprintf(e.stdout, "%s failed: %s\n", r.Name, r.Reason)
 		}

@@ -117,7 +117,7 @@ func workerList(ex *remote.Executor) func() api.WorkerList {
 		l := api.WorkerList{Remote: true, Workers: []api.WorkerStatus{}}
 		for _, w := range ex.Workers() {
 			st := api.WorkerStatus{Name: w.Name, Fingerprint: w.Fingerprint, Slots: w.Slots, Busy: w.Busy,
-				Done: w.Done, OpsPerSec: w.OpsPerSec, LastSeen: w.LastSeen, State: "ok"}
+				Done: w.Done, OpsPerSec: w.OpsPerSec, LastSeen: w.LastSeen, State: "ok", Refuses: w.RefusedRuns}
 			switch {
 			case w.Quarantined:
 				st.State = "quarantined"
@@ -129,6 +129,10 @@ func workerList(ex *remote.Executor) func() api.WorkerList {
 			l.Workers = append(l.Workers, st)
 		}
 		slices.SortFunc(l.Workers, func(a, b api.WorkerStatus) int { return strings.Compare(a.Name, b.Name) })
+		for run, why := range ex.Waits() {
+			l.Stuck = append(l.Stuck, api.StuckRun{Run: run, Reason: why})
+		}
+		slices.SortFunc(l.Stuck, func(a, b api.StuckRun) int { return strings.Compare(a.Run, b.Run) })
 		return l
 	}
 }

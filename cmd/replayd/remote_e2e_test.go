@@ -190,7 +190,7 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 			t.Fatalf("replayctl workers: exit %d: %s", code, errOut)
 		}
 		if strings.Contains(out, "\nw1,") && strings.Contains(out, "\nw2,") {
-			if strings.Count(out, ",ok\n") != 2 {
+			if strings.Count(out, ",ok,\n") != 2 {
 				t.Errorf("replayctl workers: want both ok:\n%s", out)
 			}
 			break
@@ -333,7 +333,7 @@ func TestRemoteSpotCheck(t *testing.T) {
 	if !strings.Contains(m, "replay_remote_workers_quarantined 1\n") || !strings.Contains(m, "replay_remote_connected 1\n") {
 		t.Errorf("metrics: want the worker quarantined, the daemon connected:\n%s", grepLines(m, "replay_remote_"))
 	}
-	if code, out, _ := d.ctl("workers", "-o", "csv"); code != 0 || !strings.Contains(out, ",quarantined\n") {
+	if code, out, _ := d.ctl("workers", "-o", "csv"); code != 0 || !strings.Contains(out, ",quarantined,\n") {
 		t.Errorf("replayctl workers (exit %d): want the faulty worker quarantined:\n%s", code, out)
 	}
 	w.stop(syscall.SIGTERM)

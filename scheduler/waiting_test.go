@@ -1,0 +1,90 @@
+package scheduler
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/ckpt"
+)
+
+// gateExec is a RemoteExecutor that computes jobs (with Runner, as a remote
+// worker does) only once gate is closed, and whose Waiting always has a
+// reason: the status must ask it only while the run's backward side is
+// behind its forward step.
+type gateExec struct {
+	comp *Computer
+	gate chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (g *gateExec) Slots() int                { return 1 }
+func (g *gateExec) Waiting(run string) string { return "held: " + run }
+
+var _ waiter = (*gateExec)(nil)
+
+func (g *gateExec) OpenRemote(x ExecRun) Queue {
+	q := &gateQueue{jobs: make(chan Job), results: make(chan Result, 64), closed: make(chan struct{})}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r, err := g.comp.NewRunner(ctx, x.Config, x.Inputs, 0)
+		for {
+			select {
+			case <-q.closed:
+				return
+			case j := <-q.jobs:
+				select {
+				case <-g.gate:
+				case <-q.closed:
+					return
+				}
+				res := Result{Job: j}
+				if err != nil {
+					res.Err = err.Error()
+				} else {
+					res = r.Compute(ctx, j)
+				}
+				select {
+				case q.results <- res:
+				case <-q.closed:
+					return
+				}
+			}
+		}
+	}()
+	return q
+}
+
+type gateQueue struct {
+	jobs    chan Job
+	results chan Result
+	closed  chan struct{}
+}
+
+func (q *gateQueue) Jobs() chan<- Job       { return q.jobs }
+func (q *gateQueue) Results() <-chan Result { return q.results }
+func (q *gateQueue) Cancel(uint64)          {}
+func (q *gateQueue) Close()                 { close(q.closed) }
+
+// TestStatusWaiting: with an executor that tells why jobs wait, a running
+// run whose backward frontier is behind its forward step carries the
+// reason in its status; once the jobs are computed and the run is done, it
+// carries none (the executor is not asked).
+func TestStatusWaiting(t *testing.T) {
+	g := &gateExec{comp: NewComputer(testOptions()), gate: make(chan struct{})}
+	t.Cleanup(g.wg.Wait) // after the scheduler stopped (cleanups run last first): its loops close their queues
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions().WithWorkers(0).WithExecutor(g))
+	h.create(api.RunSpec{Name: "q", Preset: "quadratic", Steps: 30, Batch: 1})
+	st := h.waitUntil("a waiting reason", func(st api.RunStatus) bool { return st.Waiting != "" }, "q")
+	if st.Waiting != "held: q" || st.State != ckpt.StateRunning || st.BackwardStep >= st.ForwardStep {
+		t.Errorf("status %+v: want running, backward behind forward, waiting %q", st, "held: q")
+	}
+	close(g.gate)
+	if st := h.wait("q", ckpt.StateDone); st.Waiting != "" {
+		t.Errorf("done run: waiting %q, want none", st.Waiting)
+	}
+}
