@@ -47,8 +47,8 @@ func TestRemoteSpotCheckMemo(t *testing.T) {
 				mismatch, verified int
 				state              string
 			}{
-				{"honest", "1", "", 0, spec.Steps, ",ok\n"},
-				{"faulty", "0", "REPLAY_FAULT_CORRUPT=1", spec.Steps, 0, ",quarantined\n"},
+				{"honest", "1", "", 0, spec.Steps, ",ok,\n"},
+				{"faulty", "0", "REPLAY_FAULT_CORRUPT=1", spec.Steps, 0, ",quarantined,\n"},
 			} {
 				d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", c.share)
 				var env []string
