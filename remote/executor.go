@@ -41,6 +41,13 @@ type Config struct {
 	// Families are the model families of the spot checks' re-execution:
 	// the daemon's own (without them no check can run).
 	Families []family.Family
+	// Trusted names workers whose results are not spot checked: the
+	// daemon's own in-process worker, whose re-execution would be the
+	// same code on the same data in the same process. A name is no
+	// credential (the token is); a remote worker announcing a trusted
+	// name goes unchecked, as a fault, not an attack, is what the checks
+	// are for.
+	Trusted []string
 }
 
 // Defaults of Config.

@@ -17,7 +17,10 @@ type Options struct {
 	// Window is the default window W of new runs that do not set one.
 	Window int
 	// Workers is the size of the backward worker pool: at most this many
-	// jobs run at once, over all runs.
+	// jobs run at once, over all runs. With an Executor the pool is not
+	// started (every job goes to the executor, which has its own workers:
+	// replayd gives the executor an in-process worker of Workers slots);
+	// Workers then only sizes the memory admission counts.
 	Workers int
 	// Families are the model families runs can use, asked in order: a
 	// run's model belongs to the first that knows its name. replayd
@@ -57,7 +60,8 @@ type Options struct {
 	// or hung file system); 0 means DefaultDataTimeout.
 	DataTimeout time.Duration
 	// Executor, if set, computes backward jobs instead of the in-process
-	// pool (remote workers); Workers may then be 0.
+	// pool (remote workers); Workers may then be 0. The pacing follows
+	// its Slots alone.
 	Executor RemoteExecutor
 }
 

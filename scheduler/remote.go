@@ -52,14 +52,23 @@ func (a remoteAdapter) Open(x execRun) Queue {
 func (o Options) WithExecutor(e RemoteExecutor) Options { o.Executor = e; return o }
 
 // slots is how many jobs can run at once over all runs: the in-process
-// workers and the remote executor's (at least one, so that a loop always
-// keeps a job queued for the first remote worker to come).
+// pool's workers, or with an executor its workers' slots (at least one,
+// so that a loop always keeps a job queued for the first remote worker to
+// come).
 func (s *Scheduler) slots() int {
-	n := s.opts.Workers
 	if s.opts.Executor != nil {
-		n += s.opts.Executor.Slots()
+		return max(1, s.opts.Executor.Slots())
 	}
-	return max(1, n)
+	return max(1, s.opts.Workers)
+}
+
+// poolSize is how many in-process pool workers Run starts: none with an
+// executor, which computes every job.
+func (s *Scheduler) poolSize() int {
+	if s.opts.Executor != nil {
+		return 0
+	}
+	return s.opts.Workers
 }
 
 // Computer computes jobs outside a Scheduler: a remote worker's side of

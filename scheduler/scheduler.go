@@ -158,7 +158,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.started, s.mu.ctx = true, ctx
 	quit := make(chan struct{})
 	var workers sync.WaitGroup
-	for range s.opts.Workers {
+	// With an executor the pool would get no job (s.exec is the
+	// executor's): its goroutines, each holding a P (reserveWorkerProc),
+	// are not started.
+	for range s.poolSize() {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()

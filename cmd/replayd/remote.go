@@ -16,6 +16,7 @@ import (
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/remote"
+	"github.com/replay-sgd/replay/scheduler"
 )
 
 // remoteConfig is the daemon's remote-worker flags.
@@ -90,8 +91,9 @@ func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	local := localWorkerName()
 	ex, err = remote.Dial(ctx, remote.Config{URL: url, Token: cfg.token, AckWait: rc.ackWait, MaxDeliver: rc.maxDeliver,
-		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log, Families: fams})
+		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log, Families: fams, Trusted: []string{local}})
 	if err != nil {
 		if emb != nil {
 			emb.Shutdown()
@@ -99,12 +101,50 @@ func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote
 		return nil, nil, err
 	}
 	log.Info("backward jobs go to remote workers", "nats_url", url, "fingerprint", remote.Fingerprint())
+	// --workers N: the daemon computes too, as one worker of N slots on
+	// the same queue, so that whoever is free takes the next job (its
+	// results pass through the object store as a remote worker's do, and
+	// are not spot checked: Trusted).
+	stopLocal := func() {}
+	if cfg.workers > 0 {
+		w, err := remote.NewWorker(remote.WorkerConfig{URL: url, Token: cfg.token, Name: local, Jobs: cfg.workers,
+			DataPath: cfg.datasetDir, MemoBudget: scheduler.DefaultMemoBudget, Logger: log.With("worker", local), Families: fams})
+		if err != nil {
+			ex.Close()
+			if emb != nil {
+				emb.Shutdown()
+			}
+			return nil, nil, fmt.Errorf("in-process worker: %w", err)
+		}
+		wctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := w.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("in-process worker stopped", "worker", local, "err", err)
+			}
+		}()
+		stopLocal = func() { cancel(); <-done }
+		log.Info("the daemon computes beside the remote workers", "worker", local, "slots", cfg.workers)
+	}
 	return ex, func() {
+		stopLocal()
 		ex.Close()
 		if emb != nil {
 			emb.Shutdown()
 		}
 	}, nil
+}
+
+// localWorkerName is the daemon's in-process worker's name in `replayctl
+// workers`: "replayd@HOST-PID", distinct from every `replayd worker`
+// (named by --name) and from another daemon's.
+func localWorkerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return fmt.Sprintf("replayd@%s-%d", host, os.Getpid())
 }
 
 // workerList is the API's view of the executor's workers (nil without
