@@ -88,7 +88,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.token, "auth-token", "", "require \"Authorization: Bearer TOKEN\" on every request (default $REPLAYD_TOKEN)")
 	tokenFile := fs.String("auth-token-file", "", "read the auth token from this file (first line), so that it is not in /proc/PID/cmdline")
 	fs.IntVar(&c.window, "window", scheduler.DefaultWindow, "default backward window W of new runs")
-	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "backward worker pool size")
+	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "backward worker pool size (with --remote-workers or --nats: the slots of the daemon's own worker beside the remote ones; 0: only remote workers compute)")
 	fs.IntVar(&c.maxLag, "max-lag", scheduler.DefaultMaxLag, "how many steps a run's forward trainer may lead its backward frontier")
 	fs.StringVar(&c.datasetDir, "dataset-dir", "", "default Fashion-MNIST directory for runs that name none (default /usr/share/datasets/fashion-mnist)")
 	level := fs.String("log-level", "info", "debug | info | warn | error")
