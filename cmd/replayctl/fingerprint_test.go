@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,8 +29,12 @@ func TestStatusNotBitwise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasSuffix(lines[0], ",bitwise") || !strings.HasSuffix(lines[1], ",false") || !strings.HasSuffix(lines[2], ",true") {
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("status -o csv: %v\n%s", err, out)
+	}
+	col := slices.Index(rows[0], "bitwise")
+	if col < 0 || rows[1][col] != "false" || rows[2][col] != "true" {
 		t.Errorf("status -o csv: want a bitwise column, false then true:\n%s", out)
 	}
 }

@@ -125,11 +125,12 @@ func writeStatuses(e *env, runs []api.RunStatus) error {
 	case "csv":
 		w := csv.NewWriter(e.stdout)
 		w.Write([]string{"name", "state", "steps", "forward_step", "backward_step", "anchor_step", "anchor_from",
-			"window", "strategy", "ops_per_sec", "eta_seconds", "forward_loss", "backward_loss", "reason", "bitwise"})
+			"window", "strategy", "ops_per_sec", "eta_seconds", "forward_loss", "backward_loss", "reason", "bitwise", "optimizer", "waiting"})
 		for _, r := range runs {
 			w.Write([]string{r.Name, r.State, itoa(r.Steps), itoa(r.ForwardStep), itoa(r.BackwardStep),
 				itoa(r.Anchor.Step), r.Anchor.From, itoa(r.Window), r.Strategy, ftoa(r.OpsPerSec),
-				ftoa(r.ETASeconds), optFloat(r.ForwardLoss), optFloat(r.BackwardLoss), r.Reason, strconv.FormatBool(r.Bitwise)})
+				ftoa(r.ETASeconds), optFloat(r.ForwardLoss), optFloat(r.BackwardLoss), r.Reason, strconv.FormatBool(r.Bitwise),
+				optimizerName(r.Spec.Optimizer), r.Waiting})
 		}
 		w.Flush()
 		return w.Error()
@@ -252,4 +253,13 @@ func fmtDuration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%ds", int(math.Ceil(d.Seconds())))
 	}
+}
+
+// optimizerName is the run's optimizer for CSV: "sgd" for a run stored
+// before optimizers were recorded.
+func optimizerName(o string) string {
+	if o == "" {
+		return "sgd"
+	}
+	return o
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -170,5 +171,34 @@ func TestStatusWatch(t *testing.T) {
 	}
 	if _, _, err := runWaitCLI(t, addr, false, "status", "--interval", "1s"); !errors.Is(err, errUsage) {
 		t.Errorf("--interval without --watch: %v", err)
+	}
+}
+
+// TestStatusCSVOptimizer: the CSV names each run's optimizer ("sgd" for a
+// run stored before optimizers were recorded) and why its backward side
+// waits, in columns of their own.
+func TestStatusCSVOptimizer(t *testing.T) {
+	a, b := sampleRun("adam"), sampleRun("old")
+	a.Spec.Optimizer, a.Waiting = "adam", "no remote worker connected"
+	b.Spec.Optimizer = ""
+	f := newFake(t, a, b)
+	out, _, err := f.cli("status", "-o", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	opt, wait := slices.Index(rows[0], "optimizer"), slices.Index(rows[0], "waiting")
+	if opt < 0 || wait < 0 {
+		t.Fatalf("header %v: want optimizer and waiting columns", rows[0])
+	}
+	got := map[string][2]string{}
+	for _, r := range rows[1:] {
+		got[r[0]] = [2]string{r[opt], r[wait]}
+	}
+	if got["adam"] != [2]string{"adam", "no remote worker connected"} || got["old"] != [2]string{"sgd", ""} {
+		t.Errorf("optimizer, waiting by run: %v", got)
 	}
 }
