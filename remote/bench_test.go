@@ -202,6 +202,54 @@ func BenchmarkOneWorkerPaired(b *testing.B) {
 	}
 }
 
+// BenchmarkCoordinatorSaturation: the jobs of the coordinator benchmark
+// with no cost at all (one application of an operator that sleeps 0), so
+// that jobs/s is the most the daemon's side commits: the job message, the
+// fetch, the ack, the result (inline: 8 floats) and its handling, all
+// through the embedded nats-server, for 16 and 64 in-process workers. It
+// also reports cores-busy, the process's CPU time over the wall time: at
+// the machine's core count (2 here) the coordinator is CPU-bound — the
+// embedded server, the executor and the workers' clients share the
+// cores — and jobs/s × cpu-ms/job is the whole of them.
+//
+//	go test ./remote/ -run '^$' -bench CoordinatorSaturation -benchtime 2000x -count 3
+func BenchmarkCoordinatorSaturation(b *testing.B) {
+	fams := []family.Family{sleepFamily{0}}
+	cfg := ckpt.RunConfig{Name: "s", Model: "sleep", Dataset: "sleep", Batch: 1, Steps: 1 << 30, Window: 1, Strategy: "window",
+		CheckpointEvery: 1000, Dim: sleepDim}
+	in := fakeInputs{make([]float32, sleepDim)}
+	for _, n := range []int{16, 64} {
+		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
+			rig := newRemoteRig(b, cfg, in, n, nil, fams)
+			rig.run(b, cfg.Name, 0, 2*n, 1) // warm: every worker bound
+			b.ResetTimer()
+			start, cpu0, wait0 := time.Now(), cpuTime(), runqWait()
+			rig.run(b, cfg.Name, 2*n, b.N, 1)
+			wall := time.Since(start)
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(b.N)/wall.Seconds(), "jobs/s")
+			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/job")
+			b.ReportMetric(float64(runqWait()-wait0)/float64(time.Millisecond)/float64(b.N), "runq-ms/job")
+			b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores-busy")
+		})
+	}
+	// The publication alone: the jobs handed to the executor with no
+	// worker to take them, timed until the last one is taken from the
+	// queue's (unbuffered) channel — the executor publishes one job at a
+	// time and waits for JetStream's ack of each, so this is the
+	// publishing side's ceiling in jobs/s.
+	b.Run("publish-only", func(b *testing.B) {
+		rig := newRemoteRig(b, cfg, in, 0, nil, fams)
+		rig.q.Jobs() <- benchJob(cfg.Name, 0, 1) // the run's consumer and config put
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			rig.q.Jobs() <- benchJob(cfg.Name, 1+i, 1)
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+	})
+}
+
 // paperRun is the configuration of the paper's run (mlp:500x5 on
 // Fashion-MNIST, batch 8, window w) resolved, with its θ_0 as every input.
 func paperRun(b *testing.B, w int) (ckpt.RunConfig, fakeInputs, []family.Family) {
