@@ -203,8 +203,9 @@ func (e *extDaemon) metric(name string) float64 {
 
 // TestE2EExtRemote: an Adam run of examples/cnn_fmnist.py computed only by
 // two `replayd worker --torch-model` processes (the daemon has no
-// in-process worker), one of them SIGKILLed while its Python child computes
-// a job and started again, gives trajectories, a batch log and exports
+// in-process worker), the Python child of one SIGKILLed in a job, the
+// other worker SIGKILLed while its Python child computes a job and started
+// again, gives trajectories, a batch log and exports
 // with the optimizer state byte-equal to an in-process run's. The killed
 // worker's Python children do not outlive it (an orphaned torch process per
 // kill would exhaust a worker machine), and the daemon's spot checks of
@@ -232,12 +233,32 @@ func TestE2EExtRemote(t *testing.T) {
 	w2 := newExtWorker(t, "w2", url, extEnv, "--torch-model", "cnn="+cnn)
 	e.ctl(remoteRun()...).ok(t, "run start")
 
-	// w1 killed while one of its children computes a job, after a few
-	// backward steps (w1 has done a job, most likely: its first result is
-	// spot checked).
+	// First w2's Python child SIGKILLed while it computes a job (what the
+	// OOM killer would choose on a worker machine: the largest process):
+	// the worker retries the request on a fresh child.
 	var kids []int
-	st := e.waitFor("a", "a job of w1 computing", func(st api.RunStatus) bool {
-		if st.BackwardStep < 4 {
+	st := e.waitFor("a", "a job of w2 computing", func(st api.RunStatus) bool {
+		if st.BackwardStep < 2 {
+			return false
+		}
+		kids = w2.children()
+		return slices.ContainsFunc(kids, computing)
+	})
+	for _, pid := range kids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill child %d: %v", pid, err)
+		}
+	}
+	if st.BackwardStep >= remoteSteps {
+		t.Fatalf("killed w2's children at %+v: not mid-run", st)
+	}
+	t.Logf("%v: w2's children %v SIGKILLed at forward %d, backward %d", since(), kids, st.ForwardStep, st.BackwardStep)
+
+	// Then w1 killed while one of its children computes a job, a few
+	// backward steps later.
+	at := st.BackwardStep + 2
+	st = e.waitFor("a", "a job of w1 computing", func(st api.RunStatus) bool {
+		if st.BackwardStep < at {
 			return false
 		}
 		kids = w1.children()
@@ -285,6 +306,11 @@ func TestE2EExtRemote(t *testing.T) {
 	}
 	if v, m := e.metric("replay_remote_verified_total"), e.metric("replay_remote_mismatches_total"); v < 1 || m != 0 {
 		t.Errorf("spot checks: %v verified, %v mismatches; want ≥ 1 and 0", v, m)
+	}
+	// w2 noticed its killed child (a request in flight fails and is
+	// retried; a child killed as it went idle is found dead when taken).
+	if log := w2.log.String(); !strings.Contains(log, "retrying on a fresh child") && !strings.Contains(log, "died while idle") {
+		t.Errorf("w2's log does not say that it noticed its killed child:\n%s", tail(log, 30))
 	}
 	// The job w1 was computing when it died was computed again.
 	if r := e.metric("replay_remote_redelivered_total"); r < 1 {
