@@ -203,9 +203,9 @@ func (e *extDaemon) metric(name string) float64 {
 
 // TestE2EExtRemote: an Adam run of examples/cnn_fmnist.py computed only by
 // two `replayd worker --torch-model` processes (the daemon has no
-// in-process worker), the Python child of one SIGKILLed in a job, the
-// other worker SIGKILLed while its Python child computes a job and started
-// again, gives trajectories, a batch log and exports
+// in-process worker) — the Python child of w2 SIGKILLed in a job, w1
+// SIGKILLed while its Python child computes a job and started again, then
+// w2 stopped by SIGTERM in a job — gives trajectories, a batch log and exports
 // with the optimizer state byte-equal to an in-process run's. The killed
 // worker's Python children do not outlive it (an orphaned torch process per
 // kill would exhaust a worker machine), and the daemon's spot checks of
@@ -278,6 +278,31 @@ func TestE2EExtRemote(t *testing.T) {
 	waitGone(t, kids, "the SIGKILLed worker's Python children")
 	t.Logf("%v: its children gone", since())
 	w1.start()
+
+	// Then w2 stopped with SIGTERM while its child computes a job: it
+	// hands the job back and exits 0, and its children are gone; the
+	// restarted w1 computes the rest.
+	st = e.waitFor("a", "a job of w2 computing", func(st api.RunStatus) bool {
+		if st.BackwardStep >= remoteSteps {
+			return true
+		}
+		kids = w2.children()
+		return slices.ContainsFunc(kids, computing)
+	})
+	if st.BackwardStep >= remoteSteps {
+		t.Fatalf("the run was done before a job of w2 was seen computing again: %+v", st)
+	}
+	w2.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w2.exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("w2 still running a minute after SIGTERM")
+	}
+	if code := w2.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(w2.log.String(), "worker stopped") {
+		t.Fatalf("w2 after SIGTERM: exit %d; log:\n%s", code, tail(w2.log.String(), 10))
+	}
+	waitGone(t, kids, "the stopped worker's Python children")
+	t.Logf("%v: w2 stopped by SIGTERM at backward %d, its children %v gone", since(), st.BackwardStep, kids)
 	e.waitDone("a")
 	t.Logf("%v: remote run done", since())
 	got := collectRemoteRun(t, e)
@@ -292,8 +317,7 @@ func TestE2EExtRemote(t *testing.T) {
 	}
 
 	// Every job was computed by a worker (the daemon has none); none was
-	// caught computing other bits. (The restarted w1 may find the run
-	// done: the kill and the redelivery are what is tested.)
+	// caught computing other bits. (w2, stopped, is no longer listed.)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	l, err := e.c.Workers(ctx)
 	cancel()
@@ -307,8 +331,8 @@ func TestE2EExtRemote(t *testing.T) {
 			t.Errorf("worker %s quarantined", x.Name)
 		}
 	}
-	if done["w2"] == 0 {
-		t.Errorf("jobs done by worker %v: w2 did none", done)
+	if done["w1"] == 0 {
+		t.Errorf("jobs done by worker %v: want the restarted w1 (the only worker left) to have done the rest", done)
 	}
 	v, m := e.metric("replay_remote_verified_total"), e.metric("replay_remote_mismatches_total")
 	if v < 1 || m != 0 {
@@ -324,10 +348,9 @@ func TestE2EExtRemote(t *testing.T) {
 	if r := e.metric("replay_remote_redelivered_total"); r < 1 {
 		t.Errorf("%v results of redelivered jobs: the kill did not hit a job", r)
 	}
-	t.Logf("%v: jobs done by worker %v (w1's since its restart); w1 restarted: %v", since(), done,
-		strings.Contains(w1.log.String(), "worker started"))
+	t.Logf("%v: jobs done by worker %v (w1: since its restart)", since(), done)
 	// An idle worker SIGKILLed: its children do not outlive it either.
-	kids = w2.children()
-	w2.kill()
+	kids = w1.children()
+	w1.kill()
 	waitGone(t, kids, "the idle SIGKILLed worker's Python children")
 }
