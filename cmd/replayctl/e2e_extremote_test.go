@@ -229,8 +229,18 @@ func TestE2EExtRemote(t *testing.T) {
 	// 2 s after its last heartbeat, not 30.
 	e := newExtDaemon(t, extEnv, append(args, "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "2s")...)
 	url := e.natsURL()
-	w1 := newExtWorker(t, "w1", url, extEnv, "--torch-model", "cnn="+cnn)
-	w2 := newExtWorker(t, "w2", url, extEnv, "--torch-model", "cnn="+cnn)
+	// The workers' copy of the model file is elsewhere, as on another
+	// machine: a run's data hash covers the file's content, not its path.
+	b, err := os.ReadFile(cnn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerCNN := filepath.Join(t.TempDir(), "my_cnn.py")
+	if err := os.WriteFile(workerCNN, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w1 := newExtWorker(t, "w1", url, extEnv, "--torch-model", "cnn="+workerCNN)
+	w2 := newExtWorker(t, "w2", url, extEnv, "--torch-model", "cnn="+workerCNN)
 	e.ctl(remoteRun()...).ok(t, "run start")
 
 	// First w2's Python child SIGKILLed while it computes a job (what the
