@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,8 +62,14 @@ func TestRemoteExtSpotCheck(t *testing.T) {
 		!strings.Contains(m, "replay_remote_workers_quarantined 1\n") {
 		t.Errorf("metrics: want %d mismatches, 0 verified, the worker quarantined:\n%s", spec.Steps, grepLines(m, "replay_remote_"))
 	}
-	if code, out, _ := d.ctl("workers", "-o", "csv"); code != 0 || !strings.Contains(out, "faulty,") || !strings.Contains(out, ",quarantined\n") {
-		t.Errorf("replayctl workers (exit %d): want the faulty worker quarantined:\n%s", code, out)
+	code, out, _ := d.ctl("workers", "-o", "csv")
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if code != 0 || err != nil || len(rows) != 2 {
+		t.Fatalf("replayctl workers (exit %d, %v): want a header and the faulty worker:\n%s", code, err, out)
+	}
+	state := slices.Index(rows[0], "state")
+	if rows[1][0] != "faulty" || state < 0 || rows[1][state] != "quarantined" {
+		t.Errorf("replayctl workers: want the faulty worker quarantined:\n%s", out)
 	}
 	w.stop(syscall.SIGTERM)
 }
