@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/replay-sgd/replay/family"
 )
@@ -29,8 +30,17 @@ func (f *Family) DataHash(s family.Spec, d family.Data) (string, error) {
 		fmt.Fprintf(h, "%s %v %s %v\x00", t.Name, t.Shape, t.DType, t.Param)
 	}
 	fp := r.hello.Fingerprint
-	// The runtime that computes the bits too (DESIGN §3): torch's
-	// version, its threads and device.
+	for _, k := range hashedKeys(fp) {
+		fmt.Fprintf(h, "%s=%s\x00", k, fp[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashedKeys are the keys of a child's fingerprint that DataHash covers,
+// in order: the model file's and the data set's hashes and the runtime
+// that computes the bits too (DESIGN §3: torch's version, its threads and
+// device) when the child reports the hashes, else every key.
+func hashedKeys(fp map[string]string) []string {
 	keys := []string{"model_sha256", "data_sha256", "torch", "threads", "device"}
 	if fp["model_sha256"] == "" && fp["data_sha256"] == "" {
 		keys = keys[:0]
@@ -39,8 +49,23 @@ func (f *Family) DataHash(s family.Spec, d family.Data) (string, error) {
 		}
 		slices.Sort(keys)
 	}
-	for _, k := range keys {
-		fmt.Fprintf(h, "%s=%s\x00", k, fp[k])
+	return keys
+}
+
+// fingerprintChange names the keys DataHash covers whose values differ
+// between the fingerprints a (the registration's) and b (a fresh
+// child's), "" when none does.
+func fingerprintChange(a, b map[string]string) string {
+	var changed []string
+	for _, k := range hashedKeys(a) {
+		if v, ok := b[k]; !ok || v != a[k] {
+			changed = append(changed, k)
+		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	for _, k := range hashedKeys(b) {
+		if _, ok := a[k]; !ok && !slices.Contains(changed, k) {
+			changed = append(changed, k)
+		}
+	}
+	return strings.Join(changed, ", ")
 }

@@ -7,7 +7,12 @@
 // replayd's --torch-model and --model-cmd): its first child says hello and
 // the answer (the state's tensors, the data set sizes, the fingerprint) is
 // kept, so Resolve and Size never talk to a child. An API request names a
-// registered model ("ext:NAME"), never a command.
+// registered model ("ext:NAME"), never a command. Every later child's hello
+// must match it: the same layout and data set sizes, and the same values of
+// the fingerprint keys DataHash covers (the model file's and the data's
+// hashes, the runtime); a child of a model file edited or data replaced
+// under a running process is refused (ErrChanged), since the runs' data
+// hash stands for the registered ones.
 //
 // Layout: θ is the hello's tensors in order (parameters and buffers, every
 // tensor of the module's state_dict); after θ comes the optimizer state of

@@ -21,6 +21,10 @@ var (
 	// ErrVersion is a hello reply with a protocol version this package
 	// does not speak.
 	ErrVersion = errors.New("extmodel: protocol version mismatch")
+	// ErrChanged is a fresh child whose fingerprint differs from the
+	// registration's in what the data hash covers (the model file was
+	// edited, the data set replaced): its numbers would not be the runs'.
+	ErrChanged = errors.New("extmodel: model changed since registration")
 	// ErrClosed is a request to a family or pool that was closed.
 	ErrClosed = errors.New("extmodel: closed")
 	// ErrNotRegistered is a model name no --torch-model or --model-cmd

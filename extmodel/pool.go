@@ -126,6 +126,15 @@ func (p *pool) start(ctx context.Context) (*child, Hello, error) {
 	if err == nil && p.hello.Tensors != nil && !sameLayout(p.hello, rep.Hello) {
 		err = fmt.Errorf("model %s: a fresh child announced another state layout or data set than at registration: %w", p.name, ErrGarbage)
 	}
+	// The same layout is not enough: the runs' data hash stands for the
+	// registration's model file, data and runtime (DataHash), and a child
+	// of an edited model file computes other numbers.
+	if err == nil && p.hello.Tensors != nil {
+		if k := fingerprintChange(p.hello.Fingerprint, rep.Hello.Fingerprint); k != "" {
+			err = fmt.Errorf("model %s: a fresh child announced another fingerprint than at registration (%s): the model file, its data or its runtime changed on disk; restart to register it again: %w",
+				p.name, k, ErrChanged)
+		}
+	}
 	if err != nil {
 		// A cancelled hello's child is killed in the background.
 		if cancelled := !healthy && ctx.Err() != nil && errors.Is(err, ctx.Err()); !cancelled {

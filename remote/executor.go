@@ -119,6 +119,9 @@ type Executor struct {
 		quar    map[string]bool // quarantined workers
 		dir     map[*queue]dirEntry
 		stuck   map[*queue]bool // logged: every worker refuses its run
+
+		// firstCheck: closed when a worker's first check has its verdict (verify.go)
+		firstCheck map[string]chan struct{}
 	}
 	dirKick chan struct{}       // publish the directory now
 	comp    *scheduler.Computer // spot checks

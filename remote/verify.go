@@ -17,15 +17,41 @@ import (
 // first of each worker, every one of a quarantined worker, and a share
 // VerifyShare of the others chosen by job identity (so that which results
 // are checked is a pure function of the run, not of timing).
+//
+// A result that arrives while the worker's first check runs waits for its
+// verdict: results are handled concurrently, and the first check can take
+// long (for an external model, the daemon's child may have to start), so
+// the results of a worker wrong from the start that arrived meanwhile were
+// accepted unchecked, and once its quarantine rechecked them its run
+// failed on a stored wrong number (TestFirstCheckPending).
 func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
 	if slices.Contains(e.cfg.Trusted, worker) {
 		return false
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.mu.quar[worker] || !e.mu.checked[worker] {
-		e.mu.checked[worker] = true
+	if e.mu.quar[worker] {
+		e.mu.Unlock()
 		return true
+	}
+	if !e.mu.checked[worker] {
+		e.mu.checked[worker] = true
+		if e.mu.firstCheck == nil {
+			e.mu.firstCheck = map[string]chan struct{}{}
+		}
+		e.mu.firstCheck[worker] = make(chan struct{}) // closed by checkDone
+		e.mu.Unlock()
+		return true
+	}
+	pending := e.mu.firstCheck[worker]
+	e.mu.Unlock()
+	if pending != nil {
+		<-pending // every path of check ends in checkDone
+		e.mu.Lock()
+		quar := e.mu.quar[worker]
+		e.mu.Unlock()
+		if quar {
+			return true
+		}
 	}
 	if e.cfg.VerifyShare <= 0 {
 		return false
@@ -48,6 +74,7 @@ func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
 // that this check quarantined the worker (the caller then rechecks its
 // earlier results).
 func (e *Executor) check(ctx context.Context, q *queue, worker string, res scheduler.Result) (_ scheduler.Result, quarantined bool) {
+	defer e.checkDone(worker) // after the quarantine, if any
 	local, ok := q.compute(ctx, res.Job)
 	if !ok {
 		return res, false
@@ -79,6 +106,17 @@ func (e *Executor) check(ctx context.Context, q *queue, worker string, res sched
 			"worker", worker, "run", q.x.Name, "step", res.Job.Step)
 	}
 	return local, first
+}
+
+// checkDone releases the results of worker waiting for the verdict of its
+// first check (shouldCheck), if this was that check.
+func (e *Executor) checkDone(worker string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ch, ok := e.mu.firstCheck[worker]; ok {
+		close(ch)
+		delete(e.mu.firstCheck, worker)
+	}
 }
 
 // compute computes j with the queue's own runner (made on first use); ok

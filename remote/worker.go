@@ -16,6 +16,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/replay-sgd/replay/ckpt"
+	"github.com/replay-sgd/replay/extmodel"
 	"github.com/replay-sgd/replay/family"
 	"github.com/replay-sgd/replay/scheduler"
 )
@@ -59,6 +60,9 @@ type Worker struct {
 		consumers map[string]jetstream.Consumer
 		changed   chan struct{} // closed when consumers change
 		verdicts  map[string]verdict
+		// changedModel are the consumers whose model changed here since
+		// the worker started (refuseChanged), with the reason.
+		changedModel map[string]string
 	}
 	dirCh   chan directory // the latest directory, for bindLoop
 	cacheMu sync.Mutex
@@ -93,6 +97,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	w.mu.consumers = map[string]jetstream.Consumer{}
 	w.mu.changed = make(chan struct{})
 	w.mu.verdicts = map[string]verdict{}
+	w.mu.changedModel = map[string]string{}
 	w.dirCh = make(chan directory, 1)
 	w.comp = scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(cfg.Families...).WithDataDir(cfg.DataPath).WithLogger(w.log))
 	nc, err := connect(cfg.URL, cfg.Token, "replayd worker "+cfg.Name, w.log)
@@ -234,6 +239,10 @@ func (w *Worker) bind(ctx context.Context, d directory) {
 func (w *Worker) judge(ctx context.Context, de dirEntry) bool {
 	w.mu.Lock()
 	v, ok := w.mu.verdicts[de.Config]
+	if why, changed := w.mu.changedModel[de.Consumer]; changed && (!ok || v.take) {
+		v, ok = verdict{why: why}, true
+		w.mu.verdicts[de.Config] = v
+	}
 	w.mu.Unlock()
 	if ok {
 		return v.take
@@ -269,6 +278,31 @@ func (w *Worker) judge(ctx context.Context, de dirEntry) bool {
 	w.mu.verdicts[de.Config] = v
 	w.mu.Unlock()
 	return v.take
+}
+
+// refuseChanged stops the worker pulling from cons, whose runs' model
+// changed here since the worker started (extmodel.ErrChanged): every run
+// of the consumer has the model's data hash. One log line; the run config
+// key is listed as refused in the announcements.
+func (w *Worker) refuseChanged(cons jetstream.Consumer, key, run, why string) {
+	name := ""
+	if info := cons.CachedInfo(); info != nil {
+		name = info.Name
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mu.verdicts[key] = verdict{why: why}
+	if _, done := w.mu.changedModel[name]; done || name == "" {
+		return
+	}
+	w.mu.changedModel[name] = why
+	w.log.Error("refusing the run's jobs: its model changed here since this worker started (restart the worker to register it again)",
+		"run", run, "err", why)
+	if _, ok := w.mu.consumers[name]; ok {
+		delete(w.mu.consumers, name)
+		close(w.mu.changed)
+		w.mu.changed = make(chan struct{})
+	}
 }
 
 // localConfig is cfg with this machine's data path (--data-path) for the
@@ -445,6 +479,16 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 	}
 	if res.Cancelled && ctx.Err() != nil {
 		_ = m.Nak() // stopping: another worker takes it now
+		return
+	}
+	if res.Err != "" && strings.Contains(res.Err, extmodel.ErrChanged.Error()) {
+		// This machine's model file (or data) changed since the worker
+		// started: its numbers are not the run's, and the failure is
+		// this worker's, not the run's. Handed back, and the run's
+		// consumer refused, as for a data set that differs here.
+		delete(runners, jm.Config)
+		w.refuseChanged(cons, jm.Config, j.Run, res.Err)
+		_ = m.Nak()
 		return
 	}
 	rm := resultMsg{Job: j, Metrics: res.Metrics, Applied: res.Applied, Err: res.Err, Cancelled: res.Cancelled, Worker: w.cfg.Name, Delivery: delivery}

@@ -8,7 +8,39 @@ for the model file's prints (and fd 0 at /dev/null).
 
 import argparse
 import os
+import select
 import sys
+import threading
+
+
+def exit_when_orphaned(fd: int) -> None:
+    """Ends the process as soon as no one can read fd, the protocol's output.
+
+    When the daemon dies (SIGKILL, the OOM killer) the kernel closes its
+    ends of the pipes. A worker waiting for a request then reads the end of
+    its input and exits; one computing a request would go on computing to
+    the end of the chain — minutes of a core and the model's memory for a
+    long backward job — before its reply met the closed pipe. A thread
+    waits in poll for the output pipe's error condition (no reader left),
+    which poll reports whatever events are asked for, and exits at once.
+    It only waits: it changes nothing a request computes.
+    """
+    if not hasattr(select, "poll"):
+        return  # no poll here: the worker exits at its next reply instead
+
+    def watch() -> None:
+        p = select.poll()
+        p.register(fd, 0)
+        while True:
+            for _, ev in p.poll():
+                if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    try:
+                        print("replay_worker: its daemon is gone (no reader of the protocol's output): exiting", file=sys.stderr, flush=True)
+                    except OSError:
+                        pass  # stderr went with the daemon
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="exit_when_orphaned", daemon=True).start()
 
 
 def main(argv=None) -> int:
@@ -36,6 +68,7 @@ def main(argv=None) -> int:
     os.close(devnull)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    exit_when_orphaned(wout.fileno())
 
     import torch
 
