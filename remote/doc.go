@@ -48,10 +48,12 @@
 //     opens; core subscriptions survive a server restart).
 //
 // Spot checks: the daemon re-executes locally (scheduler.Computer, its
-// own inputs) the first result of each worker (results of the worker
-// handled meanwhile wait for its verdict: results are handled
-// concurrently), every result of a quarantined worker and a share
-// Config.VerifyShare of the others, chosen by a hash of the job identity; a result that differs in any bit
+// own inputs) the first result of each worker process (one restarted
+// under its name is checked again; results of the worker handled
+// meanwhile wait for its verdict: results are handled concurrently),
+// every result of a quarantined worker and a share Config.VerifyShare of
+// the others, chosen by a hash of the job identity; a result that
+// differs in any bit
 // quarantines its worker, and the daemon's own result is delivered in its
 // place (memo jobs too: a memoized evaluator's bits depend on the anchor
 // and the step alone, so the daemon's own memo gives the worker's; not a

@@ -734,9 +734,10 @@ func (e *Executor) handleResult(ctx context.Context, m jetstream.Msg, rm resultM
 			}
 		}
 	default:
-		if e.shouldCheck(rm.Worker, id) || !e.noteUnverified(q, rm.Worker, res) {
+		key := checkKey(rm.Worker, rm.Instance)
+		if e.shouldCheck(rm.Worker, key, id) || !e.noteUnverified(q, rm.Worker, res) {
 			var quarantined bool
-			if res, quarantined = e.check(ctx, q, rm.Worker, res); quarantined {
+			if res, quarantined = e.check(ctx, q, rm.Worker, key, res); quarantined {
 				e.recheck(ctx, rm.Worker)
 			}
 		}

@@ -24,7 +24,11 @@ import (
 // the results of a worker wrong from the start that arrived meanwhile were
 // accepted unchecked, and once its quarantine rechecked them its run
 // failed on a stored wrong number (TestFirstCheckPending).
-func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
+//
+// The first result is the first of each worker process (key, checkKey):
+// one restarted under the same name is checked again; its quarantine, by
+// name, stays.
+func (e *Executor) shouldCheck(worker, key string, id scheduler.JobID) bool {
 	if slices.Contains(e.cfg.Trusted, worker) {
 		return false
 	}
@@ -33,16 +37,16 @@ func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
 		e.mu.Unlock()
 		return true
 	}
-	if !e.mu.checked[worker] {
-		e.mu.checked[worker] = true
+	if !e.mu.checked[key] {
+		e.mu.checked[key] = true
 		if e.mu.firstCheck == nil {
 			e.mu.firstCheck = map[string]chan struct{}{}
 		}
-		e.mu.firstCheck[worker] = make(chan struct{}) // closed by checkDone
+		e.mu.firstCheck[key] = make(chan struct{}) // closed by checkDone
 		e.mu.Unlock()
 		return true
 	}
-	pending := e.mu.firstCheck[worker]
+	pending := e.mu.firstCheck[key]
 	e.mu.Unlock()
 	if pending != nil {
 		<-pending // every path of check ends in checkDone
@@ -73,8 +77,8 @@ func (e *Executor) shouldCheck(worker string, id scheduler.JobID) bool {
 // re-executed here is delivered as it is (logged). quarantined reports
 // that this check quarantined the worker (the caller then rechecks its
 // earlier results).
-func (e *Executor) check(ctx context.Context, q *queue, worker string, res scheduler.Result) (_ scheduler.Result, quarantined bool) {
-	defer e.checkDone(worker) // after the quarantine, if any
+func (e *Executor) check(ctx context.Context, q *queue, worker, key string, res scheduler.Result) (_ scheduler.Result, quarantined bool) {
+	defer e.checkDone(key) // after the quarantine, if any
 	local, ok := q.compute(ctx, res.Job)
 	if !ok {
 		return res, false
@@ -108,15 +112,24 @@ func (e *Executor) check(ctx context.Context, q *queue, worker string, res sched
 	return local, first
 }
 
-// checkDone releases the results of worker waiting for the verdict of its
-// first check (shouldCheck), if this was that check.
-func (e *Executor) checkDone(worker string) {
+// checkDone releases the results of the worker process key waiting for
+// the verdict of its first check (shouldCheck), if this was that check.
+func (e *Executor) checkDone(key string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ch, ok := e.mu.firstCheck[worker]; ok {
+	if ch, ok := e.mu.firstCheck[key]; ok {
 		close(ch)
-		delete(e.mu.firstCheck, worker)
+		delete(e.mu.firstCheck, key)
 	}
+}
+
+// checkKey names one worker process: its name and its instance (empty
+// from a worker that sends none: then the name alone).
+func checkKey(worker, instance string) string {
+	if instance == "" {
+		return worker
+	}
+	return worker + "\x00" + instance
 }
 
 // compute computes j with the queue's own runner (made on first use); ok

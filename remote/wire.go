@@ -57,6 +57,10 @@ type resultMsg struct {
 	// result costs one message instead of an object put, get and delete.
 	Vec    []byte
 	Worker string
+	// Instance is the worker process's, random at each start: a worker
+	// restarted under the same name (another binary, another machine) has
+	// its first result checked again.
+	Instance string
 	// Delivery is how many times the job message had been delivered.
 	Delivery uint64
 }

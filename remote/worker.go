@@ -2,10 +2,13 @@ package remote
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,11 +46,12 @@ type WorkerConfig struct {
 // Worker pulls jobs of its fingerprint and computes them with
 // scheduler.Runner.
 type Worker struct {
-	cfg  WorkerConfig
-	log  *slog.Logger
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	comp *scheduler.Computer
+	cfg      WorkerConfig
+	instance string // random per process (resultMsg.Instance)
+	log      *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	comp     *scheduler.Computer
 
 	done, ops, busy atomic.Int64
 
@@ -88,7 +92,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Fingerprint == "" {
 		cfg.Fingerprint = Fingerprint()
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, cache: map[string][]float32{}}
+	w := &Worker{cfg: cfg, log: cfg.Logger, cache: map[string][]float32{}, instance: newInstance()}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -491,7 +495,7 @@ func (w *Worker) handle(ctx context.Context, cons jetstream.Consumer, m jetstrea
 		_ = m.Nak()
 		return
 	}
-	rm := resultMsg{Job: j, Metrics: res.Metrics, Applied: res.Applied, Err: res.Err, Cancelled: res.Cancelled, Worker: w.cfg.Name, Delivery: delivery}
+	rm := resultMsg{Job: j, Metrics: res.Metrics, Applied: res.Applied, Err: res.Err, Cancelled: res.Cancelled, Worker: w.cfg.Name, Instance: w.instance, Delivery: delivery}
 	// The result is worth publishing through a server restart (up to a
 	// minute), but a stopping worker gives up after a short grace: the job
 	// is redelivered after AckWait.
@@ -655,4 +659,13 @@ func (in *msgInputs) NearestCheckpoint(run string, k int, dst []float32) (int, e
 	}
 	copy(dst, in.vec)
 	return in.jm.InputStep, nil
+}
+
+// newInstance is a random name for this Worker's process life.
+func newInstance() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	return hex.EncodeToString(b[:])
 }
