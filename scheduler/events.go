@@ -172,6 +172,23 @@ func (b *broker) progress(name string, fn func() api.RunStatus) {
 	})
 }
 
+// lastWaiting is the waiting reason of the run's latest kept event with a
+// status ("" when none is kept).
+func (b *broker) lastWaiting(name string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	re := b.mu.runs[name]
+	if re == nil {
+		return ""
+	}
+	for i := len(re.ring) - 1; i >= 0; i-- {
+		if st := re.ring[i].Status; st != nil {
+			return st.Waiting
+		}
+	}
+	return ""
+}
+
 // endAll ends every subscriber's stream (the scheduler stopped); kept
 // events stay, so clients resume where they were.
 func (b *broker) endAll() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/replay-sgd/replay/ckpt"
 	"github.com/replay-sgd/replay/family"
@@ -40,6 +41,44 @@ type RemoteExecutor interface {
 // a remote worker, "" when none is missing. Safe for concurrent use;
 // called with no lock of the scheduler's held.
 type waiter interface{ Waiting(run string) string }
+
+// waitingEvery is how often watchWaiting asks the executor.
+const waitingEvery = time.Second
+
+// watchWaiting publishes a progress event of each running run whose
+// waiting reason (RunStatus.Waiting) differs from the one its subscribers
+// were last told, until quit is closed: a run that waits for a remote
+// worker moves no step, so no other event would carry the reason to
+// `replayctl status --watch` or the web view, nor tell them when a worker
+// came. It compares with the broker's last published status, not with
+// what it saw itself: a step's event may have carried a reason this loop
+// never saw.
+func (s *Scheduler) watchWaiting(quit <-chan struct{}) {
+	t := time.NewTicker(waitingEvery)
+	defer t.Stop()
+	b := s.eventBroker()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		runs := make([]*run, 0, len(s.mu.runs))
+		for _, r := range s.mu.runs {
+			runs = append(runs, r)
+		}
+		s.mu.Unlock()
+		for _, r := range runs {
+			if r.state().State != ckpt.StateRunning {
+				continue
+			}
+			if why := r.status().Waiting; why != b.lastWaiting(r.name) {
+				r.publishProgress() // coalesced with one pending: that one computes the status later
+			}
+		}
+	}
+}
 
 // remoteAdapter makes a RemoteExecutor an Executor.
 type remoteAdapter struct{ r RemoteExecutor }

@@ -175,6 +175,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+	if _, ok := s.opts.Executor.(waiter); ok {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			s.watchWaiting(quit) // remote.go
+		}()
+	}
 
 	<-ctx.Done()
 

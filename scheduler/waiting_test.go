@@ -3,7 +3,9 @@ package scheduler
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/replay-sgd/replay/api"
 	"github.com/replay-sgd/replay/ckpt"
@@ -87,4 +89,62 @@ func TestStatusWaiting(t *testing.T) {
 	if st := h.wait("q", ckpt.StateDone); st.Waiting != "" {
 		t.Errorf("done run: waiting %q, want none", st.Waiting)
 	}
+}
+
+// reasonExec is a gateExec whose waiting reason the test sets.
+type reasonExec struct {
+	*gateExec
+	reason atomic.Pointer[string]
+}
+
+func (r *reasonExec) Waiting(string) string { return *r.reason.Load() }
+
+// TestWaitingEvent: a run whose backward jobs wait moves no step, so
+// nothing but the waiting reason changes; the scheduler publishes a
+// progress event carrying each new reason (for `replayctl status --watch`
+// and the web view), and one without when it clears. Before, the reason
+// reached a subscriber only with the next step's event, which a stuck run
+// never sends.
+func TestWaitingEvent(t *testing.T) {
+	g := &reasonExec{gateExec: &gateExec{comp: NewComputer(testOptions()), gate: make(chan struct{})}}
+	first, second := "no remote worker connected", "no worker can take its jobs"
+	g.reason.Store(&first)
+	t.Cleanup(g.wg.Wait)
+	h := startHarness(t, openStore(t, t.TempDir()), testOptions().WithWorkers(0).WithExecutor(g))
+	// Before the scheduler stops (cleanups run last first): its loops
+	// wait for their jobs in flight, which this executor computes only
+	// once the gate is open.
+	t.Cleanup(func() { close(g.gate) })
+	h.create(api.RunSpec{Name: "q", Preset: "quadratic", Steps: 30, Batch: 1})
+	// The forward side finishes; the backward side waits at its first job.
+	h.waitUntil("forward done, backward waiting", func(st api.RunStatus) bool {
+		return st.ForwardStep == 30 && st.Waiting == first
+	}, "q")
+	next, stop, err := h.s.Subscribe("q", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// waitFor reads events until one carries want as the reason.
+	waitFor := func(want string) {
+		t.Helper()
+		for {
+			evs, ok := next(ctx)
+			if !ok {
+				t.Fatalf("stream ended before an event with waiting %q", want)
+			}
+			for _, ev := range evs {
+				if ev.Status != nil && ev.Status.Waiting == want && ev.Kind != api.EventSnapshot {
+					return
+				}
+			}
+		}
+	}
+	g.reason.Store(&second)
+	waitFor(second)
+	none := ""
+	g.reason.Store(&none)
+	waitFor("")
 }
