@@ -582,3 +582,38 @@ func TestBrowserDirectToken(t *testing.T) {
 		t.Fatalf("GET /v1/runs from the page without the token: %d (%v), want 401", code, err)
 	}
 }
+
+// TestBrowserWaiting: a run whose backward jobs wait for a remote worker
+// (a daemon with --remote-workers --workers 0 and none connected) shows
+// why under its row, from the status and the stream alone; paused by
+// replayctl, the line goes with the next event, without a reload.
+func TestBrowserWaiting(t *testing.T) {
+	d := startDaemon(t, "--window", "16", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--workers", "0")
+	d.ctl(t, "run", "start", "--preset", "quadratic", "--name", "w", "--steps", "400").ok(t, "run start")
+	link := startUI(t, d)
+	p := startChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.c.call(ctx, p.session, "Page.navigate", map[string]any{"url": link}); err != nil {
+		t.Fatal(err)
+	}
+	waitText := func(what string, ok func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var text string
+			err := p.eval(`[...document.querySelectorAll('#runs td.waiting')].map(td => td.textContent).join('\n')`, &text)
+			if err == nil && ok(text) {
+				return text
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the runs table's waiting cells read %q (%v)", what, text, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	got := waitText("the waiting line shown", func(s string) bool { return strings.HasPrefix(s, "backward waits: no remote worker connected") })
+	t.Logf("shown: %q", got)
+	d.ctl(t, "pause", "w").ok(t, "pause")
+	waitText("the waiting line gone once paused", func(s string) bool { return s == "" })
+}

@@ -223,7 +223,8 @@ function renderRuns() {
       `<td class="state-${esc(st.state)}">${esc(st.state)}</td>` +
       `<td>${bar('f', st.forward_step, st.steps)}</td><td>${bar('b', st.backward_step, st.steps)}</td>` +
       `<td>${st.ops_per_sec > 0 ? st.ops_per_sec.toFixed(1) : '—'}</td><td>${fmtETA(st.eta_seconds, st)}</td></tr>` +
-      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="9">${esc(st.reason)}</td></tr>` : ''));
+      (st.reason ? `<tr class="reason-row"><td></td><td class="reason" colspan="9">${esc(st.reason)}</td></tr>` : '') +
+      (st.waiting ? `<tr class="reason-row"><td></td><td class="reason waiting" colspan="9">backward waits: ${esc(st.waiting)}</td></tr>` : ''));
   }
   tb.innerHTML = rows.join('');
   document.getElementById('runs-empty').hidden = S.runs.size > 0;
