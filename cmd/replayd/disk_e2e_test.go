@@ -97,10 +97,7 @@ func TestVerifyRepairMissingCheckpoint(t *testing.T) {
 	spec := killSpec()
 	spec.ResetAt = nil
 	d := startDaemonWith(t, failpointBin(t), []string{"REPLAY_FAILPOINTS=checkpoint=drop@2"}, t.TempDir(), "--workers", "2")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	if !strings.Contains(d.log.String(), "failpoint checkpoint=drop at hit 2") {
 		t.Fatal("the drop failpoint did not fire")
 	}
@@ -154,10 +151,7 @@ func TestDamagedValueLogRefusedAndRepaired(t *testing.T) {
 	spec := killSpec()
 	dir := t.TempDir()
 	d := startDaemon(t, dir, "--workers", "2")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	want := collect(d, spec)
 	d.stop(syscall.SIGTERM)
 
@@ -204,16 +198,7 @@ func TestDamagedValueLogRefusedAndRepaired(t *testing.T) {
 
 	d = startDaemon(t, dir, "--workers", "2")
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after the repair: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after the repair", key)
-		}
-	}
+	sameResults(t, got, want, "after the repair")
 	rep, err := d.c.Verify(ctx(t), spec.Name)
 	if want := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != want {
 		t.Fatalf("verify after the repair: %+v %v, want ok with %d checkpoints", rep, err, want)
@@ -279,10 +264,7 @@ func TestDiskFullPausesRun(t *testing.T) {
 	spec := killSpec()
 	args := []string{"--workers", "2", "--min-free-disk", "64MiB"}
 	ref := startDaemon(t, t.TempDir(), args...)
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -319,16 +301,7 @@ func TestDiskFullPausesRun(t *testing.T) {
 		t.Fatalf("/healthz after space returned: %d %q", code, body)
 	}
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after the pause: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after the pause", key)
-		}
-	}
+	sameResults(t, got, want, "after the pause")
 	rep, err := d.c.Verify(ctx(t), spec.Name)
 	if want := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != want {
 		t.Fatalf("verify after the pause: %+v %v, want ok with %d checkpoints", rep, err, want)
@@ -424,10 +397,7 @@ func TestWriteFaultAtEachSite(t *testing.T) {
 	spec := killSpec() // 400 steps, checkpoints every 50, window 16, a reset at 200
 	args := []string{"--workers", "2"}
 	ref := startDaemon(t, t.TempDir(), args...)
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -483,16 +453,7 @@ func TestWriteFaultAtEachSite(t *testing.T) {
 					t.Fatalf("/healthz once the run went on: %d %q", code, body)
 				}
 				got := collect(d, spec)
-				for _, k := range []string{"forward", "backward"} {
-					if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-						t.Errorf("%s trajectory after the fault: %v", k, err)
-					}
-				}
-				for key, b := range want.params {
-					if !bytes.Equal(got.params[key], b) {
-						t.Errorf("parameters %s differ after the fault", key)
-					}
-				}
+				sameResults(t, got, want, "after the fault")
 				rep, err := d.c.Verify(ctx(t), spec.Name)
 				if n := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != n || rep.Steps != spec.Steps {
 					t.Fatalf("verify after the fault: %+v %v, want ok with %d checkpoints", rep, err, n)
@@ -542,10 +503,7 @@ func TestRequestWriteFaults(t *testing.T) {
 			hold := filepath.Join(t.TempDir(), "hold")
 			env := []string{"REPLAY_FAILPOINTS=delete=" + action + ",create=" + action + "@2", "REPLAY_FAILPOINT_HOLD=" + hold}
 			d := startDaemonWith(t, bin, env, t.TempDir(), "--workers", "2")
-			if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-				t.Fatal(err)
-			}
-			d.waitDone(spec.Name)
+			d.runDone(spec)
 			if err := os.WriteFile(hold, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -576,10 +534,7 @@ func TestRequestWriteFaults(t *testing.T) {
 			if code, stdout, stderr := d.ctl("delete", spec.Name); code != 0 {
 				t.Fatalf("delete once the disk is well: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 			}
-			if _, err := d.c.CreateRun(ctx(t), other); err != nil {
-				t.Fatal(err)
-			}
-			d.waitDone(other.Name)
+			d.runDone(other)
 			if code, body := d.healthz(); code != http.StatusOK {
 				t.Fatalf("/healthz once both requests succeeded: %d %q", code, body)
 			}
@@ -601,10 +556,7 @@ func TestLostManifestRepaired(t *testing.T) {
 	spec := killSpec()
 	dir := t.TempDir()
 	d := startDaemon(t, dir, "--workers", "2")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	want := collect(d, spec)
 	d.stop(syscall.SIGTERM)
 
@@ -634,16 +586,7 @@ func TestLostManifestRepaired(t *testing.T) {
 
 	d = startDaemon(t, dir, "--workers", "2")
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after the repair: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after the repair", key)
-		}
-	}
+	sameResults(t, got, want, "after the repair")
 	rep, err := d.c.Verify(ctx(t), spec.Name)
 	if n := spec.Steps/spec.CheckpointEvery + 1; err != nil || !rep.OK || rep.Checkpoints != n {
 		t.Fatalf("verify after the repair: %+v %v, want ok with %d checkpoints", rep, err, n)

@@ -164,6 +164,16 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// runDone creates the run of spec and waits until it is done; failure is
+// fatal.
+func (d *daemon) runDone(spec api.RunSpec) api.RunStatus {
+	d.t.Helper()
+	if _, err := d.c.CreateRun(ctx(d.t), spec); err != nil {
+		d.t.Fatal(err)
+	}
+	return d.waitDone(spec.Name)
+}
+
 // waitDone polls the run until it is done; failure is fatal.
 func (d *daemon) waitDone(name string) api.RunStatus {
 	d.t.Helper()
@@ -442,16 +452,7 @@ func TestKillRestart(t *testing.T) {
 		t.Fatalf("status %+v, uninterrupted %+v", st, refSt)
 	}
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after kills: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after kills", key)
-		}
-	}
+	sameResults(t, got, want, "after kills")
 	t.Logf("compared at %v", since())
 	rep, err := d.c.Verify(ctx(t), spec.Name)
 	if err != nil || !rep.OK {
@@ -515,6 +516,23 @@ func collect(d *daemon, spec api.RunSpec) results {
 		}
 	}
 	return r
+}
+
+// sameResults reports, as errors of t, every trajectory and parameter
+// vector of got that is not bit for bit want's; when says of got when it
+// was taken ("after kills", "from the in-process run's").
+func sameResults(t *testing.T, got, want results, when string) {
+	t.Helper()
+	for k := range want.traj {
+		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
+			t.Errorf("%s trajectory differs %s: %v", k, when, err)
+		}
+	}
+	for k, v := range want.params {
+		if !bytes.Equal(got.params[k], v) {
+			t.Errorf("parameters %s differ %s (%d vs %d bytes)", k, when, len(got.params[k]), len(v))
+		}
+	}
 }
 
 // runBinary runs replayd to completion (it is expected to fail at start) and

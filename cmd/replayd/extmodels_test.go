@@ -119,10 +119,7 @@ func TestRemoteExtModel(t *testing.T) {
 		ResetAt: []int{150}, EvalEvery: api.Ptr(10), CheckpointEvery: 50}
 
 	ref := startDaemon(t, t.TempDir(), "--workers", "1", "--model-cmd", "fake="+fake)
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -146,21 +143,9 @@ func TestRemoteExtModel(t *testing.T) {
 			t.Logf("worker log:\n%s", tail(w.log.String(), 30))
 		}
 	})
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	got := collect(d, spec)
-	for k := range want.traj {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory: %v", k, err)
-		}
-	}
-	for k, v := range want.params {
-		if !bytes.Equal(got.params[k], v) {
-			t.Errorf("parameters %s differ from the in-process run's", k)
-		}
-	}
+	sameResults(t, got, want, "from the in-process run's")
 	w.stop(syscall.SIGTERM)
 	if w.err != nil {
 		t.Errorf("worker after SIGTERM: %v", w.err)

@@ -114,16 +114,7 @@ func TestKillRestartAdam(t *testing.T) {
 		t.Fatalf("status %+v, uninterrupted %+v", st, refSt)
 	}
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after kills: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after kills", key)
-		}
-	}
+	sameResults(t, got, want, "after kills")
 	for key, b := range wantState {
 		var k string
 		var step int
@@ -167,19 +158,13 @@ func TestRemoteWorkerAdam(t *testing.T) {
 		return out
 	}
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want, wantState := collect(ref, spec), states(ref)
 	ref.stop(syscall.SIGTERM)
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--job-ack-wait", "2s")
 	w := startWorker(t, d.natsURL(), "w1")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	got, gotState := collect(d, spec), states(d)
 	for _, k := range []string{"forward", "backward"} {
 		if err := samePoints(got.traj[k], want.traj[k]); err != nil {

@@ -97,19 +97,13 @@ func TestRemoteFingerprintAnyQuarantined(t *testing.T) {
 	spec := remoteSpec()
 	spec.Steps, spec.ResetAt = 100, nil
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	wantParams := ref.params(spec.Name, "backward", spec.Steps)
 	ref.stop(syscall.SIGTERM)
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", "0")
 	w := startWorkerBin(t, bin, d.natsURL(), "faulty", "REPLAY_FAULT_CORRUPT=1")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	anySpec := spec
 	anySpec.Name, anySpec.Fingerprint = "a", api.FingerprintAny
 	if _, err := d.c.CreateRun(ctx(t), anySpec); err != nil {

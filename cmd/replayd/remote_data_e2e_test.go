@@ -69,10 +69,7 @@ func TestRemoteDataHash(t *testing.T) {
 	// data hash did not keep them from it.
 	waitLog(t, odd.log, "worker started")
 	good := startWorker(t, url, "good")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	odd.stop(syscall.SIGTERM)
 	good.stop(syscall.SIGTERM)
 	const refusal = "refusing the run's jobs: its data set differs here"

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -131,10 +130,7 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 	spec := remoteSpec()
 
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -200,19 +196,7 @@ func TestRemoteWorkersBitwise(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	got := collect(d, spec)
-	if !reflect.DeepEqual(got.traj, want.traj) {
-		for k := range want.traj {
-			if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-				t.Errorf("%s trajectory: %v", k, err)
-			}
-		}
-	}
-	for k, v := range want.params {
-		if !bytes.Equal(got.params[k], v) {
-			t.Errorf("parameters %s differ from the in-process run's (%d vs %d bytes)", k, len(got.params[k]), len(v))
-		}
-	}
+	sameResults(t, collect(d, spec), want, "from the in-process run's")
 	w1.stop(syscall.SIGTERM)
 	if w1.err != nil {
 		t.Errorf("worker w1 after SIGTERM: %v", w1.err)
@@ -255,10 +239,7 @@ func TestRemoteFingerprint(t *testing.T) {
 	// fingerprint did not keep them from it.
 	waitLog(t, other.log, "worker started")
 	same := startWorker(t, url, "same")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	other.stop(syscall.SIGTERM)
 	same.stop(syscall.SIGTERM)
 	if !strings.Contains(other.log.String(), "done=0") {
@@ -304,20 +285,14 @@ func TestRemoteSpotCheck(t *testing.T) {
 	spec.Steps, spec.ResetAt = 100, nil
 
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := ref.trajectory(spec.Name, "backward")
 	wantParams := ref.params(spec.Name, "backward", spec.Steps)
 	ref.stop(syscall.SIGTERM)
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", "0")
 	w := startWorkerBin(t, bin, d.natsURL(), "faulty", "REPLAY_FAULT_CORRUPT=1")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	if err := samePoints(d.trajectory(spec.Name, "backward"), want); err != nil {
 		t.Errorf("backward trajectory with a faulty worker: %v", err)
 	}
@@ -380,20 +355,14 @@ func TestRemoteExternalNATS(t *testing.T) {
 	spec := remoteSpec()
 	spec.Steps = 200
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := ref.trajectory(spec.Name, "backward")
 	wantParams := ref.params(spec.Name, "backward", spec.Steps)
 	ref.stop(syscall.SIGTERM)
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--nats", url)
 	w := startWorker(t, url, "w")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	if err := samePoints(d.trajectory(spec.Name, "backward"), want); err != nil {
 		t.Errorf("backward trajectory through nats-server: %v", err)
 	}

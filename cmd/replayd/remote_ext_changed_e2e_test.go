@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,10 +40,7 @@ func TestRemoteWorkerModelChanged(t *testing.T) {
 		EvalEvery: api.Ptr(10), CheckpointEvery: 50}
 
 	ref := startDaemon(t, t.TempDir(), "--workers", "1", "--model-cmd", model(daemonFile))
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -82,16 +78,7 @@ func TestRemoteWorkerModelChanged(t *testing.T) {
 	startWorkerArgs(t, replaydBin, d.natsURL(), "w2", []string{"--model-cmd", model(w2File)})
 	d.waitDone(spec.Name)
 	got := collect(d, spec)
-	for k := range want.traj {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory: %v", k, err)
-		}
-	}
-	for k, v := range want.params {
-		if !bytes.Equal(got.params[k], v) {
-			t.Errorf("parameters %s differ from the in-process run's", k)
-		}
-	}
+	sameResults(t, got, want, "from the in-process run's")
 	w1.stop(syscall.SIGTERM)
 }
 

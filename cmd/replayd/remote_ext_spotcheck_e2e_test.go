@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/csv"
 	"fmt"
 	"slices"
@@ -30,31 +29,16 @@ func TestRemoteExtSpotCheck(t *testing.T) {
 		EvalEvery: api.Ptr(10), CheckpointEvery: 50}
 
 	ref := startDaemon(t, t.TempDir(), "--workers", "1", "--model-cmd", "fake="+fake)
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
 	d := startDaemon(t, t.TempDir(), "--workers", "0", "--remote-workers", "--nats-listen", "127.0.0.1:0", "--verify-share", "0",
 		"--model-cmd", "fake="+fake)
 	w := startWorkerArgs(t, bin, d.natsURL(), "faulty", []string{"--model-cmd", "fake=" + fake}, "REPLAY_FAULT_CORRUPT=1")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	got := collect(d, spec)
-	for k := range want.traj {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory with a faulty worker: %v", k, err)
-		}
-	}
-	for k, v := range want.params {
-		if !bytes.Equal(got.params[k], v) {
-			t.Errorf("parameters %s differ from the in-process run's", k)
-		}
-	}
+	sameResults(t, got, want, "with a faulty worker")
 	m := d.raw("/metrics")
 	// Its first result is checked and wrong; every later one is checked
 	// (it is quarantined) and wrong: one mismatch per job, none verified.

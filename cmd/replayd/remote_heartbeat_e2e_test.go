@@ -24,10 +24,7 @@ func TestRemoteLongJobHeartbeat(t *testing.T) {
 	// The slow worker first: its pull is waiting when the first job comes.
 	waitLog(t, w.log, "worker started")
 	fast := startWorker(t, d.natsURL(), "fast")
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	m := d.raw("/metrics")
 	want := []string{"replay_remote_redelivered_total 0\n", "replay_remote_duplicates_total 0\n",
 		fmt.Sprintf("replay_remote_results_total %d\n", spec.Steps)}

@@ -20,10 +20,7 @@ import (
 func TestRemoteWithInProcessWorker(t *testing.T) {
 	spec := remoteSpec()
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := collect(ref, spec)
 	ref.stop(syscall.SIGTERM)
 
@@ -76,17 +73,7 @@ func TestRemoteWithInProcessWorker(t *testing.T) {
 	if m := d.raw("/metrics"); !strings.Contains(m, "replay_remote_verified_total 1\n") {
 		t.Errorf("metrics: want exactly w1's first result verified:\n%s", grepLines(m, "replay_remote_"))
 	}
-	got := collect(d, spec)
-	for k := range want.traj {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory: %v", k, err)
-		}
-	}
-	for k, v := range want.params {
-		if string(got.params[k]) != string(v) {
-			t.Errorf("parameters %s differ from the in-process run's", k)
-		}
-	}
+	sameResults(t, collect(d, spec), want, "from the in-process run's")
 	w.stop(syscall.SIGTERM)
 	if took := d.stop(syscall.SIGTERM); d.err != nil {
 		t.Errorf("daemon after SIGTERM (%v): %v", took, d.err)

@@ -34,10 +34,7 @@ func TestRemoteSpotCheckMemo(t *testing.T) {
 	for _, spec := range []api.RunSpec{affine, momentum, coal} {
 		t.Run(spec.Name, func(t *testing.T) {
 			ref := startDaemon(t, t.TempDir(), "--workers", "1")
-			if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-				t.Fatal(err)
-			}
-			ref.waitDone(spec.Name)
+			ref.runDone(spec)
 			want := ref.trajectory(spec.Name, "backward")
 			wantParams := ref.params(spec.Name, "backward", spec.Steps)
 			ref.stop(syscall.SIGTERM)

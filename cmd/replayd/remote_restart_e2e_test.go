@@ -72,10 +72,7 @@ func TestRemoteNATSRestart(t *testing.T) {
 	ns := startNATS(t)
 	spec := remoteSpec()
 	ref := startDaemon(t, t.TempDir(), "--workers", "1")
-	if _, err := ref.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	ref.waitDone(spec.Name)
+	ref.runDone(spec)
 	want := ref.trajectory(spec.Name, "backward")
 	wantParams := ref.params(spec.Name, "backward", spec.Steps)
 	ref.stop(syscall.SIGTERM)

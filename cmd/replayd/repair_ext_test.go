@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,10 +23,7 @@ func TestRepairExtModel(t *testing.T) {
 		EvalEvery: api.Ptr(10), CheckpointEvery: 50}
 	dir := t.TempDir()
 	d := startDaemon(t, dir, "--model-cmd", "fake="+fake)
-	if _, err := d.c.CreateRun(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	d.waitDone(spec.Name)
+	d.runDone(spec)
 	want := collect(d, spec)
 	d.stop(syscall.SIGTERM)
 	if err := os.Remove(filepath.Join(dir, storeDirName, "MANIFEST")); err != nil {
@@ -48,14 +44,5 @@ func TestRepairExtModel(t *testing.T) {
 	}
 	d = startDaemon(t, dir, "--model-cmd", "fake="+fake)
 	got := collect(d, spec)
-	for _, k := range []string{"forward", "backward"} {
-		if err := samePoints(got.traj[k], want.traj[k]); err != nil {
-			t.Errorf("%s trajectory after the repair: %v", k, err)
-		}
-	}
-	for key, b := range want.params {
-		if !bytes.Equal(got.params[key], b) {
-			t.Errorf("parameters %s differ after the repair", key)
-		}
-	}
+	sameResults(t, got, want, "after the repair")
 }
