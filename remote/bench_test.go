@@ -46,23 +46,12 @@ type remoteRig struct {
 
 func newRemoteRig(b *testing.B, cfg ckpt.RunConfig, in scheduler.JobInputs, n int, daemonFams, workerFams []family.Family) *remoteRig {
 	b.Helper()
-	emb, err := StartEmbedded("127.0.0.1:0", b.TempDir(), "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(emb.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-	defer cancel()
-	ex, err := Dial(ctx, Config{URL: emb.URL(), VerifyShare: 0, Families: daemonFams})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(ex.Close)
+	ex, url := startExecutor(b, Config{VerifyShare: 0, Families: daemonFams})
 	wctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	b.Cleanup(func() { stop(); wg.Wait() })
 	for i := range n {
-		w, err := NewWorker(WorkerConfig{URL: emb.URL(), Name: fmt.Sprintf("w%d", i), Jobs: 1, Families: workerFams})
+		w, err := NewWorker(WorkerConfig{URL: url, Name: fmt.Sprintf("w%d", i), Jobs: 1, Families: workerFams})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,13 +93,7 @@ func BenchmarkOneWorker(b *testing.B) {
 	cfg, in, fams := paperRun(b, w)
 	ctx := context.Background()
 	b.Run("local", func(b *testing.B) {
-		comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
-		r, err := comp.NewRunner(ctx, cfg, in, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		release := nnfamily.New().ReserveProc() // as the pool's workers do
-		defer release()
+		r := localRunner(b, cfg, in, fams)
 		r.Compute(ctx, benchJob(cfg.Name, 0, w)) // warm
 		b.ResetTimer()
 		for i := range b.N {
@@ -152,25 +135,12 @@ func BenchmarkOneWorkerPaired(b *testing.B) {
 	const w = 256
 	cfg, in, fams := paperRun(b, w)
 	ctx := context.Background()
-	comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
-	r, err := comp.NewRunner(ctx, cfg, in, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	release := nnfamily.New().ReserveProc() // as the pool's workers do
-	defer release()
+	r := localRunner(b, cfg, in, fams)
 	rig := newProcRig(b, cfg, in, 1)
 	defer rig.close()
 	next := 0
 	r.Compute(ctx, benchJob(cfg.Name, next, w)) // warm both
-	next++
-	for deadline := time.Now().Add(hangGuard); !rig.allDone(1); {
-		if time.Now().After(deadline) {
-			b.Fatalf("the worker process delivered no result after %v", hangGuard)
-		}
-		rig.run(b, cfg.Name, next, 1, w)
-		next++
-	}
+	next = rig.warm(b, cfg.Name, next+1, w)
 	for _, k := range []int{1, 4} {
 		b.Run(fmt.Sprintf("jobs=%d", k), func(b *testing.B) {
 			var local, remote time.Duration
@@ -322,15 +292,7 @@ func BenchmarkTwoWorkers(b *testing.B) {
 		round()
 		for n := 1; n <= 2; n++ {
 			rig := newProcRig(b, cfg, in, n)
-			// Warm: every worker process has its data set loaded, its
-			// runner built and one result delivered.
-			for deadline := time.Now().Add(hangGuard); !rig.allDone(n); {
-				if time.Now().After(deadline) {
-					b.Fatalf("%d worker processes: not all delivered a result after %v: %+v", n, hangGuard, rig.ex.Workers())
-				}
-				rig.run(b, cfg.Name, next, n, w)
-				next += n
-			}
+			next = rig.warm(b, cfg.Name, next, w)
 			count := jobsPerWorker * n
 			t0, cpu0 := time.Now(), cpuTime()
 			rig.run(b, cfg.Name, next, count, w)
@@ -406,6 +368,35 @@ func newProcRig(b *testing.B, cfg ckpt.RunConfig, in scheduler.JobInputs, n int)
 		r.procs, r.ins = append(r.procs, cmd), append(r.ins, stdin)
 	}
 	r.q = r.ex.OpenRemote(scheduler.ExecRun{Name: cfg.Name, Epoch: 1, Config: cfg, Inputs: in, Flight: 2 * n})
+	return r
+}
+
+// warm sends jobs of w steps from index next on, n at a time (n the
+// rig's workers), until every worker process has its data set loaded, its
+// runner built and a result delivered; it returns the next unused index.
+func (r *procRig) warm(b *testing.B, run string, next, w int) int {
+	b.Helper()
+	n := len(r.procs)
+	for deadline := time.Now().Add(hangGuard); !r.allDone(n); {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d worker processes: not all delivered a result after %v: %+v", n, hangGuard, r.ex.Workers())
+		}
+		r.run(b, run, next, n, w)
+		next += n
+	}
+	return next
+}
+
+// localRunner is the pool's code for one in-process worker of cfg, holding
+// its extra P (nn.ReserveProc) until b ends, as the pool's workers do.
+func localRunner(b *testing.B, cfg ckpt.RunConfig, in scheduler.JobInputs, fams []family.Family) *scheduler.Runner {
+	b.Helper()
+	comp := scheduler.NewComputer(scheduler.DefaultOptions().WithFamilies(fams...))
+	r, err := comp.NewRunner(context.Background(), cfg, in, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nnfamily.New().ReserveProc())
 	return r
 }
 

@@ -35,24 +35,34 @@ type harness struct {
 	js jetstream.JetStream
 }
 
-func newHarness(t *testing.T, maxDeliver int) *harness {
-	t.Helper()
-	emb, err := StartEmbedded("127.0.0.1:0", t.TempDir(), "")
+// startExecutor starts an embedded nats-server and an Executor of cfg on
+// it (cfg.URL is the server's), both stopped at tb's cleanup; it returns
+// the executor and the server's URL.
+func startExecutor(tb testing.TB, cfg Config) (*Executor, string) {
+	tb.Helper()
+	emb, err := StartEmbedded("127.0.0.1:0", tb.TempDir(), "")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(emb.Shutdown)
+	tb.Cleanup(emb.Shutdown)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	ex, err := Dial(ctx, Config{URL: emb.URL(), AckWait: time.Second, MaxDeliver: maxDeliver, Fingerprint: "test"})
+	cfg.URL = emb.URL()
+	ex, err := Dial(ctx, cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(ex.Close)
+	tb.Cleanup(ex.Close)
+	return ex, emb.URL()
+}
+
+func newHarness(t *testing.T, maxDeliver int) *harness {
+	t.Helper()
+	ex, url := startExecutor(t, Config{AckWait: time.Second, MaxDeliver: maxDeliver, Fingerprint: "test"})
 	q := ex.OpenRemote(scheduler.ExecRun{Name: "run", Epoch: 1, Config: ckpt.RunConfig{Name: "run", Dim: 3},
 		Inputs: fakeInputs{[]float32{1, 2, 3}}, Flight: 4})
 	t.Cleanup(q.Close)
-	nc, err := nats.Connect(emb.URL())
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,21 +40,10 @@ type waitRig struct {
 
 func newWaitRig(t *testing.T, fingerprint string) *waitRig {
 	t.Helper()
-	emb, err := StartEmbedded("127.0.0.1:0", t.TempDir(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-	defer cancel()
-	ex, err := Dial(ctx, Config{URL: emb.URL(), Fingerprint: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ex.Close)
+	ex, url := startExecutor(t, Config{Fingerprint: "test"})
 	cfg := ckpt.RunConfig{Name: "run", Model: "sleep", Dataset: "sleep", Batch: 1, Steps: 1000, Window: 4, Strategy: "window",
 		CheckpointEvery: 1000, Dim: sleepDim, DataHash: "h1", Fingerprint: fingerprint}
-	r := &waitRig{t: t, url: emb.URL(), ex: ex}
+	r := &waitRig{t: t, url: url, ex: ex}
 	r.q = ex.OpenRemote(scheduler.ExecRun{Name: cfg.Name, Epoch: 1, Config: cfg, Inputs: fakeInputs{make([]float32, sleepDim)}, Flight: 2})
 	t.Cleanup(r.q.Close)
 	t.Cleanup(r.wg.Wait) // after the workers' contexts end (cleanups run last first)
