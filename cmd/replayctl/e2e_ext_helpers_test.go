@@ -84,29 +84,8 @@ func (e *extDaemon) start() {
 	e.d = &daemon{dir: e.dir, addr: addr}
 	e.cmd = exec.Command(bin.replayd, append([]string{"--data-dir", e.dir, "--workers", "1", "--log-level", "warn"}, e.args...)...)
 	e.cmd.Env = append(os.Environ(), e.env...)
-	e.log = &lockedLog{}
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	cmd, exited, log := e.cmd, make(chan struct{}), e.log
-	e.exited = exited
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("replayd did not stop within 30 s of SIGTERM; log:\n%s", log.String())
-		}
-	})
+	e.log, e.exited = startProcess(t, "replayd", e.cmd)
+	cmd, exited, log := e.cmd, e.exited, e.log
 	e.c = api.NewClient(addr, "")
 	deadline := time.Now().Add(extGuard)
 	for {
@@ -125,6 +104,47 @@ func (e *extDaemon) start() {
 			t.Fatalf("replayd did not come up within %v: %v; log:\n%s", extGuard, err, log.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval of a condition with a deadline
+	}
+}
+
+// startProcess starts cmd with its output in a new log, and stops it at
+// t's cleanup: SIGTERM, then SIGKILL (an error) if it has not exited 30 s
+// later. exited is closed once the process is reaped.
+func startProcess(t *testing.T, what string, cmd *exec.Cmd) (log *lockedLog, exited chan struct{}) {
+	t.Helper()
+	log, exited = &lockedLog{}, make(chan struct{})
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+			return
+		default:
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("%s did not stop within 30 s of SIGTERM; log:\n%s", what, tail(log.String(), 60))
+		}
+	})
+	return log, exited
+}
+
+// readFilesInto adds each file's bytes to o under its base name.
+func readFilesInto(t *testing.T, o map[string][]byte, files []string) {
+	t.Helper()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o[filepath.Base(f)] = b
 	}
 }
 

@@ -367,13 +367,7 @@ func collectKillRun(t *testing.T, e *extDaemon) killOutputs {
 	for _, n := range []int{1, 16, 17, 40, 41, 50, killSteps} {
 		files = append(files, x.iterate("backward", n))
 	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o[filepath.Base(f)] = b
-	}
+	readFilesInto(t, o, files)
 	return o
 }
 

@@ -71,13 +71,7 @@ func collectRemoteRun(t *testing.T, e *extDaemon) killOutputs {
 	for _, n := range []int{1, 16, 17, 33, 40, 41, 50, 57, remoteSteps} {
 		files = append(files, state("backward", n))
 	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o[filepath.Base(f)] = b
-	}
+	readFilesInto(t, o, files)
 	// The state is in the exports: Adam's moments of each of the CNN's six
 	// tensors and the step count, after θ.
 	ts := tensorsOf(t, x.export("check.safetensors", "--step", "41", "--kind", "backward", "--with-state"))
@@ -115,28 +109,9 @@ func (w *extWorker) start() {
 	t.Helper()
 	w.cmd = exec.Command(bin.replayd, w.args...)
 	w.cmd.Env = append(append(os.Environ(), "REPLAYD_TOKEN="), w.env...)
-	w.log = &lockedLog{}
-	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	cmd, exited, log := w.cmd, make(chan struct{}), w.log
-	w.exited = exited
-	go func() { cmd.Wait(); close(exited) }()
+	log, exited := startProcess(t, "worker "+w.name, w.cmd)
+	w.log, w.exited = log, exited
 	t.Cleanup(func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("worker %s did not stop within 30 s of SIGTERM; log:\n%s", w.name, tail(log.String(), 30))
-		}
 		if t.Failed() {
 			t.Logf("worker %s log:\n%s", w.name, tail(log.String(), 30))
 		}
