@@ -73,19 +73,30 @@ func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote
 	if !rc.enabled() {
 		return nil, func() {}, nil
 	}
+	// What is started is stopped in reverse order: by stop, or here on a
+	// failure of a later step.
+	var undo []func()
+	stop = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	fail := func(err error) (*remote.Executor, func(), error) {
+		stop()
+		return nil, nil, err
+	}
 	url := rc.url
-	var emb *remote.Embedded
 	if rc.embedded {
-		emb, err = remote.StartEmbedded(rc.listen, filepath.Join(cfg.dataDir, natsDirName), cfg.token)
+		emb, err := remote.StartEmbedded(rc.listen, filepath.Join(cfg.dataDir, natsDirName), cfg.token)
 		if err != nil {
 			return nil, nil, err
 		}
+		undo = append(undo, emb.Shutdown)
 		url = emb.URL()
 		// Workers on this machine (and tests) find the address here, also
 		// when --nats-listen chose the port (":0").
 		if err := os.WriteFile(filepath.Join(cfg.dataDir, natsURLFile), []byte(url+"\n"), 0o600); err != nil {
-			emb.Shutdown()
-			return nil, nil, fmt.Errorf("write %s: %w", natsURLFile, err)
+			return fail(fmt.Errorf("write %s: %w", natsURLFile, err))
 		}
 		log.Info("embedded NATS server started", "nats_url", url)
 	}
@@ -95,26 +106,19 @@ func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote
 	ex, err = remote.Dial(ctx, remote.Config{URL: url, Token: cfg.token, AckWait: rc.ackWait, MaxDeliver: rc.maxDeliver,
 		VerifyShare: rc.verify, DataDir: cfg.datasetDir, Logger: log, Families: fams, Trusted: []string{local}})
 	if err != nil {
-		if emb != nil {
-			emb.Shutdown()
-		}
-		return nil, nil, err
+		return fail(err)
 	}
+	undo = append(undo, ex.Close)
 	log.Info("backward jobs go to remote workers", "nats_url", url, "fingerprint", remote.Fingerprint())
 	// --workers N: the daemon computes too, as one worker of N slots on
 	// the same queue, so that whoever is free takes the next job (its
 	// results pass through the object store as a remote worker's do, and
 	// are not spot checked: Trusted).
-	stopLocal := func() {}
 	if cfg.workers > 0 {
 		w, err := remote.NewWorker(remote.WorkerConfig{URL: url, Token: cfg.token, Name: local, Jobs: cfg.workers,
 			DataPath: cfg.datasetDir, MemoBudget: scheduler.DefaultMemoBudget, Logger: log.With("worker", local), Families: fams})
 		if err != nil {
-			ex.Close()
-			if emb != nil {
-				emb.Shutdown()
-			}
-			return nil, nil, fmt.Errorf("in-process worker: %w", err)
+			return fail(fmt.Errorf("in-process worker: %w", err))
 		}
 		wctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -124,16 +128,10 @@ func startRemote(cfg config, fams []family.Family, log *slog.Logger) (ex *remote
 				log.Error("in-process worker stopped", "worker", local, "err", err)
 			}
 		}()
-		stopLocal = func() { cancel(); <-done }
+		undo = append(undo, func() { cancel(); <-done })
 		log.Info("the daemon computes beside the remote workers", "worker", local, "slots", cfg.workers)
 	}
-	return ex, func() {
-		stopLocal()
-		ex.Close()
-		if emb != nil {
-			emb.Shutdown()
-		}
-	}, nil
+	return ex, stop, nil
 }
 
 // localWorkerName is the daemon's in-process worker's name in `replayctl
