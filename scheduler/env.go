@@ -142,6 +142,7 @@ type dataKey struct{ family, key string }
 // A failed load is forgotten (a later one tries again); a loaded data set
 // stays for the scheduler's life.
 type dataLoad struct {
+	key  dataKey // in Scheduler.data
 	done chan struct{}
 	p    family.Data
 	err  error
@@ -183,7 +184,7 @@ func (s *Scheduler) load(ctx context.Context, f family.Family, cfg ckpt.RunConfi
 	s.dataMu.Lock()
 	l, ok := s.data[k]
 	if !ok {
-		l = &dataLoad{done: make(chan struct{})}
+		l = &dataLoad{key: k, done: make(chan struct{})}
 		s.data[k] = l
 		go func() {
 			l.p, l.err = f.LoadData(spec)
@@ -234,10 +235,8 @@ func (s *Scheduler) checkData(f family.Family, cfg ckpt.RunConfig, l *dataLoad) 
 		return err
 	}
 	s.dataMu.Lock()
-	for k, v := range s.data {
-		if v == l {
-			delete(s.data, k)
-		}
+	if s.data[l.key] == l {
+		delete(s.data, l.key)
 	}
 	s.dataMu.Unlock()
 	where := spec.DataPath
