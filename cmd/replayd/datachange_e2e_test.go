@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/replay-sgd/replay/internal/fmnistcopy"
 )
 
 // TestDataChangedAtResume: a run is computed only on the data set it was
@@ -18,8 +20,8 @@ import (
 // takes them again (the changed load was forgotten) and the run finishes
 // bitwise equal to an uninterrupted run on the original files.
 func TestDataChangedAtResume(t *testing.T) {
-	dataDir := changedFashionCopy(t)
-	images := filepath.Join(dataDir, "train-images-idx3-ubyte")
+	dataDir := fmnistcopy.Copy(t, fashionDir, -1) // the original data
+	images := filepath.Join(dataDir, fmnistcopy.TrainImages)
 	bump := func(delta byte) {
 		t.Helper()
 		b, err := os.ReadFile(images)
@@ -31,7 +33,6 @@ func TestDataChangedAtResume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bump(0xff) // undo changedFashionCopy's change: the original data
 	spec := fashionSpec()
 	spec.DataPath, spec.Steps, spec.CheckpointEvery = dataDir, 3000, 500
 

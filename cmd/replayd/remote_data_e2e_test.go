@@ -1,48 +1,22 @@
 package main
 
 import (
-	"compress/gzip"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/replay-sgd/replay/api"
+	"github.com/replay-sgd/replay/internal/fmnistcopy"
 )
 
 const fashionDir = "/usr/share/datasets/fashion-mnist"
 
-// changedFashionCopy writes the Fashion-MNIST IDX files uncompressed (the
-// loader reads both forms) into a new directory, with the last pixel of
-// the training images changed: the same files but for one byte.
+// changedFashionCopy is a copy of Fashion-MNIST whose last training
+// pixel differs: the same files but for one byte.
 func changedFashionCopy(t *testing.T) string {
 	t.Helper()
-	dst := t.TempDir()
-	for _, base := range []string{"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"} {
-		f, err := os.Open(filepath.Join(fashionDir, base+".gz"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(gz)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if base == "train-images-idx3-ubyte" {
-			b[len(b)-1]++
-		}
-		if err := os.WriteFile(filepath.Join(dst, base), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
+	return fmnistcopy.Copy(t, fashionDir, 16+60000*784-1)
 }
 
 // fashionSpec is a small Fashion-MNIST run (the data set is what matters).
